@@ -1,0 +1,23 @@
+# Third-party packages, all from Debian (scripts/setup.sh installs them). Nothing is downloaded here.
+# Each find_package names the Debian package to install when it is missing.
+
+macro(flyt_require pkg debian)
+  find_package(${pkg} ${ARGN} QUIET)
+  if(NOT ${pkg}_FOUND)
+    message(FATAL_ERROR "Flyt needs ${pkg}: install the Debian package '${debian}' (scripts/setup.sh does).")
+  endif()
+endmacro()
+
+flyt_require(CapnProto libcapnp-dev CONFIG)
+flyt_require(iceoryx_posh libiceoryx-posh-dev CONFIG)
+flyt_require(iceoryx_hoofs libiceoryx-hoofs-dev CONFIG)
+flyt_require(spdlog libspdlog-dev CONFIG)
+flyt_require(tomlplusplus libtomlplusplus-dev CONFIG)
+flyt_require(CLI11 libcli11-dev CONFIG)
+find_package(Threads REQUIRED)
+if(FLYT_BUILD_TESTS)
+  flyt_require(GTest libgtest-dev CONFIG)
+endif()
+if(FLYT_BUILD_BENCHMARKS)
+  flyt_require(benchmark libbenchmark-dev CONFIG)
+endif()

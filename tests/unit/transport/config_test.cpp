@@ -1,0 +1,59 @@
+#include "flyt/transport/config.hpp"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <toml++/toml.h>
+
+using flyt::transport::Errc;
+using flyt::transport::TransportConfig;
+
+TEST(TransportConfig, DefaultsBoundADeadPeerToTwoSeconds) {
+  TransportConfig config;
+  EXPECT_LE(config.peerTimeout.count(), 2000);
+}
+
+TEST(TransportConfig, ReadsKeysFromTheTransportTable) {
+  auto table = toml::parse("[transport]\npeer_timeout_ms = 500\nregion_slots = 4\n");
+  auto config = flyt::transport::transportConfigFromToml(table, "node.toml");
+  ASSERT_TRUE(config) << config.error().describe();
+  EXPECT_EQ(config->peerTimeout.count(), 500);
+  EXPECT_EQ(config->regionSlots, 4u);
+  EXPECT_EQ(config->maxMessageBytes, TransportConfig{}.maxMessageBytes);
+}
+
+TEST(TransportConfig, RejectsUnknownKeyNamingFileLineAndKey) {
+  auto table = toml::parse("[transport]\npeer_timeout_ms = 500\npeer_timout_ms = 1\n");
+  auto config = flyt::transport::transportConfigFromToml(table, "node.toml");
+  ASSERT_FALSE(config);
+  EXPECT_EQ(config.error().code, Errc::kInvalidArgument);
+  EXPECT_NE(config.error().message.find("node.toml:3"), std::string::npos) << config.error().message;
+  EXPECT_NE(config.error().message.find("peer_timout_ms"), std::string::npos);
+}
+
+TEST(TransportConfig, RejectsWrongTypeAndOutOfRangeValues) {
+  auto wrongType = toml::parse("[transport]\npeer_timeout_ms = \"fast\"\n");
+  EXPECT_FALSE(flyt::transport::transportConfigFromToml(wrongType, "x.toml"));
+  auto tooSmall = toml::parse("[transport]\nregion_slots = 1\n");
+  auto config = flyt::transport::transportConfigFromToml(tooSmall, "x.toml");
+  ASSERT_FALSE(config);
+  EXPECT_NE(config.error().message.find("region_slots"), std::string::npos);
+}
+
+TEST(TransportConfig, EnvironmentOverridesAndRejectsGarbage) {
+  ::setenv("FLYT_PEER_TIMEOUT_MS", "750", 1);
+  auto config = flyt::transport::transportConfigFromEnv();
+  ASSERT_TRUE(config) << config.error().describe();
+  EXPECT_EQ(config->peerTimeout.count(), 750);
+  ::setenv("FLYT_PEER_TIMEOUT_MS", "75O", 1);
+  auto bad = flyt::transport::transportConfigFromEnv();
+  ::unsetenv("FLYT_PEER_TIMEOUT_MS");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("FLYT_PEER_TIMEOUT_MS"), std::string::npos);
+}
+
+TEST(TransportConfig, DescribesEveryKeyWithItsVariable) {
+  const auto text = flyt::transport::describeTransportKeys();
+  EXPECT_NE(text.find("transport.peer_timeout_ms (FLYT_PEER_TIMEOUT_MS, default 2000)"),
+            std::string::npos);
+  EXPECT_NE(text.find("transport.region_slot_bytes"), std::string::npos);
+}

@@ -1,0 +1,53 @@
+// Configuration read by the transport layer: the `[transport]` table of node.toml / client.toml,
+// then environment overrides (FLYT_*). Every key is declared once, in kTransportKeys (config.cpp),
+// which drives TOML parsing, environment overrides and the documentation printed by
+// `describeTransportKeys()`; README.md lists the same table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "flyt/transport/error.hpp"
+
+namespace toml {
+inline namespace v3 {
+class table;
+}
+}  // namespace toml
+
+namespace flyt::transport {
+
+struct TransportConfig {
+  // A dead or silent peer is reported within this bound (receive of an expected reply, handshake).
+  std::chrono::milliseconds peerTimeout{2000};
+  // How long connect() waits for the server (TCP connect + handshake, shm service discovery).
+  std::chrono::milliseconds connectTimeout{2000};
+  // Largest Cap'n Proto message accepted in one frame, bytes.
+  std::uint64_t maxMessageBytes = 64ULL << 20;
+  // Largest inline payload accepted after one TCP frame, bytes.
+  std::uint64_t maxPayloadBytes = 4ULL << 30;
+  // Largest payload carried inside an iceoryx chunk on shm; larger data goes through the region.
+  std::uint64_t shmInlinePayloadBytes = 1ULL << 20;
+  // Data region: bytes per staging slot and number of slots in the ring.
+  std::uint64_t regionSlotBytes = 8ULL << 20;
+  std::uint32_t regionSlots = 8;
+};
+
+// Reads the `[transport]` table (absent keys keep their defaults). Unknown keys and wrong types are
+// errors naming `sourceName` (usually the file path), the line and the key.
+[[nodiscard]] Result<TransportConfig> transportConfigFromToml(const toml::table& root,
+                                                              std::string_view sourceName);
+
+// Applies FLYT_* environment overrides on top of `config`. A malformed value is an error naming the
+// variable.
+[[nodiscard]] Result<TransportConfig> applyTransportEnv(TransportConfig config);
+
+// Defaults + environment: what a process uses when it has no file.
+[[nodiscard]] Result<TransportConfig> transportConfigFromEnv();
+
+// One line per key: "transport.peer_timeout_ms (FLYT_PEER_TIMEOUT_MS, default 2000): ...".
+[[nodiscard]] std::string describeTransportKeys();
+
+}  // namespace flyt::transport

@@ -1,0 +1,99 @@
+# Flyt session protocol, version 1.
+#
+# One session = one application process talking to one worker. Every message on a Channel is one
+# `Envelope`. The client opens with `hello`; the server answers `welcome` (status ok) or refuses
+# (status unsupported for a protocol-version mismatch, with a human-readable `message`), then closes.
+#
+# After the handshake the client sends `batch` messages. A batch carries one or more calls, each with
+# a sequence number that increases by one per call over the whole session, so the server can detect a
+# lost or reordered call. The server executes calls strictly in batch order. Calls that the client
+# does not wait for (asynchronous calls) are appended to a batch; a synchronising call ends the batch,
+# and the server answers that batch with one `reply` carrying a `CallResult` for every call that failed
+# plus the result of the last call. A reply always carries the backend's CUDA error verbatim
+# (`cudaError`, the numeric cudaError_t) and a transport status.
+#
+# Bulk data does not travel inside the Cap'n Proto message. Either it lies in the session's data region
+# (shared memory mapped by both sides) and a `BulkRef` names it by segment id, byte offset and length,
+# or, on channels that carry inline payloads (TCP, loopback, and small payloads on shm), the payload
+# bytes follow the message in the same frame and a `BulkRef` with segment = inlineSegment addresses
+# them by offset within that payload.
+#
+# The server validates every field before use: unknown method ids, BulkRefs outside a segment, and
+# wrong versions are answered with status malformed/unsupported, never acted on.
+
+@0xdd4240d9edbf56be;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("flyt::wire");
+
+const protocolVersion :UInt32 = 1;
+
+# Segment id meaning "the inline payload that follows this message" rather than a region segment.
+const inlineSegment :UInt32 = 0xffffffff;
+
+enum TransportStatus {
+  ok @0;            # the call reached the server and `cudaError` is its verbatim result
+  disconnected @1;  # the peer went away
+  timeout @2;       # the peer stayed silent past the configured bound
+  malformed @3;     # the message failed validation (bad size, offset, handle or field)
+  unsupported @4;   # the server does not implement the method or protocol version
+}
+
+struct BulkRef {
+  segment @0 :UInt32;   # data-region segment id, or inlineSegment
+  offset @1 :UInt64;    # bytes from the start of the segment (or of the inline payload)
+  length @2 :UInt64;    # bytes
+}
+
+struct Hello {
+  protocolVersion @0 :UInt32;
+  sessionId @1 :UInt64;     # chosen by the client, unique per host (random 64 bits)
+  clientName @2 :Text;      # program name, for logs and session listings
+  pid @3 :UInt32;           # client process id in its own namespace, for logs only
+  token @4 :Data;           # authentication material; empty when the server requires none
+}
+
+struct Welcome {
+  protocolVersion @0 :UInt32;  # the server's version
+  sessionId @1 :UInt64;        # echoes Hello.sessionId
+  status @2 :TransportStatus;  # ok, or why the session is refused
+  message @3 :Text;            # human-readable reason when status != ok
+}
+
+struct Call {
+  sequence @0 :UInt64;     # per-session, starts at 1, +1 per call
+  method @1 :UInt32;       # method id from the generated API table
+  args @2 :AnyPointer;     # method-specific argument struct
+  bulk @3 :List(BulkRef);  # bulk data the call reads or writes
+}
+
+struct Batch {
+  calls @0 :List(Call);
+  wantsReply @1 :Bool;     # true when the client waits for a reply to this batch
+}
+
+struct CallResult {
+  sequence @0 :UInt64;
+  cudaError @1 :Int32;           # cudaError_t as the backend returned it, verbatim
+  status @2 :TransportStatus;
+  detail @3 :Text;               # human-readable context when status != ok
+  results @4 :AnyPointer;        # method-specific result struct
+}
+
+struct Reply {
+  results @0 :List(CallResult);
+}
+
+struct Goodbye {
+  reason @0 :Text;
+}
+
+struct Envelope {
+  union {
+    hello @0 :Hello;
+    welcome @1 :Welcome;
+    batch @2 :Batch;
+    reply @3 :Reply;
+    goodbye @4 :Goodbye;
+  }
+}

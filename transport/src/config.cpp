@@ -1,0 +1,143 @@
+#include "flyt/transport/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <fmt/format.h>
+#include <functional>
+#include <span>
+#include <vector>
+
+namespace flyt::transport {
+namespace {
+
+// How one key reads and writes its TransportConfig field, as an unsigned integer with bounds.
+struct Key {
+  std::string_view name;  // under [transport]
+  std::string_view env;   // FLYT_ variable
+  std::string_view doc;
+  std::uint64_t min;
+  std::uint64_t max;
+  std::function<std::uint64_t(const TransportConfig&)> get;
+  std::function<void(TransportConfig&, std::uint64_t)> set;
+};
+
+using std::chrono::milliseconds;
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> kTransportKeys = {
+      {"peer_timeout_ms", "FLYT_PEER_TIMEOUT_MS",
+       "a dead or silent peer is reported as an error within this many milliseconds", 10, 3'600'000,
+       [](const TransportConfig& c) { return std::uint64_t(c.peerTimeout.count()); },
+       [](TransportConfig& c, std::uint64_t v) { c.peerTimeout = milliseconds(v); }},
+      {"connect_timeout_ms", "FLYT_CONNECT_TIMEOUT_MS",
+       "how long a client waits for a server to accept and answer the handshake", 10, 3'600'000,
+       [](const TransportConfig& c) { return std::uint64_t(c.connectTimeout.count()); },
+       [](TransportConfig& c, std::uint64_t v) { c.connectTimeout = milliseconds(v); }},
+      {"max_message_bytes", "FLYT_MAX_MESSAGE_BYTES",
+       "largest Cap'n Proto message accepted in one frame; larger frames are rejected as malformed",
+       4096, 1ULL << 31, [](const TransportConfig& c) { return c.maxMessageBytes; },
+       [](TransportConfig& c, std::uint64_t v) { c.maxMessageBytes = v; }},
+      {"max_payload_bytes", "FLYT_MAX_PAYLOAD_BYTES",
+       "largest inline payload accepted after one TCP frame", 4096, 1ULL << 40,
+       [](const TransportConfig& c) { return c.maxPayloadBytes; },
+       [](TransportConfig& c, std::uint64_t v) { c.maxPayloadBytes = v; }},
+      {"shm_inline_payload_bytes", "FLYT_SHM_INLINE_PAYLOAD_BYTES",
+       "largest payload carried inside a shared-memory message; larger data uses the data region", 0,
+       64ULL << 20, [](const TransportConfig& c) { return c.shmInlinePayloadBytes; },
+       [](TransportConfig& c, std::uint64_t v) { c.shmInlinePayloadBytes = v; }},
+      {"region_slot_bytes", "FLYT_REGION_SLOT_BYTES",
+       "bytes per staging slot of a session's data region", 4096, 1ULL << 30,
+       [](const TransportConfig& c) { return c.regionSlotBytes; },
+       [](TransportConfig& c, std::uint64_t v) { c.regionSlotBytes = v; }},
+      {"region_slots", "FLYT_REGION_SLOTS", "number of staging slots in a session's data region", 2,
+       1024, [](const TransportConfig& c) { return std::uint64_t(c.regionSlots); },
+       [](TransportConfig& c, std::uint64_t v) { c.regionSlots = std::uint32_t(v); }},
+  };
+  return kTransportKeys;
+}
+
+const Key* findKey(std::string_view name) {
+  for (const auto& key : keys()) {
+    if (key.name == name) return &key;
+  }
+  return nullptr;
+}
+
+std::string where(std::string_view source, const toml::source_region& region) {
+  return fmt::format("{}:{}", source, region.begin.line);
+}
+
+Result<void> checkBounds(const Key& key, std::uint64_t value, std::string_view origin) {
+  if (value < key.min || value > key.max) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{}: {} = {} is outside [{}, {}]", origin, key.name, value, key.min,
+                            key.max));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<TransportConfig> transportConfigFromToml(const toml::table& root, std::string_view sourceName) {
+  TransportConfig config;
+  const toml::node* node = root.get("transport");
+  if (node == nullptr) return config;
+  const toml::table* table = node->as_table();
+  if (table == nullptr) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{}: 'transport' must be a table", where(sourceName, node->source())));
+  }
+  for (const auto& [name, value] : *table) {
+    const Key* key = findKey(name.str());
+    if (key == nullptr) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("{}: unknown key 'transport.{}' (known keys: see `describeTransportKeys`"
+                              " or the README's configuration table)",
+                              where(sourceName, value.source()), name.str()));
+    }
+    const auto integer = value.value<std::int64_t>();
+    if (!value.is_integer() || !integer || *integer < 0) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("{}: transport.{} must be a non-negative integer",
+                              where(sourceName, value.source()), name.str()));
+    }
+    auto ok = checkBounds(*key, std::uint64_t(*integer), where(sourceName, value.source()));
+    if (!ok) return std::unexpected(ok.error());
+    key->set(config, std::uint64_t(*integer));
+  }
+  return config;
+}
+
+Result<TransportConfig> applyTransportEnv(TransportConfig config) {
+  for (const auto& key : keys()) {
+    const char* text = std::getenv(std::string(key.env).c_str());
+    if (text == nullptr || *text == '\0') continue;
+    std::uint64_t value = 0;
+    const std::string_view sv(text);
+    auto [end, ec] = std::from_chars(sv.data(), sv.data() + sv.size(), value);
+    if (ec != std::errc() || end != sv.data() + sv.size()) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("environment {}='{}' is not a non-negative integer", key.env, sv));
+    }
+    auto ok = checkBounds(key, value, fmt::format("environment {}", key.env));
+    if (!ok) return std::unexpected(ok.error());
+    key.set(config, value);
+  }
+  return config;
+}
+
+Result<TransportConfig> transportConfigFromEnv() { return applyTransportEnv(TransportConfig{}); }
+
+std::string describeTransportKeys() {
+  const TransportConfig defaults;
+  std::string out;
+  for (const auto& key : keys()) {
+    out += fmt::format("transport.{} ({}, default {}): {}\n", key.name, key.env, key.get(defaults),
+                       key.doc);
+  }
+  return out;
+}
+
+}  // namespace flyt::transport
