@@ -80,6 +80,17 @@ Result<void> checkBounds(const Key& key, std::uint64_t value, std::string_view o
 
 }  // namespace
 
+Result<toml::table> loadTomlFile(const std::string& path) {
+  try {
+    return toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source();
+    return fail(Errc::kInvalidArgument,
+                fmt::format("{}:{}:{}: {}", path, where.begin.line, where.begin.column,
+                            e.description()));
+  }
+}
+
 Result<TransportConfig> transportConfigFromToml(const toml::table& root, std::string_view sourceName) {
   TransportConfig config;
   const toml::node* node = root.get("transport");

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <toml++/toml.h>
 
+#include <cstdio>
+
 using flyt::transport::Errc;
 using flyt::transport::TransportConfig;
 
@@ -56,4 +58,33 @@ TEST(TransportConfig, DescribesEveryKeyWithItsVariable) {
   EXPECT_NE(text.find("transport.peer_timeout_ms (FLYT_PEER_TIMEOUT_MS, default 2000)"),
             std::string::npos);
   EXPECT_NE(text.find("transport.region_slot_bytes"), std::string::npos);
+}
+
+TEST(TransportConfig, ShippedConfigFilesLoadAndMatchTheDefaults) {
+  for (const char* name : {"client.toml", "node.toml"}) {
+    const std::string path = std::string(FLYT_CONFIG_DIR) + "/" + name;
+    auto table = flyt::transport::loadTomlFile(path);
+    ASSERT_TRUE(table) << table.error().describe();
+    auto config = flyt::transport::transportConfigFromToml(*table, path);
+    ASSERT_TRUE(config) << config.error().describe();
+    const TransportConfig defaults;
+    EXPECT_EQ(config->peerTimeout, defaults.peerTimeout) << path;
+    EXPECT_EQ(config->connectTimeout, defaults.connectTimeout) << path;
+    EXPECT_EQ(config->maxMessageBytes, defaults.maxMessageBytes) << path;
+    EXPECT_EQ(config->maxPayloadBytes, defaults.maxPayloadBytes) << path;
+    EXPECT_EQ(config->shmInlinePayloadBytes, defaults.shmInlinePayloadBytes) << path;
+    EXPECT_EQ(config->regionSlotBytes, defaults.regionSlotBytes) << path;
+    EXPECT_EQ(config->regionSlots, defaults.regionSlots) << path;
+  }
+}
+
+TEST(TransportConfig, SyntaxErrorNamesFileLineAndColumn) {
+  const std::string path = ::testing::TempDir() + "/broken.toml";
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("[transport]\npeer_timeout_ms = = 3\n", f);
+  std::fclose(f);
+  auto table = flyt::transport::loadTomlFile(path);
+  ASSERT_FALSE(table);
+  EXPECT_NE(table.error().message.find(path + ":2:"), std::string::npos) << table.error().message;
 }

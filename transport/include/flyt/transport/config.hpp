@@ -11,11 +11,7 @@
 
 #include "flyt/transport/error.hpp"
 
-namespace toml {
-inline namespace v3 {
-class table;
-}
-}  // namespace toml
+#include <toml++/toml.h>
 
 namespace flyt::transport {
 
@@ -34,6 +30,9 @@ struct TransportConfig {
   std::uint64_t regionSlotBytes = 8ULL << 20;
   std::uint32_t regionSlots = 8;
 };
+
+// Parses a TOML file. Syntax errors name the file, line and column.
+[[nodiscard]] Result<toml::table> loadTomlFile(const std::string& path);
 
 // Reads the `[transport]` table (absent keys keep their defaults). Unknown keys and wrong types are
 // errors naming `sourceName` (usually the file path), the line and the key.
