@@ -20,6 +20,14 @@
 #
 # The server validates every field before use: unknown method ids, BulkRefs outside a segment, and
 # wrong versions are answered with status malformed/unsupported, never acted on.
+#
+# Data region (shm sessions only; see transport/include/flyt/transport/data_region.hpp). The client
+# creates shared-memory segments (segment 0 is the staging ring, later ones hold pinned host memory)
+# and announces each with `regionUpdate` before any BulkRef names it. The server maps and registers
+# every added segment, in order, and answers with one `regionAck` listing the segments it mapped; on
+# the first failure it stops, and status/message say why (the session is then unusable for region
+# copies). On the ack the client unlinks the segments' names, so no file outlives both processes.
+# `removed` asks the server to unregister and unmap segments the client no longer uses; no ack.
 
 @0xdd4240d9edbf56be;
 
@@ -88,6 +96,29 @@ struct Goodbye {
   reason @0 :Text;
 }
 
+enum SegmentKind {
+  stagingRing @0;   # slots for staged (pageable) copies
+  hostMemory @1;    # pinned host allocations (cudaMallocHost / cudaHostAlloc)
+}
+
+struct SegmentInfo {
+  id @0 :UInt32;          # small integer, unique within the session; what BulkRef.segment names
+  kind @1 :SegmentKind;
+  name @2 :Text;          # POSIX shm name, "/flyt-region-<pid>-<session hex>-<id>"
+  size @3 :UInt64;        # bytes, whole segment (first page is a header; BulkRef offsets start past it)
+}
+
+struct RegionUpdate {
+  added @0 :List(SegmentInfo);
+  removed @1 :List(UInt32);
+}
+
+struct RegionAck {
+  mapped @0 :List(UInt32);     # segments now mapped and registered by the server
+  status @1 :TransportStatus;  # ok, or malformed when an announced segment failed its checks
+  message @2 :Text;            # human-readable reason when status != ok
+}
+
 struct Envelope {
   union {
     hello @0 :Hello;
@@ -95,5 +126,7 @@ struct Envelope {
     batch @2 :Batch;
     reply @3 :Reply;
     goodbye @4 :Goodbye;
+    regionUpdate @5 :RegionUpdate;   # client -> server
+    regionAck @6 :RegionAck;         # server -> client
   }
 }
