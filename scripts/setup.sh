@@ -11,7 +11,7 @@ say() { [[ $quiet == 1 ]] || echo "setup: $*"; }
 packages=(
   build-essential cmake pkg-config python3
   capnproto libcapnp-dev
-  iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev
+  iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev libacl1-dev  # iceoryx's RouDi headers include <sys/acl.h>
   libtomlplusplus-dev libspdlog-dev libfmt-dev libsqlite3-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )

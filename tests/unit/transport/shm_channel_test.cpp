@@ -1,0 +1,387 @@
+// ShmChannel against a real embedded RouDi and real peer processes (shm_peer). Every case runs
+// under the CTest resource lock "roudi"; the process keeps the RouDi it starts until it exits.
+#include "flyt/transport/shm_channel.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "flyt/wire/session.capnp.h"
+
+using namespace std::chrono_literals;
+namespace ft = flyt::transport;
+using ft::Errc;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+ft::TransportConfig testConfig() {
+  ft::TransportConfig config;
+  config.peerTimeout = 2000ms;
+  config.connectTimeout = 2000ms;
+  return config;
+}
+
+// CTest's RESOURCE_LOCK serialises RouDi tests only within one ctest run; engineers running suites
+// from several build trees share this host's single RouDi too. This host-wide lock, held until the
+// process exits, serialises them all (peer processes run under their parent's lock).
+void holdHostRouDiLock() {
+  static const bool held = [] {
+    const int fd = ::open("/tmp/flyt-test-roudi.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0666);
+    if (fd < 0) return false;
+    for (auto deadline = Clock::now() + 45s; Clock::now() < deadline;) {
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    return false;
+  }();
+  ASSERT_TRUE(held) << "another RouDi test kept /tmp/flyt-test-roudi.lock for 45 s";
+}
+
+// The RouDi of this test process, started on first use and kept until exit (iceoryx 2.0 cannot
+// re-register a process with a second RouDi).
+ft::EmbeddedRouDi& roudi() {
+  holdHostRouDiLock();
+  static std::unique_ptr<ft::EmbeddedRouDi> instance = [] {
+    auto started = ft::EmbeddedRouDi::startIfAbsent(testConfig());
+    EXPECT_TRUE(started) << started.error().describe();
+    return started ? std::move(*started) : nullptr;
+  }();
+  return *instance;
+}
+
+ft::Endpoint endpoint(const std::string& name) {
+  ft::Endpoint ep;
+  ep.kind = ft::Endpoint::Kind::kShm;
+  ep.name = name + "-" + std::to_string(::getpid());
+  return ep;
+}
+
+// A peer process, killed (if still running) when the test ends.
+class Peer {
+ public:
+  Peer(const std::string& mode, const std::string& name = "") {
+    m_pid = ::fork();
+    if (m_pid == 0) {
+      ::execl(FLYT_SHM_PEER_PATH, FLYT_SHM_PEER_PATH, mode.c_str(), name.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~Peer() {
+    if (m_pid > 0) {
+      ::kill(m_pid, SIGKILL);
+      ::waitpid(m_pid, nullptr, 0);
+    }
+  }
+  void kill() {
+    ::kill(m_pid, SIGKILL);
+    ::waitpid(m_pid, nullptr, 0);
+    m_pid = -1;
+  }
+  // Exit status, or -1 when it did not exit within `timeout`.
+  int wait(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(m_pid, &status, WNOHANG) == m_pid) {
+        m_pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return -1;
+  }
+
+ private:
+  pid_t m_pid = -1;
+};
+
+ft::Result<void> sendCalls(ft::Channel& channel, std::uint64_t firstSeq, unsigned calls,
+                           std::span<const std::byte> payload = {}) {
+  return channel.send(
+      [&](capnp::MessageBuilder& builder) {
+        auto list = builder.initRoot<flyt::wire::Envelope>().initBatch().initCalls(calls);
+        for (unsigned i = 0; i < calls; ++i) {
+          list[i].setSequence(firstSeq + i);
+          list[i].setMethod(7);
+        }
+      },
+      payload);
+}
+
+ft::Result<void> sendGoodbye(ft::Channel& channel) {
+  return channel.send([](capnp::MessageBuilder& b) { b.initRoot<flyt::wire::Envelope>().initGoodbye(); });
+}
+
+std::unique_ptr<ft::Channel> acceptOne(ft::Listener& listener) {
+  auto channel = listener.accept(5s);
+  EXPECT_TRUE(channel) << channel.error().describe();
+  return channel ? std::move(*channel) : nullptr;
+}
+
+std::vector<std::string> flytShmFiles() {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const auto name = entry.path().filename().string();
+    if (name.starts_with("flyt-shm")) names.push_back(name);
+  }
+  return names;
+}
+
+}  // namespace
+
+TEST(ShmChannel, RoundTripsMessagesAndInlinePayloadInOrder) {
+  roudi();
+  const auto ep = endpoint("roundtrip");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer peer("echo", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  EXPECT_EQ(channel->maxPayloadBytes(), testConfig().shmInlinePayloadBytes);
+
+  // Sizes cover every chunk class, the empty payload and the largest inline payload.
+  const std::vector<std::size_t> sizes{0, 1, 3000, 5000, 60000, 200000, channel->maxPayloadBytes()};
+  std::uint64_t seq = 1;
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t size : sizes) {
+      std::vector<std::byte> payload(size);
+      for (std::size_t i = 0; i < size; ++i) payload[i] = static_cast<std::byte>((i * 7 + seq) & 0xff);
+      ASSERT_TRUE(sendCalls(*channel, seq, 2, payload));
+      auto in = channel->receive(2s);
+      ASSERT_TRUE(in) << in.error().describe();
+      auto calls = in->root<flyt::wire::Envelope>().getBatch().getCalls();
+      ASSERT_EQ(calls.size(), 2u);
+      EXPECT_EQ(calls[0].getSequence(), seq);
+      EXPECT_EQ(calls[1].getSequence(), seq + 1);
+      ASSERT_EQ(in->payload().size(), size);
+      EXPECT_TRUE(std::equal(payload.begin(), payload.end(), in->payload().begin()));
+      seq += 2;
+    }
+  }
+  // A message far larger than a small chunk (built across several segments) still arrives whole.
+  ASSERT_TRUE(sendCalls(*channel, seq, 3000));
+  auto big = channel->receive(2s);
+  ASSERT_TRUE(big) << big.error().describe();
+  EXPECT_EQ(big->root<flyt::wire::Envelope>().getBatch().getCalls()[2999].getSequence(), seq + 2999);
+
+  std::vector<std::byte> tooLarge(channel->maxPayloadBytes() + 1);
+  auto refused = sendCalls(*channel, 1, 1, tooLarge);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, Errc::kTooLarge);
+
+  ASSERT_TRUE(sendGoodbye(*channel));
+  ASSERT_TRUE(channel->receive(2s));
+  EXPECT_EQ(peer.wait(5s), 0);
+}
+
+TEST(ShmChannel, ManyBatchesInARowKeepOrder) {
+  roudi();
+  const auto ep = endpoint("batches");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer peer("count", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  const std::vector<std::byte> payload(100, std::byte{0x42});
+  // 400 batches without waiting: more than the in-flight window, so the sender must wait for credit.
+  for (std::uint64_t batch = 0; batch < 400; ++batch) {
+    ASSERT_TRUE(sendCalls(*channel, batch * 5 + 1, 5, payload));
+  }
+  ASSERT_TRUE(sendGoodbye(*channel));
+  auto reply = channel->receive(5s);
+  ASSERT_TRUE(reply) << reply.error().describe();
+  auto result = reply->root<flyt::wire::Envelope>().getReply().getResults()[0];
+  EXPECT_EQ(result.getSequence(), 2000u);
+  EXPECT_EQ(result.getStatus(), flyt::wire::TransportStatus::OK);
+}
+
+TEST(ShmChannel, ThousandSequencedCallsArriveInOrder) {
+  roudi();
+  const auto ep = endpoint("thousand");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer peer("count", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  for (std::uint64_t seq = 1; seq <= 1000; ++seq) ASSERT_TRUE(sendCalls(*channel, seq, 1));
+  ASSERT_TRUE(sendGoodbye(*channel));
+  auto reply = channel->receive(5s);
+  ASSERT_TRUE(reply) << reply.error().describe();
+  auto result = reply->root<flyt::wire::Envelope>().getReply().getResults()[0];
+  EXPECT_EQ(result.getSequence(), 1000u);
+  EXPECT_EQ(result.getStatus(), flyt::wire::TransportStatus::OK);
+}
+
+TEST(ShmChannel, KilledClientIsDisconnectedOnServerAndLeavesNoFiles) {
+  roudi();
+  const auto ep = endpoint("killclient");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer peer("echo", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  ASSERT_TRUE(sendCalls(*channel, 1, 1));
+  ASSERT_TRUE(channel->receive(2s));
+
+  peer.kill();
+  const auto start = Clock::now();
+  auto in = channel->receive(10s);
+  ASSERT_FALSE(in);
+  EXPECT_EQ(in.error().code, Errc::kDisconnected) << in.error().describe();
+  EXPECT_LT(Clock::now() - start, testConfig().peerTimeout);
+  auto sent = sendCalls(*channel, 2, 1);
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error().code, Errc::kDisconnected);
+  EXPECT_TRUE(flytShmFiles().empty());
+}
+
+TEST(ShmChannel, SendFailsWhenPeerIsGone) {
+  roudi();
+  const auto ep = endpoint("killserver");
+  Peer peer("serve", ep.name);
+  // The peer needs a moment to start listening; "no listener" is reported at once, so retry.
+  ft::Result<std::unique_ptr<ft::Channel>> channel = ft::fail(Errc::kUnavailable, "not tried");
+  for (auto deadline = Clock::now() + 5s; Clock::now() < deadline;) {
+    channel = ft::connectShm(ep, testConfig());
+    if (channel || channel.error().code != Errc::kUnavailable) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(channel) << channel.error().describe();
+  ASSERT_TRUE(sendCalls(**channel, 1, 1));
+  ASSERT_TRUE((*channel)->receive(2s));
+
+  peer.kill();
+  const auto start = Clock::now();
+  auto sent = sendCalls(**channel, 2, 1);
+  ASSERT_FALSE(sent);
+  EXPECT_EQ(sent.error().code, Errc::kDisconnected) << sent.error().describe();
+  auto in = (*channel)->receive(10s);
+  ASSERT_FALSE(in);
+  EXPECT_EQ(in.error().code, Errc::kDisconnected);
+  EXPECT_LT(Clock::now() - start, testConfig().peerTimeout);
+  EXPECT_TRUE(flytShmFiles().empty());
+}
+
+TEST(ShmChannel, SilentPeerTimesOut) {
+  roudi();
+  const auto ep = endpoint("silent");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer peer("silent", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  const auto start = Clock::now();
+  auto in = channel->receive(150ms);
+  ASSERT_FALSE(in);
+  EXPECT_EQ(in.error().code, Errc::kTimeout) << in.error().describe();
+  EXPECT_GE(Clock::now() - start, 150ms);
+  EXPECT_LT(Clock::now() - start, 1s);
+  // A timeout does not break the channel.
+  EXPECT_TRUE(sendCalls(*channel, 1, 1));
+}
+
+TEST(ShmChannel, ServesOtherSessionsWhileOnePeerMisbehaves) {
+  roudi();
+  const auto ep = endpoint("misbehave");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer bad("malformed", ep.name);
+  Peer good("echo", ep.name);
+  Peer dying("echo", ep.name);
+  std::vector<std::unique_ptr<ft::Channel>> channels;
+  for (int i = 0; i < 3; ++i) {
+    channels.push_back(acceptOne(**listener));
+    ASSERT_TRUE(channels.back());
+  }
+  dying.kill();
+
+  // Each session is probed with one call: the echo session answers, the malformed one reports
+  // kMalformed and stays broken, the dead one reports kDisconnected.
+  int echoed = 0, malformed = 0, disconnected = 0;
+  for (auto& channel : channels) {
+    auto sent = sendCalls(*channel, 1, 1);
+    auto in = sent ? channel->receive(3s) : ft::Result<ft::Incoming>(std::unexpected(sent.error()));
+    if (in) {
+      ++echoed;
+      EXPECT_EQ(in->root<flyt::wire::Envelope>().getBatch().getCalls()[0].getSequence(), 1u);
+      for (std::uint64_t seq = 2; seq < 50; ++seq) {
+        ASSERT_TRUE(sendCalls(*channel, seq, 1));
+        auto again = channel->receive(2s);
+        ASSERT_TRUE(again) << again.error().describe();
+      }
+    } else if (in.error().code == Errc::kMalformed) {
+      ++malformed;
+      auto later = channel->receive(10ms);
+      ASSERT_FALSE(later);
+      EXPECT_EQ(later.error().code, Errc::kMalformed);
+    } else if (in.error().code == Errc::kDisconnected) {
+      ++disconnected;
+    } else {
+      ADD_FAILURE() << in.error().describe();
+    }
+  }
+  EXPECT_EQ(echoed, 1);
+  EXPECT_EQ(malformed, 1);
+  EXPECT_EQ(disconnected, 1);
+  // The listener still accepts new sessions afterwards.
+  Peer late("echo", ep.name);
+  auto another = acceptOne(**listener);
+  ASSERT_TRUE(another);
+  ASSERT_TRUE(sendCalls(*another, 1, 1));
+  EXPECT_TRUE(another->receive(2s));
+}
+
+TEST(ShmChannel, ConnectWithoutListenerFailsWithinConnectTimeout) {
+  roudi();
+  const auto start = Clock::now();
+  auto channel = ft::connectShm(endpoint("nobody"), testConfig());
+  ASSERT_FALSE(channel);
+  EXPECT_EQ(channel.error().code, Errc::kUnavailable);
+  EXPECT_NE(channel.error().message.find("no Flyt listener"), std::string::npos) << channel.error().message;
+  EXPECT_LT(Clock::now() - start, testConfig().connectTimeout);
+}
+
+TEST(ShmChannel, SecondListenerOnTheSameNameIsRefused) {
+  roudi();
+  const auto ep = endpoint("twice");
+  auto first = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(first) << first.error().describe();
+  auto second = ft::listenShm(ep, testConfig());
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::kUnavailable);
+}
+
+TEST(ShmChannel, ConnectWithoutRouDiIsUnavailable) {
+  holdHostRouDiLock();
+  if (ft::rouDiReachable()) GTEST_SKIP() << "a RouDi runs on this host; cannot test its absence";
+  const auto start = Clock::now();
+  auto channel = ft::connectShm(endpoint("noroudi"), testConfig());
+  ASSERT_FALSE(channel);
+  EXPECT_EQ(channel.error().code, Errc::kUnavailable);
+  auto listener = ft::listenShm(endpoint("noroudi"), testConfig());
+  ASSERT_FALSE(listener);
+  EXPECT_EQ(listener.error().code, Errc::kUnavailable);
+  EXPECT_LT(Clock::now() - start, 500ms);
+}
+
+TEST(ShmChannel, StartIfAbsentDoesNotOwnARunningRouDi) {
+  roudi();
+  auto again = ft::EmbeddedRouDi::startIfAbsent(testConfig());
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_FALSE((*again)->owns());
+  // Another process neither aborts nor claims it.
+  Peer probe("probe-roudi");
+  EXPECT_EQ(probe.wait(10s), 0);
+  EXPECT_TRUE(ft::rouDiReachable());
+}

@@ -1,0 +1,84 @@
+// ShmChannel: the same-host Channel, carried by Eclipse iceoryx 2.0 shared memory.
+//
+// Every session (one connectShm) gets its own pair of iceoryx publish/subscribe services,
+// ("flyt", <endpoint name>, "c2s.<session id>") and ("flyt", <endpoint name>, "s2c.<session id>").
+// Session set-up and peer liveness travel over an abstract-namespace unix socket named after the
+// endpoint; it carries no messages after set-up. See shm_channel.cpp for the chunk format and the
+// reasons behind these choices.
+//
+// iceoryx 2.0 needs one RouDi daemon per host. A process that may host it (flyt-node, tests) calls
+// EmbeddedRouDi::startIfAbsent; every other process only attaches to the RouDi that runs. Nothing in
+// this header aborts the process or blocks without a bound when no RouDi runs: such calls fail with
+// Errc::kUnavailable.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "flyt/transport/channel.hpp"
+#include "flyt/transport/config.hpp"
+#include "flyt/transport/endpoint.hpp"
+
+namespace flyt::transport {
+
+// One mempool of the RouDi that EmbeddedRouDi starts: `count` chunks of `bytes` usable bytes each.
+struct ShmChunkClass {
+  std::uint32_t bytes;
+  std::uint32_t count;
+};
+
+// The mempools an embedded RouDi configures for `config`, smallest first:
+//   4 KiB x 2048    calls, batches of calls and replies (almost all traffic);
+//   64 KiB x 256    large batches or replies with small inline payloads;
+//   shmInlinePayloadBytes + 64 KiB x 32   a message carrying the largest inline payload.
+// A message plus payload that fits none of them is refused with kTooLarge; bulk data belongs in the
+// DataRegion. About 58 MiB of shared memory with the default configuration.
+[[nodiscard]] std::vector<ShmChunkClass> shmChunkClasses(const TransportConfig& config);
+
+// True when an iceoryx RouDi accepts connections on this host right now. Never blocks: it tries to
+// connect to RouDi's unix datagram socket once.
+[[nodiscard]] bool rouDiReachable();
+
+// An in-process RouDi, started only when none runs on this host.
+//
+// Lifetime: construct it before, and destroy it after, every ShmChannel and Listener of this
+// process (RouDi's destructor invalidates the process's iceoryx pointers). At most one owning
+// instance exists per process; further startIfAbsent calls return a non-owning instance.
+// Thread-safe.
+class EmbeddedRouDi {
+ public:
+  // Starts RouDi with shmChunkClasses(config) unless one already runs (in this process or another),
+  // in which case the result does not own it (owns() == false) and destroying it stops nothing.
+  // Fails with kUnavailable (never aborts) if RouDi's shared memory cannot be created or RouDi does
+  // not accept connections within config.connectTimeout.
+  [[nodiscard]] static Result<std::unique_ptr<EmbeddedRouDi>> startIfAbsent(
+      const TransportConfig& config);
+
+  ~EmbeddedRouDi();
+  EmbeddedRouDi(const EmbeddedRouDi&) = delete;
+  EmbeddedRouDi& operator=(const EmbeddedRouDi&) = delete;
+
+  // Whether this instance started (and will stop) the host's RouDi.
+  [[nodiscard]] bool owns() const noexcept { return m_impl != nullptr; }
+
+  struct Impl;
+
+ private:
+  explicit EmbeddedRouDi(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> m_impl;
+};
+
+// Listens on `ep` (kind kShm) for sessions from any process on this host. Registers this process
+// with RouDi on first use. Fails with kUnavailable if no RouDi runs or another process already
+// listens on the same name, kInvalidArgument for a non-shm endpoint.
+[[nodiscard]] Result<std::unique_ptr<Listener>> listenShm(const Endpoint& ep,
+                                                          const TransportConfig& config);
+
+// Opens a session with the listener on `ep`, within config.connectTimeout: kUnavailable when no
+// RouDi runs or nobody listens on the name, kTimeout when the listener does not complete set-up in
+// time. The channel's maxPayloadBytes() is config.shmInlinePayloadBytes.
+[[nodiscard]] Result<std::unique_ptr<Channel>> connectShm(const Endpoint& ep,
+                                                          const TransportConfig& config);
+
+}  // namespace flyt::transport

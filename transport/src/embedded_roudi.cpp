@@ -1,0 +1,221 @@
+// The embedded RouDi, RouDi reachability and the process's iceoryx runtime registration.
+//
+// iceoryx 2.0 turns most RouDi start-up problems into a fatal error that aborts the process (a
+// second RouDi finds the lock file "/tmp/iox-unique-roudi.lock" taken; its FileLock error is then
+// dereferenced as a value), and a runtime that registers while no RouDi runs waits 60 s and then
+// aborts. So everything here decides *before* calling into iceoryx:
+//   - "does a RouDi run?" is answered by trying flock() on RouDi's own lock file (RouDi holds an
+//     exclusive flock on it for its whole life; flock locks conflict between open file
+//     descriptions, so this also sees a RouDi in this very process);
+//   - "can I register?" is answered by connecting to RouDi's unix datagram socket "/tmp/roudi":
+//     connect() on a datagram socket never blocks and fails with ECONNREFUSED when nobody is bound.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <iostream>
+#include <streambuf>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "iceoryx_hoofs/log/logmanager.hpp"
+#include "iceoryx_hoofs/posix_wrapper/posix_access_rights.hpp"
+#include "iceoryx_posh/iceoryx_posh_config.hpp"
+#include "iceoryx_posh/iceoryx_posh_types.hpp"
+#include "iceoryx_posh/internal/roudi/roudi.hpp"
+#include "iceoryx_posh/roudi/iceoryx_roudi_components.hpp"
+#include "iceoryx_posh/runtime/posh_runtime.hpp"
+
+#include "flyt/transport/shm_channel.hpp"
+#include "shm_runtime.hpp"
+
+namespace flyt::transport {
+namespace {
+
+// Where iceoryx 2.0 on Linux keeps them: platform::IOX_LOCK_FILE_PATH_PREFIX + ROUDI_LOCK_NAME +
+// ".lock", and IOX_UDS_SOCKET_PATH_PREFIX + IPC_CHANNEL_ROUDI_NAME.
+const std::string kRouDiLockPath = std::string("/tmp/") + iox::roudi::ROUDI_LOCK_NAME + ".lock";
+const std::string kRouDiSocketPath = std::string("/tmp/") + iox::roudi::IPC_CHANNEL_ROUDI_NAME;
+
+constexpr std::uint32_t kMessageHeadroom = 64U << 10;
+
+// True when some RouDi (here or in another process) holds its lock file.
+bool rouDiLockHeld() {
+  const int fd = ::open(kRouDiLockPath.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;  // never created, or removed by a RouDi that stopped
+  int rc;
+  do {
+    rc = ::flock(fd, LOCK_EX | LOCK_NB);
+  } while (rc != 0 && errno == EINTR);
+  const bool held = rc != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // also drops our probe lock, if we got it
+  return held;
+}
+
+// RouDi's message thread writes "RouDi is ready for clients" to std::cout, bypassing its logger;
+// Flyt keeps stdout for the application. While RouDi starts, std::cout goes into this buffer.
+class CaptureBuf final : public std::streambuf {
+ public:
+  [[nodiscard]] bool contains(std::string_view text) {
+    std::lock_guard lock(m_mutex);
+    return m_text.find(text) != std::string::npos;
+  }
+
+ protected:
+  int overflow(int ch) override {
+    if (ch != traits_type::eof()) {
+      std::lock_guard lock(m_mutex);
+      m_text.push_back(static_cast<char>(ch));
+    }
+    return ch;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    std::lock_guard lock(m_mutex);
+    m_text.append(s, static_cast<std::size_t>(n));
+    return n;
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::string m_text;
+};
+
+std::atomic<bool> g_ownedHere{false};
+std::mutex g_startMutex;
+
+}  // namespace
+
+namespace shm {
+
+spdlog::logger& log() {
+  static const std::shared_ptr<spdlog::logger> logger = [] {
+    if (auto existing = spdlog::get("flyt.shm")) return existing;
+    return spdlog::stderr_color_mt("flyt.shm");
+  }();
+  return *logger;
+}
+
+void quietIceoryxLog() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn);
+  });
+}
+
+Result<void> ensureRuntime() {
+  static std::mutex mutex;
+  static bool registered = false;
+  std::lock_guard lock(mutex);
+  if (registered) return {};
+  if (!rouDiReachable()) {
+    return fail(Errc::kUnavailable,
+                fmt::format("no iceoryx RouDi runs on this host ({} refuses connections); start "
+                            "flyt-node or use a tcp:// endpoint",
+                            kRouDiSocketPath));
+  }
+  quietIceoryxLog();
+  std::random_device random;
+  const auto name = fmt::format("flyt-{}-{:08x}", ::getpid(), random());
+  iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name.c_str()));
+  registered = true;
+  log().debug("registered with RouDi as {}", name);
+  return {};
+}
+
+}  // namespace shm
+
+std::vector<ShmChunkClass> shmChunkClasses(const TransportConfig& config) {
+  const auto inlineBytes = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(config.shmInlinePayloadBytes, (1ULL << 31)));
+  std::vector<ShmChunkClass> classes{{4U << 10, 2048}, {64U << 10, 256}};
+  const std::uint32_t large = ((inlineBytes + kMessageHeadroom) + 7U) & ~7U;
+  if (large > classes.back().bytes) classes.push_back({large, 32});
+  return classes;
+}
+
+bool rouDiReachable() {
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, kRouDiSocketPath.c_str(), sizeof(addr.sun_path) - 1);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+struct EmbeddedRouDi::Impl {
+  explicit Impl(const iox::RouDiConfig_t& config)
+      : components(config),
+        roudi(components.rouDiMemoryManager, components.portManager,
+              // No monitoring-driven kills of our own process, and no SIGTERM to registered
+              // processes (this one included) when we stop.
+              iox::roudi::RouDi::RoudiStartupParameters{iox::roudi::MonitoringMode::ON, false}) {}
+  ~Impl() { g_ownedHere = false; }
+
+  iox::roudi::IceOryxRouDiComponents components;
+  iox::roudi::RouDi roudi;
+};
+
+EmbeddedRouDi::EmbeddedRouDi(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+EmbeddedRouDi::~EmbeddedRouDi() {
+  if (m_impl) shm::log().info("stopping the embedded RouDi");
+}
+
+Result<std::unique_ptr<EmbeddedRouDi>> EmbeddedRouDi::startIfAbsent(const TransportConfig& config) {
+  std::lock_guard lock(g_startMutex);
+  const auto deadline = std::chrono::steady_clock::now() + config.connectTimeout;
+  if (g_ownedHere || rouDiLockHeld()) {
+    // Someone runs it; wait (bounded) until it accepts runtimes, in case it is still starting.
+    while (!rouDiReachable()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return fail(Errc::kUnavailable,
+                    fmt::format("a RouDi holds {} but does not accept connections on {} within {} ms",
+                                kRouDiLockPath, kRouDiSocketPath, config.connectTimeout.count()));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    shm::log().debug("a RouDi already runs on this host; attaching to it");
+    return std::unique_ptr<EmbeddedRouDi>(new EmbeddedRouDi(nullptr));
+  }
+
+  shm::quietIceoryxLog();
+  iox::mepoo::MePooConfig mempools;
+  for (const auto& chunkClass : shmChunkClasses(config)) {
+    mempools.addMemPool({chunkClass.bytes, chunkClass.count});
+  }
+  iox::RouDiConfig_t roudiConfig;
+  const auto group = iox::posix::PosixGroup::getGroupOfCurrentProcess().getName();
+  roudiConfig.m_sharedMemorySegments.push_back({group, group, mempools});
+  roudiConfig.optimize();
+
+  static CaptureBuf capture;  // static: RouDi's thread may still write after a failed start
+  auto* const stdoutBuf = std::cout.rdbuf(&capture);
+  auto impl = std::make_unique<Impl>(roudiConfig);
+  g_ownedHere = true;
+  // RouDi binds its socket from its message thread, shortly after construction, then prints.
+  while (!rouDiReachable() || !capture.contains("ready for clients")) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::cout.rdbuf(stdoutBuf);
+      return fail(Errc::kUnavailable, fmt::format("the embedded RouDi did not open {} within {} ms",
+                                                  kRouDiSocketPath, config.connectTimeout.count()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::cout.rdbuf(stdoutBuf);
+  shm::log().info("started an embedded RouDi ({} mempools)", shmChunkClasses(config).size());
+  return std::unique_ptr<EmbeddedRouDi>(new EmbeddedRouDi(std::move(impl)));
+}
+
+}  // namespace flyt::transport

@@ -1,0 +1,21 @@
+// Private to the shm transport: its logger and the process-wide iceoryx runtime registration.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include "flyt/transport/error.hpp"
+
+namespace flyt::transport::shm {
+
+// The "flyt.shm" logger (stderr).
+spdlog::logger& log();
+
+// Registers this process with the host's RouDi once, under a unique runtime name. Checks that a
+// RouDi is reachable first, because iceoryx's registration otherwise waits 60 s and then aborts.
+// Thread-safe; later calls return the first call's success at once.
+[[nodiscard]] Result<void> ensureRuntime();
+
+// Quietens iceoryx's own logger (it prints to stderr at info level) to warnings. Idempotent.
+void quietIceoryxLog();
+
+}  // namespace flyt::transport::shm
