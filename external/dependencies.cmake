@@ -15,6 +15,13 @@ flyt_require(spdlog libspdlog-dev CONFIG)
 flyt_require(tomlplusplus libtomlplusplus-dev CONFIG)
 flyt_require(CLI11 libcli11-dev CONFIG)
 find_package(Threads REQUIRED)
+# The CUDA 13 toolkit is not a Debian package (scripts/setup.sh finds it). Flyt uses its headers and
+# nvcc; no Flyt library links NVIDIA's runtime or driver.
+find_package(CUDAToolkit 13 QUIET)
+if(NOT CUDAToolkit_FOUND)
+  message(FATAL_ERROR "Flyt needs the CUDA 13 toolkit (headers, nvcc): install NVIDIA's, or point "
+                      "CUDAToolkit_ROOT at it (scripts/setup.sh reports where it looked).")
+endif()
 if(FLYT_BUILD_TESTS)
   flyt_require(GTest libgtest-dev CONFIG)
 endif()
