@@ -1,7 +1,6 @@
 #include "unsupported.hpp"
 
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
+#include "flyt/transport/log.hpp"
 
 #include <mutex>
 #include <set>
@@ -10,16 +9,7 @@
 namespace flyt::interpose {
 namespace {
 
-// TODO(forwarding): use flyt::logger("interpose") (transport/include/flyt/transport/log.hpp: stderr,
-// level from FLYT_LOG) once flyt::interpose links flyt::transport; until then a stderr logger of the
-// same name, at spdlog's default level, so that warnings are never lost.
-spdlog::logger& log() {
-  static const std::shared_ptr<spdlog::logger> logger = [] {
-    if (auto existing = spdlog::get("flyt.interpose")) return existing;
-    return spdlog::stderr_color_mt("flyt.interpose");
-  }();
-  return *logger;
-}
+spdlog::logger& log() { return flyt::logger("interpose"); }
 
 }  // namespace
 

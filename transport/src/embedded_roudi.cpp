@@ -39,6 +39,8 @@
 #include "flyt/transport/shm_channel.hpp"
 #include "shm_runtime.hpp"
 
+#include "flyt/transport/log.hpp"
+
 namespace flyt::transport {
 namespace {
 
@@ -97,13 +99,7 @@ std::mutex g_startMutex;
 
 namespace shm {
 
-spdlog::logger& log() {
-  static const std::shared_ptr<spdlog::logger> logger = [] {
-    if (auto existing = spdlog::get("flyt.shm")) return existing;
-    return spdlog::stderr_color_mt("flyt.shm");
-  }();
-  return *logger;
-}
+spdlog::logger& log() { return flyt::logger("shm"); }
 
 void quietIceoryxLog() {
   static std::once_flag once;

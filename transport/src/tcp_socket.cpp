@@ -1,5 +1,7 @@
 #include "tcp_socket.hpp"
 
+#include "flyt/transport/log.hpp"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,14 +29,7 @@ Result<void> setInt(int fd, int level, int name, int value, const char* what) {
 
 }  // namespace
 
-spdlog::logger& log() {
-  static const std::shared_ptr<spdlog::logger> logger = [] {
-    if (auto existing = spdlog::get("flyt.transport")) return existing;
-    auto created = spdlog::stderr_color_mt("flyt.transport");
-    return created;
-  }();
-  return *logger;
-}
+spdlog::logger& log() { return flyt::logger("tcp"); }
 
 void Fd::reset() {
   if (m_fd >= 0) ::close(m_fd);
