@@ -103,10 +103,11 @@ Result<TransportConfig> transportConfigFromToml(const toml::table& root, std::st
   for (const auto& [name, value] : *table) {
     const Key* key = findKey(name.str());
     if (key == nullptr) {
+      std::string known;
+      for (const auto& k : keys()) known += fmt::format("{}{}", known.empty() ? "" : ", ", k.name);
       return fail(Errc::kInvalidArgument,
-                  fmt::format("{}: unknown key 'transport.{}' (known keys: see `describeTransportKeys`"
-                              " or the README's configuration table)",
-                              where(sourceName, value.source()), name.str()));
+                  fmt::format("{}: unknown key 'transport.{}' (known keys: {})",
+                              where(sourceName, value.source()), name.str(), known));
     }
     const auto integer = value.value<std::int64_t>();
     if (!value.is_integer() || !integer || *integer < 0) {
