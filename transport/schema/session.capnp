@@ -66,6 +66,9 @@ struct Welcome {
   sessionId @1 :UInt64;        # echoes Hello.sessionId
   status @2 :TransportStatus;  # ok, or why the session is refused
   message @3 :Text;            # human-readable reason when status != ok
+  redirect @4 :Text;           # when set (status ok): the session continues at this endpoint; the
+                               # client connects there and repeats Hello with the same session id
+                               # (a node hands each session to its own worker process this way)
 }
 
 struct Call {

@@ -6,25 +6,27 @@
 
 #include <random>
 
+#include "flyt/transport/transport.hpp"
 #include "flyt/wire/session.capnp.h"
 
 namespace flyt::transport {
 namespace {
 
 Result<void> sendWelcome(Channel& channel, std::uint64_t sessionId, wire::TransportStatus status,
-                         std::string_view message) {
+                         std::string_view message, std::string_view redirect = {}) {
   return channel.send([&](capnp::MessageBuilder& builder) {
     auto welcome = builder.initRoot<wire::Envelope>().initWelcome();
     welcome.setProtocolVersion(wire::PROTOCOL_VERSION);
     welcome.setSessionId(sessionId);
     welcome.setStatus(status);
     welcome.setMessage(kj::StringPtr(std::string(message).c_str()));
+    if (!redirect.empty()) welcome.setRedirect(kj::StringPtr(std::string(redirect).c_str()));
   });
 }
 
 }  // namespace
 
-Result<void> clientHandshake(Channel& channel, std::uint64_t sessionId, std::string_view clientName,
+Result<WelcomeInfo> clientHandshake(Channel& channel, std::uint64_t sessionId, std::string_view clientName,
                              std::chrono::milliseconds timeout, std::span<const std::byte> token,
                              std::uint32_t protocolVersion) {
   const std::uint32_t version = protocolVersion != 0 ? protocolVersion : wire::PROTOCOL_VERSION;
@@ -46,6 +48,7 @@ Result<void> clientHandshake(Channel& channel, std::uint64_t sessionId, std::str
     return std::unexpected(error);
   }
   Error refused{Errc::kMalformed, ""};
+  WelcomeInfo info;
   kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
     auto envelope = incoming->root<wire::Envelope>();
     if (!envelope.isWelcome()) {
@@ -60,6 +63,7 @@ Result<void> clientHandshake(Channel& channel, std::uint64_t sessionId, std::str
           return;
         }
         refused.message.clear();
+        info.redirect = welcome.getRedirect().cStr();
         return;
       case wire::TransportStatus::UNSUPPORTED: refused.code = Errc::kUnsupported; break;
       case wire::TransportStatus::DISCONNECTED: refused.code = Errc::kDisconnected; break;
@@ -72,7 +76,7 @@ Result<void> clientHandshake(Channel& channel, std::uint64_t sessionId, std::str
     return fail(Errc::kMalformed, fmt::format("undecodable handshake reply: {}", e->getDescription().cStr()));
   }
   if (!refused.message.empty()) return std::unexpected(refused);
-  return {};
+  return info;
 }
 
 Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds timeout,
@@ -104,6 +108,7 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
     (void)sendWelcome(channel, info.sessionId, wire::TransportStatus::UNSUPPORTED, why);
     return fail(Errc::kUnsupported, why);
   }
+  std::string redirect;
   if (admit) {
     auto admitted = admit(info);
     if (!admitted) {
@@ -111,10 +116,33 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
                         admitted.error().message);
       return std::unexpected(admitted.error());
     }
+    redirect = std::move(*admitted);
   }
-  auto sent = sendWelcome(channel, info.sessionId, wire::TransportStatus::OK, "");
+  auto sent = sendWelcome(channel, info.sessionId, wire::TransportStatus::OK, "", redirect);
   if (!sent) return std::unexpected(sent.error());
   return info;
+}
+
+Result<OpenedSession> openSession(std::string_view endpoint, const TransportConfig& config,
+                                  std::string_view clientName, std::span<const std::byte> token) {
+  OpenedSession session;
+  session.sessionId = newSessionId();
+  session.endpoint = std::string(endpoint);
+  for (int hop = 0; hop < 2; ++hop) {
+    auto where = Endpoint::parse(session.endpoint);
+    if (!where) return std::unexpected(where.error());
+    auto channel = connect(*where, config);
+    if (!channel) return std::unexpected(channel.error());
+    auto welcome =
+        clientHandshake(**channel, session.sessionId, clientName, config.connectTimeout, token);
+    if (!welcome) return std::unexpected(welcome.error());
+    if (welcome->redirect.empty()) {
+      session.channel = std::move(*channel);
+      return session;
+    }
+    session.endpoint = welcome->redirect;
+  }
+  return fail(Errc::kMalformed, fmt::format("{} redirected the session more than once", endpoint));
 }
 
 std::uint64_t newSessionId() {

@@ -93,7 +93,7 @@ TEST(Handshake, AdmitCallbackCanRefuseWithAReason) {
   auto [client, server] = flyt::transport::makeLoopbackPair();
   std::thread serving([&] {
     auto hello = flyt::transport::serverHandshake(*server, 2s, [](const auto&) {
-      return flyt::transport::Result<void>(flyt::transport::fail(Errc::kUnsupported, "bad token"));
+      return flyt::transport::Result<std::string>(flyt::transport::fail(Errc::kUnsupported, "bad token"));
     });
     EXPECT_FALSE(hello);
   });
@@ -101,6 +101,20 @@ TEST(Handshake, AdmitCallbackCanRefuseWithAReason) {
   serving.join();
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("bad token"), std::string::npos);
+}
+
+TEST(Handshake, AdmitCallbackCanRedirectTheClient) {
+  auto [client, server] = flyt::transport::makeLoopbackPair();
+  std::thread serving([&] {
+    auto hello = flyt::transport::serverHandshake(*server, 2s, [](const auto&) {
+      return flyt::transport::Result<std::string>("shm://worker-7");
+    });
+    EXPECT_TRUE(hello);
+  });
+  auto welcome = flyt::transport::clientHandshake(*client, 42, "app", 2s);
+  serving.join();
+  ASSERT_TRUE(welcome) << welcome.error().describe();
+  EXPECT_EQ(welcome->redirect, "shm://worker-7");
 }
 
 TEST(Handshake, FirstMessageThatIsNotHelloIsMalformed) {

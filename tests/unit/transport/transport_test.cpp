@@ -44,3 +44,32 @@ TEST(Transport, ConnectToANodeThatIsNotThereFailsQuicklyWithAClearError) {
   EXPECT_EQ(channel.error().code, ft::Errc::kDisconnected);
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
 }
+
+TEST(Transport, OpenSessionFollowsARedirectToTheWorkersEndpoint) {
+  ft::TransportConfig config;
+  auto front = ft::listen(*ft::Endpoint::parse("tcp://127.0.0.1:0"), config);
+  auto worker = ft::listen(*ft::Endpoint::parse("tcp://127.0.0.1:0"), config);
+  ASSERT_TRUE(front && worker);
+  std::uint64_t sessionSeenByFront = 0;
+  std::uint64_t sessionSeenByWorker = 0;
+  std::thread node([&] {
+    auto channel = (*front)->accept(5s);
+    ASSERT_TRUE(channel);
+    auto hello = ft::serverHandshake(**channel, 5s, [&](const ft::HelloInfo& info) {
+      sessionSeenByFront = info.sessionId;
+      return ft::Result<std::string>((*worker)->endpoint());
+    });
+    ASSERT_TRUE(hello) << hello.error().describe();
+    auto served = (*worker)->accept(5s);
+    ASSERT_TRUE(served);
+    auto again = ft::serverHandshake(**served, 5s);
+    ASSERT_TRUE(again) << again.error().describe();
+    sessionSeenByWorker = again->sessionId;
+  });
+  auto session = ft::openSession((*front)->endpoint(), config, "app");
+  node.join();
+  ASSERT_TRUE(session) << session.error().describe();
+  EXPECT_EQ(session->endpoint, (*worker)->endpoint());
+  EXPECT_EQ(session->sessionId, sessionSeenByFront);
+  EXPECT_EQ(session->sessionId, sessionSeenByWorker);
+}
