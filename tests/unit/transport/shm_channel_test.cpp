@@ -3,6 +3,7 @@
 #include "flyt/transport/shm_channel.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/wait.h>
@@ -67,21 +68,49 @@ ft::Endpoint endpoint(const std::string& name) {
   return ep;
 }
 
-// A peer process, killed (if still running) when the test ends.
+// A peer process. Peers leave by themselves once the test closes their session; the destructor
+// waits for that and kills only a peer that is still running after 5 s.
+//
+// Why peers are killed only while idle: iceoryx 2.0's port locks are not robust mutexes. A peer
+// SIGKILLed inside publish() (for instance right after its reply was delivered, while it still holds
+// the locks) leaves its publisher port locked for good, and RouDi, which runs in this test process,
+// then blocks forever when it reclaims the dead peer's ports. ShmChannel keeps this process from
+// touching a dead peer's ports, but cannot keep RouDi from doing so. So echo and serve peers write one
+// byte to an "idle" pipe each time they are about to wait for a message (after connecting and after
+// each reply), and killWhenIdle() kills them only then, when they hold no iceoryx lock.
 class Peer {
  public:
   Peer(const std::string& mode, const std::string& name = "") {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    m_idle = fds[0];
     m_pid = ::fork();
     if (m_pid == 0) {
-      ::execl(FLYT_SHM_PEER_PATH, FLYT_SHM_PEER_PATH, mode.c_str(), name.c_str(), static_cast<char*>(nullptr));
+      ::fcntl(fds[1], F_SETFD, 0);  // the write end survives exec
+      const auto idleFd = std::to_string(fds[1]);
+      ::execl(FLYT_SHM_PEER_PATH, FLYT_SHM_PEER_PATH, mode.c_str(), name.c_str(), idleFd.c_str(),
+              static_cast<char*>(nullptr));
       ::_exit(127);
     }
+    ::close(fds[1]);
   }
   ~Peer() {
-    if (m_pid > 0) {
-      ::kill(m_pid, SIGKILL);
-      ::waitpid(m_pid, nullptr, 0);
+    if (m_pid > 0 && wait(5s) < 0) kill();
+    if (m_idle >= 0) ::close(m_idle);
+  }
+  // Waits until the peer has reported `idleCount` idle moments in all, then SIGKILLs it there.
+  void killWhenIdle(unsigned idleCount) {
+    const auto deadline = Clock::now() + 10s;
+    while (m_idleSeen < idleCount && Clock::now() < deadline) {
+      pollfd p{m_idle, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char bytes[64];
+      const auto got = ::read(m_idle, bytes, sizeof(bytes));
+      if (got <= 0) break;  // the peer exited
+      m_idleSeen += static_cast<unsigned>(got);
     }
+    EXPECT_GE(m_idleSeen, idleCount) << "the peer never became idle";
+    kill();
   }
   void kill() {
     ::kill(m_pid, SIGKILL);
@@ -104,6 +133,8 @@ class Peer {
 
  private:
   pid_t m_pid = -1;
+  int m_idle = -1;
+  unsigned m_idleSeen = 0;
 };
 
 ft::Result<void> sendCalls(ft::Channel& channel, std::uint64_t firstSeq, unsigned calls,
@@ -234,7 +265,7 @@ TEST(ShmChannel, KilledClientIsDisconnectedOnServerAndLeavesNoFiles) {
   ASSERT_TRUE(sendCalls(*channel, 1, 1));
   ASSERT_TRUE(channel->receive(2s));
 
-  peer.kill();
+  peer.killWhenIdle(2);  // after connecting and after its one reply (see Peer)
   const auto start = Clock::now();
   auto in = channel->receive(10s);
   ASSERT_FALSE(in);
@@ -261,7 +292,7 @@ TEST(ShmChannel, SendFailsWhenPeerIsGone) {
   ASSERT_TRUE(sendCalls(**channel, 1, 1));
   ASSERT_TRUE((*channel)->receive(2s));
 
-  peer.kill();
+  peer.killWhenIdle(2);  // after accepting and after its one reply (see Peer)
   const auto start = Clock::now();
   auto sent = sendCalls(**channel, 2, 1);
   ASSERT_FALSE(sent);
@@ -304,7 +335,7 @@ TEST(ShmChannel, ServesOtherSessionsWhileOnePeerMisbehaves) {
     channels.push_back(acceptOne(**listener));
     ASSERT_TRUE(channels.back());
   }
-  dying.kill();
+  dying.killWhenIdle(1);  // connected, waiting for its first message (see Peer)
 
   // Each session is probed with one call: the echo session answers, the malformed one reports
   // kMalformed and stays broken, the dead one reports kDisconnected.

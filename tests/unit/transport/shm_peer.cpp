@@ -1,14 +1,19 @@
 // The other process of shm_channel_test (and a latency probe). Usage: shm_peer <mode> [args]
-//   echo <name>         connect, send every message back (with its payload) until Goodbye/peer gone
+//   echo <name> [fd]    connect, send every message back (with its payload) until Goodbye/peer gone;
+//                       with fd, write one byte to it whenever about to wait for a message (then it
+//                       holds no iceoryx lock and may be SIGKILLed safely; see shm_channel_test)
 //   count <name>        connect, receive batches until Goodbye, check that call sequence numbers
-//                       rise by one from 1, answer one Reply {sequence: last, status ok|malformed}
-//   silent <name>       connect, then say nothing until killed
-//   malformed <name>    connect, then publish a garbage chunk into the session's c2s service
-//   serve <name>        listen, accept one session, echo it
+//                       rise by one from 1, answer one Reply {sequence: last, status ok|malformed},
+//                       then wait for the session to close
+//   silent <name>       connect, then say nothing (dropping what arrives) until the session closes
+//   malformed <name>    connect, publish a garbage chunk into the session's c2s service, then wait
+//                       for the session to close
+//   serve <name> [fd]   listen, accept one session, echo it
 //   probe-roudi         EmbeddedRouDi::startIfAbsent: exit 0 when it does not own RouDi, 3 when it does
 //   bench <n>           start RouDi if absent, listen, spawn `echo`, time n empty-call round trips and
 //                       print median/p90/p99 to stderr
 // Exit status 0 on success; diagnostics on stderr, never stdout.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,8 +46,9 @@ int failWith(const char* what, const ft::Error& error) {
   return 2;
 }
 
-int echo(ft::Channel& channel) {
+int echo(ft::Channel& channel, int idleFd = -1) {
   for (;;) {
+    if (idleFd >= 0) (void)!::write(idleFd, "i", 1);
     auto in = channel.receive(30s);
     if (!in) return in.error().code == ft::Errc::kDisconnected ? 0 : failWith("receive", in.error());
     auto root = in->root<flyt::wire::Envelope>();
@@ -51,6 +57,15 @@ int echo(ft::Channel& channel) {
     if (!sent) return failWith("send", sent.error());
     if (last) return 0;
   }
+}
+
+// Drops whatever arrives until the session closes (or 30 s pass), so the peer leaves by itself.
+int untilClosed(ft::Channel& channel) {
+  for (auto deadline = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < deadline;) {
+    auto in = channel.receive(1s);
+    if (!in && in.error().code != ft::Errc::kTimeout) return 0;
+  }
+  return 0;
 }
 
 int count(ft::Channel& channel) {
@@ -72,8 +87,7 @@ int count(ft::Channel& channel) {
     result.setStatus(inOrder ? flyt::wire::TransportStatus::OK : flyt::wire::TransportStatus::MALFORMED);
   });
   if (!sent) return failWith("send", sent.error());
-  std::this_thread::sleep_for(30s);  // the test kills or outlives us
-  return 0;
+  return untilClosed(channel);
 }
 
 int malformed(ft::Channel& channel, const std::string& name) {
@@ -97,8 +111,7 @@ int malformed(ft::Channel& channel, const std::string& name) {
   const std::uint32_t header[6] = {0x54594c46, 1U | (1U << 16), 0, 0, 17, 4};
   std::memcpy(bytes, header, sizeof(header));
   raw.publish(chunk.value());
-  std::this_thread::sleep_for(30s);
-  return 0;
+  return untilClosed(channel);
 }
 
 int bench(int rounds, const char* self) {
@@ -146,6 +159,8 @@ int main(int argc, char** argv) {
   if (argc < 2) return 64;
   const std::string mode = argv[1];
   const std::string name = argc > 2 ? argv[2] : "";
+  const int idleFd = argc > 3 ? std::atoi(argv[3]) : -1;
+  ::signal(SIGPIPE, SIG_IGN);  // the test may close the idle pipe first
   ft::TransportConfig config;
   if (mode == "probe-roudi") {
     auto roudi = ft::EmbeddedRouDi::startIfAbsent(config);
@@ -158,16 +173,13 @@ int main(int argc, char** argv) {
     if (!listener) return failWith("listen", listener.error());
     auto channel = (*listener)->accept(10s);
     if (!channel) return failWith("accept", channel.error());
-    return echo(**channel);
+    return echo(**channel, idleFd);
   }
   auto channel = ft::connectShm(shmEndpoint(name), config);
   if (!channel) return failWith("connect", channel.error());
-  if (mode == "echo") return echo(**channel);
+  if (mode == "echo") return echo(**channel, idleFd);
   if (mode == "count") return count(**channel);
-  if (mode == "silent") {
-    std::this_thread::sleep_for(30s);
-    return 0;
-  }
+  if (mode == "silent") return untilClosed(**channel);
   if (mode == "malformed") return malformed(**channel, name);
   return 64;
 }

@@ -3,13 +3,25 @@
 // Every session (one connectShm) gets its own pair of iceoryx publish/subscribe services,
 // ("flyt", <endpoint name>, "c2s.<session id>") and ("flyt", <endpoint name>, "s2c.<session id>").
 // Session set-up and peer liveness travel over an abstract-namespace unix socket named after the
-// endpoint; it carries no messages after set-up. See shm_channel.cpp for the chunk format and the
-// reasons behind these choices.
+// endpoint; it carries no messages after set-up. See shm_channel.cpp for the reasons behind these
+// choices and shm_chunk.hpp for the chunk format.
 //
 // iceoryx 2.0 needs one RouDi daemon per host. A process that may host it (flyt-node, tests) calls
 // EmbeddedRouDi::startIfAbsent; every other process only attaches to the RouDi that runs. Nothing in
 // this header aborts the process or blocks without a bound when no RouDi runs: such calls fail with
 // Errc::kUnavailable.
+//
+// Known limitation (iceoryx 2.0): its port locks are not robust mutexes. A process SIGKILLed while
+// inside an iceoryx publish or loan keeps its port's lock held forever. ShmChannel itself stays safe:
+// once a session's peer has died without closing the session, that session's ports are never touched
+// again; they stay leaked (two ports, counted against RouDi's port limits) until this process exits.
+// RouDi, however, blocks for good when it reclaims the dead process's ports. Existing sessions keep
+// working, but new shm sessions on that host cannot register their ports: iceoryx 2.0 asks RouDi
+// over its IPC socket with no time bound, so today accept and connectShm block in that step instead
+// of failing with kTimeout after connectTimeout (TODO(robustness): bound it). Restarting the process
+// that hosts RouDi clears it. The plan to remove the limitation: carry messages in a Flyt-owned SPSC
+// ring with robust (or lock-free) synchronisation in the memfd control block, or move to an iceoryx
+// release with robust port locks.
 #pragma once
 
 #include <cstdint>
