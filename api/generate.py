@@ -546,6 +546,99 @@ inline constexpr std::array<MethodInfo, kMethodIdLimit> kMethods{{{{
 """
 
 
+def pointee(c_type: str) -> str:
+    """The type an out/in pointer points to: "void **" -> "void *", "size_t *" -> "size_t"."""
+    text = c_type.strip()
+    assert text.endswith("*"), c_type
+    return text[:-1].strip()
+
+
+def arg_kind(arg: Arg) -> str:
+    """The codec tag (flyt/api/codec.hpp) that marshals one argument of a generated function."""
+    if arg.size is None:
+        return f"Val<{arg.type}>"
+    if arg.size == "sizeof":
+        return {"out": "Out", "in": "In", "inout": "InOut"}[arg.dir] + f"<{pointee(arg.type)}>"
+    raise InputError(f"'{arg.name}': size rule '{arg.size}' is not supported by generated handlers "
+                     "yet; make the function custom")
+
+
+def params_text(entry: Entry) -> str:
+    return ", ".join(f"{a.type} {a.name}" for a in entry.args)
+
+
+def render_specs(entries: list[Entry]) -> str:
+    generated = sorted((e for e in entries if e.handler == "generated"), key=lambda e: e.id)
+    specs = "".join(
+        f"template <> struct Spec<Method::{e.name}> {{\n"
+        f"  using Args = ArgList<{', '.join(arg_kind(a) for a in e.args)}>;\n"
+        f"}};\n" for e in generated)
+    signatures = "".join(
+        f"  X({e.name}, ({params_text(e)}), ({', '.join(a.name for a in e.args)})) \\\n"
+        for e in generated)
+    return f"""{banner('//')}//
+// How each function with a generated handler marshals its arguments: one codec tag per argument
+// (flyt/api/codec.hpp), in order. Client stubs and backend handlers are both instantiated from these.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "flyt/api/codec.hpp"
+#include "flyt/api/methods.hpp"
+
+namespace flyt::api {{
+
+{specs}
+}}  // namespace flyt::api
+
+// X(name, (typed parameters), (parameter names)) for every function with a generated handler.
+#define FLYT_API_GENERATED_SIGNATURES(X) \\
+{signatures}  /* end of FLYT_API_GENERATED_SIGNATURES */
+"""
+
+
+def render_client_stubs(entries: list[Entry]) -> str:
+    chosen = sorted((e for e in entries if e.handler == "generated" and e.implemented),
+                    key=lambda e: e.id)
+    lines = [banner("//"),
+             "// The exported definitions of the implemented functions with generated handlers: each is\n"
+             "// one call of flyt::interpose::forward, which marshals by flyt::api::Spec<Method>.\n",
+             "#include \"forward.hpp\"\n\n",
+             "#define FLYT_CUDART_EXPORT extern \"C\" __attribute__((visibility(\"default\")))\n\n"]
+    for e in chosen:
+        names = ", ".join(a.name for a in e.args)
+        for exported in [e.name] + ([e.per_thread] if e.per_thread else []):
+            lines.append(f"FLYT_CUDART_EXPORT {e.returns} {exported}({params_text(e) or 'void'}) {{\n"
+                         f"  return ::flyt::interpose::forward<::flyt::api::Method::{e.name}>({names});\n"
+                         f"}}\n")
+    return "".join(lines)
+
+
+def extract_errors(headers: list[str]) -> list[tuple[str, int, str]]:
+    """(name, value, first sentence of NVIDIA's doc comment) of every enum cudaError member."""
+    path = next((h for h in headers if h.endswith("/driver_types.h")), None)
+    if path is None:
+        raise InputError("driver_types.h was not among the preprocessed headers")
+    text = pathlib.Path(path).read_text()
+    body = re.search(r"enum\s+__device_builtin__\s+cudaError\s*\{(.*?)\};", text, re.S)
+    if body is None:
+        raise InputError(f"{path}: enum cudaError not found")
+    errors = []
+    for match in re.finditer(r"(?:/\*\*(.*?)\*/\s*)?(cudaError\w+|cudaSuccess)\s*=\s*(\d+)", body.group(1), re.S):
+        doc = " ".join((match.group(1) or "").replace("*", " ").split())
+        doc = re.sub(r"\\\w+\s+", "", doc)  # doxygen commands: \\ref, \\p, \\deprecated, ...
+        sentence = doc.split(". ")[0].rstrip(".") if doc else match.group(2)
+        errors.append((match.group(2), int(match.group(3)), sentence.replace('"', "'")))
+    return errors
+
+
+def render_errors(errors: list[tuple[str, int, str]]) -> str:
+    rows = "".join(f'  X({name}, {value}, "{text}") \\\n' for name, value, text in errors)
+    return (f"{banner('//')}// X(name, value, description) for every cudaError_t of the toolkit's "
+            f"driver_types.h; the description is the first sentence of NVIDIA's doc comment.\n"
+            f"#define FLYT_API_CUDA_ERRORS(X) \\\n{rows}  /* end of FLYT_API_CUDA_ERRORS */\n")
+
+
 def write(path: pathlib.Path, text: str) -> None:
     # Always written, so that the outputs are newer than the inputs and make does not rerun us.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -599,10 +692,23 @@ def main() -> int:
         return 1
 
     out = options.out_dir
-    outputs = [out / "flyt/api/methods.hpp", out / "unsupported_stubs.cpp", out / "libcudart.map"]
+    outputs = [out / "flyt/api/methods.hpp", out / "unsupported_stubs.cpp", out / "libcudart.map",
+               out / "flyt/api/specs.hpp", out / "client_stubs.cpp", out / "flyt/api/cuda_errors.inc"]
+    try:
+        specs = render_specs(entries)
+    except InputError as error:
+        print(f"generate.py: error: {options.api}: {error}", file=sys.stderr)
+        return 1
     write(outputs[0], render_methods(entries))
     write(outputs[1], render_stubs(stubs))
     write(outputs[2], render_map(exports, tag))
+    write(outputs[3], specs)
+    write(outputs[4], render_client_stubs(entries))
+    try:
+        write(outputs[5], render_errors(extract_errors(headers)))
+    except InputError as error:
+        print(f"generate.py: error: {error}", file=sys.stderr)
+        return 1
     if options.depfile:
         escape = lambda p: str(p).replace(" ", "\\ ")
         options.depfile.write_text(" ".join(escape(o) for o in outputs) + ": \\\n  "
