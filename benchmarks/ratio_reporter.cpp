@@ -27,7 +27,9 @@ void RatioReporter::addBaseline(const std::string& group, const std::string& var
 void RatioReporter::ReportRuns(const std::vector<Run>& runs) {
   ConsoleReporter::ReportRuns(runs);
   for (const auto& run : runs) {
-    if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
+    // With --benchmark_repetitions, compare medians; without, the single iteration run.
+    const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+    if (run.error_occurred || (run.run_type != Run::RT_Iteration && !median)) continue;
     // function_name is "<group>/<variant>"; args holds the size argument, if any.
     const std::string& name = run.run_name.function_name;
     const auto slash = name.find('/');
@@ -40,6 +42,10 @@ void RatioReporter::ReportRuns(const std::vector<Run>& runs) {
     entry.bytesPerSecond = it == run.counters.end() ? 0.0 : double(it->second);
     entry.secondsPerIteration = run.GetAdjustedRealTime() /
                                 benchmark::GetTimeUnitMultiplier(run.time_unit);
+    // A median replaces the repetitions it summarises.
+    std::erase_if(m_entries, [&](const Entry& e) {
+      return e.group == entry.group && e.variant == entry.variant && e.arg == entry.arg;
+    });
     m_entries.push_back(entry);
   }
 }
