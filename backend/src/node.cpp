@@ -1,0 +1,320 @@
+#include "node.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <list>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "flyt/transport/handshake.hpp"
+#include "flyt/transport/log.hpp"
+#include "flyt/transport/segment.hpp"
+#include "flyt/transport/shm_channel.hpp"
+#include "flyt/transport/transport.hpp"
+#include "node_workers.hpp"
+
+namespace flyt::backend {
+namespace {
+
+using namespace std::chrono_literals;
+using transport::Errc;
+using transport::fail;
+using Clock = std::chrono::steady_clock;
+
+// How often accept loops look at the stop flag.
+constexpr auto kAcceptPoll = 200ms;
+// Handshakes in flight at once; a flood of silent connections beyond it is closed at once.
+constexpr std::size_t kMaxHandshakes = 64;
+// stop(): how long workers get between SIGTERM and SIGKILL.
+constexpr auto kWorkerGrace = 2s;
+
+spdlog::logger& log() { return flyt::logger("node"); }
+
+struct Session {
+  std::uint64_t id = 0;
+  std::string clientName;
+  std::uint32_t clientPid = 0;
+  std::string via;  // the node endpoint the client came in on
+  Clock::time_point started;
+};
+
+struct Handshake {
+  std::thread thread;
+  std::atomic<bool> done{false};
+};
+
+struct Serving {
+  std::unique_ptr<transport::Listener> listener;
+  transport::Endpoint endpoint;  // as listening (tcp: real port)
+  std::thread acceptor;
+};
+
+}  // namespace
+
+struct Node::Impl {
+  NodeOptions options;
+  std::unique_ptr<transport::EmbeddedRouDi> roudi;
+  std::vector<Serving> serving;
+  std::atomic<bool> stopping{false};
+  bool stopped = false;
+
+  std::mutex handshakesMutex;
+  std::list<std::unique_ptr<Handshake>> handshakes;
+
+  // Workers by pid. The mutex is held across fork and insertion, so the reaper never sees a pid
+  // it does not know.
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::map<pid_t, Session> workers;
+  std::uint64_t spawned = 0;
+  bool reaperStop = false;
+  std::thread reaper;
+
+  transport::Result<void> listenOn(const transport::Endpoint& endpoint);
+  void acceptLoop(Serving& slot);
+  void startHandshake(std::unique_ptr<transport::Channel> channel, const transport::Endpoint& via);
+  void pruneHandshakes(bool all);
+  transport::Result<std::string> admit(const transport::HelloInfo& hello,
+                                       const transport::Endpoint& via);
+  std::string workerEndpoint(std::uint64_t sessionId, const transport::Endpoint& via) const;
+  void reapLoop();
+  void onWorkerExit(pid_t pid, int status);
+  void stopWorkers();
+};
+
+transport::Result<void> Node::Impl::listenOn(const transport::Endpoint& endpoint) {
+  auto listener = transport::listen(endpoint, options.transport);
+  if (!listener) {
+    auto error = listener.error();
+    error.message = fmt::format("cannot listen on {}: {}", endpoint.toString(), error.message);
+    return std::unexpected(error);
+  }
+  auto real = transport::Endpoint::parse((*listener)->endpoint());
+  if (!real) return std::unexpected(real.error());
+  serving.push_back(Serving{std::move(*listener), *real, {}});
+  return {};
+}
+
+void Node::Impl::acceptLoop(Serving& slot) {
+  while (!stopping.load()) {
+    auto channel = slot.listener->accept(kAcceptPoll);
+    if (!channel) {
+      if (channel.error().code != Errc::kTimeout) {
+        log().warn("accepting on {}: {}", slot.endpoint.toString(), channel.error().describe());
+        std::this_thread::sleep_for(kAcceptPoll);  // a persistent failure must not spin
+      }
+      continue;
+    }
+    startHandshake(std::move(*channel), slot.endpoint);
+  }
+}
+
+void Node::Impl::pruneHandshakes(bool all) {
+  std::lock_guard lock(handshakesMutex);
+  for (auto it = handshakes.begin(); it != handshakes.end();) {
+    if (all || (*it)->done.load()) {
+      (*it)->thread.join();
+      it = handshakes.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// Each handshake runs on its own thread so that a silent or malformed client delays nobody else;
+// serverHandshake bounds it by connectTimeout (plus the worker's start, also bounded).
+void Node::Impl::startHandshake(std::unique_ptr<transport::Channel> channel,
+                                const transport::Endpoint& via) {
+  pruneHandshakes(false);
+  std::lock_guard lock(handshakesMutex);
+  if (handshakes.size() >= kMaxHandshakes) {
+    log().warn("{} handshakes in flight: closing {} at once", handshakes.size(), channel->describe());
+    return;
+  }
+  auto& entry = *handshakes.emplace_back(std::make_unique<Handshake>());
+  entry.thread = std::thread([this, &entry, via, ch = std::move(channel)]() mutable {
+    auto hello = transport::serverHandshake(
+        *ch, options.transport.connectTimeout,
+        [&](const transport::HelloInfo& info) { return admit(info, via); });
+    if (!hello) {
+      // A probe (connect, then close) is how `flyt run` checks that a node is up: not worth a warning.
+      const auto level = hello.error().code == Errc::kDisconnected ? spdlog::level::debug
+                                                                   : spdlog::level::warn;
+      log().log(level, "handshake on {} failed: {}", ch->describe(), hello.error().describe());
+    }
+    ch.reset();
+    entry.done.store(true);
+  });
+}
+
+std::string Node::Impl::workerEndpoint(std::uint64_t sessionId, const transport::Endpoint& via) const {
+  if (via.kind == transport::Endpoint::Kind::kShm) {
+    return fmt::format("shm://{}-w{:016x}", options.node.shmName, sessionId);
+  }
+  return transport::Endpoint{transport::Endpoint::Kind::kTcp, via.host, 0, {}}.toString();
+}
+
+transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hello,
+                                                 const transport::Endpoint& via) {
+  WorkerLaunch launch{options.workerPath, workerEndpoint(hello.sessionId, via), hello.sessionId,
+                      options.node.executor, options.configPath};
+  std::optional<SpawnedWorker> worker;
+  {
+    std::lock_guard lock(mutex);
+    if (stopping.load()) return fail(Errc::kUnavailable, "the node is stopping");
+    for (const auto& [pid, session] : workers) {
+      if (session.id == hello.sessionId) {
+        return fail(Errc::kInvalidArgument,
+                    fmt::format("session {:016x} is already served", hello.sessionId));
+      }
+    }
+    auto spawnedWorker = spawnWorker(launch);
+    if (!spawnedWorker) {
+      log().error("session {:016x}: cannot start {}: {}", hello.sessionId, launch.workerPath,
+                  spawnedWorker.error().describe());
+      return fail(Errc::kUnavailable, "the node could not start a worker");
+    }
+    worker.emplace(std::move(*spawnedWorker));
+    workers.emplace(worker->pid(), Session{hello.sessionId, hello.clientName, hello.pid,
+                                           via.toString(), Clock::now()});
+    ++spawned;
+  }
+  changed.notify_all();
+  auto endpoint = worker->awaitReady(options.transport.connectTimeout);
+  if (!endpoint) {
+    log().error("session {:016x}: worker pid {} did not start: {}", hello.sessionId, worker->pid(),
+                endpoint.error().describe());
+    ::kill(worker->pid(), SIGKILL);  // the reaper logs its end
+    return fail(Errc::kUnavailable, "the node's worker for this session did not start");
+  }
+  log().info("session {:016x} started: client '{}' pid {} via {}, worker pid {} at {}",
+             hello.sessionId, hello.clientName, hello.pid, via.toString(), worker->pid(), *endpoint);
+  return *endpoint;
+}
+
+void Node::Impl::reapLoop() {
+  for (;;) {
+    std::uint64_t seen;
+    {
+      std::lock_guard lock(mutex);
+      seen = spawned;
+    }
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid > 0) {
+      onWorkerExit(pid, status);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    // ECHILD: no worker runs; sleep until one is spawned or the node stops.
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return reaperStop || spawned != seen; });
+    if (reaperStop) return;
+  }
+}
+
+void Node::Impl::onWorkerExit(pid_t pid, int status) {
+  std::unique_lock lock(mutex);
+  auto it = workers.find(pid);
+  if (it == workers.end()) {
+    log().warn("reaped unknown child pid {}: {}", pid, describeWaitStatus(status));
+    return;
+  }
+  const Session session = std::move(it->second);
+  workers.erase(it);
+  lock.unlock();
+  changed.notify_all();
+  const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  const bool terminated = WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM && stopping.load();
+  const double seconds = std::chrono::duration<double>(Clock::now() - session.started).count();
+  log().log(clean || terminated ? spdlog::level::info : spdlog::level::warn,
+            "session {:016x} ended: client '{}' pid {}, worker pid {} {} after {:.1f} s", session.id,
+            session.clientName, session.clientPid, pid, describeWaitStatus(status), seconds);
+}
+
+void Node::Impl::stopWorkers() {
+  std::unique_lock lock(mutex);
+  for (const auto& [pid, session] : workers) ::kill(pid, SIGTERM);
+  if (!changed.wait_for(lock, kWorkerGrace, [&] { return workers.empty(); })) {
+    for (const auto& [pid, session] : workers) {
+      log().warn("worker pid {} (session {:016x}) ignored SIGTERM for {} s: SIGKILL", pid,
+                 session.id, kWorkerGrace.count());
+      ::kill(pid, SIGKILL);
+    }
+    changed.wait_for(lock, 5s, [&] { return workers.empty(); });
+  }
+  reaperStop = true;
+  lock.unlock();
+  changed.notify_all();
+}
+
+Node::Node(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
+
+Node::~Node() { stop(); }
+
+transport::Result<std::unique_ptr<Node>> Node::start(NodeOptions options) {
+  if (::access(options.workerPath.c_str(), X_OK) != 0) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("worker executable '{}' is missing or not executable (use --worker)",
+                            options.workerPath));
+  }
+  if (auto ok = checkNodeShmName(options.node.shmName); !ok) return std::unexpected(ok.error());
+  if (auto swept = transport::sweepStaleSegments(); !swept) {
+    log().warn("sweeping stale region segments: {}", swept.error().describe());
+  } else {
+    for (const auto& name : *swept) log().info("removed stale region segment {}", name);
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  auto roudi = transport::EmbeddedRouDi::startIfAbsent(impl->options.transport);
+  if (!roudi) return std::unexpected(roudi.error());
+  impl->roudi = std::move(*roudi);
+  log().info("{} the host's iceoryx RouDi", impl->roudi->owns() ? "started" : "attached to");
+
+  const auto& config = impl->options.node;
+  auto shm = transport::Endpoint::parse(fmt::format("shm://{}", config.shmName));
+  if (!shm) return std::unexpected(shm.error());
+  impl->serving.reserve(2);
+  if (auto ok = impl->listenOn(*shm); !ok) return std::unexpected(ok.error());
+  if (config.tcp) {
+    if (auto ok = impl->listenOn(*config.tcp); !ok) return std::unexpected(ok.error());
+  }
+  // From here on the Node owns the threads: an early return destroys it, which stops them.
+  std::unique_ptr<Node> node(new Node(std::move(impl)));
+  Impl& self = *node->m_impl;
+  self.reaper = std::thread([&self] { self.reapLoop(); });
+  for (auto& slot : self.serving) slot.acceptor = std::thread([&self, &slot] { self.acceptLoop(slot); });
+  return node;
+}
+
+std::vector<std::string> Node::endpoints() const {
+  std::vector<std::string> out;
+  for (const auto& slot : m_impl->serving) out.push_back(slot.endpoint.toString());
+  return out;
+}
+
+void Node::stop() {
+  Impl& self = *m_impl;
+  if (self.stopped) return;
+  self.stopped = true;
+  self.stopping.store(true);
+  for (auto& slot : self.serving) {
+    if (slot.acceptor.joinable()) slot.acceptor.join();
+  }
+  self.pruneHandshakes(true);
+  self.serving.clear();
+  if (self.reaper.joinable()) {
+    self.stopWorkers();
+    self.reaper.join();
+  }
+  self.roudi.reset();  // last: every channel and listener of this process is gone
+}
+
+}  // namespace flyt::backend

@@ -1,0 +1,48 @@
+// What a flyt-node serves and how it starts workers: the `[node]` table of node.toml, overridden by
+// the command line. Private to backend/ (flyt-node, flyt-worker and their tests).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <toml++/toml.h>
+
+#include "flyt/backend/session_handler.hpp"
+#include "flyt/transport/config.hpp"
+#include "flyt/transport/endpoint.hpp"
+
+namespace flyt::backend {
+
+// Longest node shm name: a worker's endpoint appends "-w" and 16 hex digits, and an shm endpoint
+// name is at most 64 characters.
+inline constexpr std::size_t kMaxNodeShmNameLength = 64 - 18;
+
+struct NodeConfig {
+  // shm://<shmName> is always served; workers of shm sessions listen on shm://<shmName>-w<id hex>.
+  std::string shmName = "flyt";
+  // tcp://host:port, or none. Loopback only by default: a node is reachable from other hosts only
+  // when asked to be.
+  std::optional<transport::Endpoint> tcp =
+      transport::Endpoint{transport::Endpoint::Kind::kTcp, "127.0.0.1", 7070, {}};
+  // Executor the workers run sessions on (see ExecutorKind).
+  ExecutorKind executor = ExecutorKind::kAuto;
+};
+
+// "auto", "cuda", "standin" <-> ExecutorKind.
+[[nodiscard]] transport::Result<ExecutorKind> parseExecutor(std::string_view text);
+[[nodiscard]] std::string_view executorName(ExecutorKind kind) noexcept;
+
+// "HOST:PORT" or "tcp://HOST:PORT" -> a TCP endpoint; "none" -> nullopt.
+[[nodiscard]] transport::Result<std::optional<transport::Endpoint>> parseTcpOption(std::string_view text);
+
+// Reads the `[node]` table (keys shm_name, tcp, executor; absent keys keep the defaults in
+// `config`). Unknown keys and wrong types are errors naming `sourceName`, the line and the key.
+[[nodiscard]] transport::Result<NodeConfig> nodeConfigFromToml(const toml::table& root,
+                                                               std::string_view sourceName,
+                                                               NodeConfig config = {});
+
+// Checks a node shm name: a valid endpoint name, short enough for the workers' names.
+[[nodiscard]] transport::Result<void> checkNodeShmName(std::string_view name);
+
+}  // namespace flyt::backend

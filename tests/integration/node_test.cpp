@@ -1,0 +1,213 @@
+// flyt-node as a real process: sessions over shm and TCP, each redirected to its own flyt-worker;
+// workers reaped when their client dies; SIGTERM stops node and workers and leaves nothing behind.
+// Clients are session_client processes (transport::openSession + Goodbye); the workers run the
+// GPU stand-in (--executor standin), so no GPU is needed.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <regex>
+#include <set>
+#include <string>
+
+#include "process_helpers.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using flyt::test::eventually;
+using flyt::test::Process;
+
+// A flyt-node on a unique shm name and a free loopback port, logging at info to its stderr.
+struct NodeUnderTest {
+  std::string shmName;
+  std::string shm;
+  std::string tcp;
+  std::unique_ptr<Process> process;
+
+  NodeUnderTest() {
+    static std::atomic<int> counter{0};
+    shmName = "flyt-it-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+    process = std::make_unique<Process>(std::vector<std::string>{
+        FLYT_NODE_PATH, "--shm", shmName, "--tcp", "127.0.0.1:0", "--executor", "standin", "--log",
+        "info"});
+  }
+
+  // Waits for "flyt-node: serving shm://... and tcp://..." on stderr.
+  [[nodiscard]] bool ready() {
+    const std::regex line(R"(flyt-node: serving (shm://\S+) and (tcp://\S+))");
+    std::smatch match;
+    const bool seen = eventually(
+        [&] {
+          const std::string text = process->stderrText();
+          return std::regex_search(text, match, line);
+        },
+        10s);
+    if (!seen) return false;
+    shm = match[1];
+    tcp = match[2];
+    return true;
+  }
+
+  [[nodiscard]] std::string log() const { return process->stderrText(); }
+
+  // The worker pid the node logged for `sessionHex`, or -1.
+  [[nodiscard]] pid_t workerOf(const std::string& sessionHex) const {
+    const std::regex started("session " + sessionHex + R"( started: .* worker pid (\d+) at)");
+    std::smatch match;
+    const std::string text = log();
+    return std::regex_search(text, match, started) ? std::stoi(match[1]) : -1;
+  }
+
+  [[nodiscard]] bool logged(const std::string& text) const {
+    return log().find(text) != std::string::npos;
+  }
+};
+
+// A session_client holding its session open until its stdin closes.
+struct Client {
+  std::unique_ptr<Process> process;
+  std::string sessionHex;
+  std::string endpoint;
+
+  explicit Client(const std::string& server)
+      : process(std::make_unique<Process>(
+            std::vector<std::string>{FLYT_SESSION_CLIENT_PATH, server, "--hold"})) {}
+
+  // Reads "session <hex> <endpoint>".
+  [[nodiscard]] bool opened() {
+    auto line = process->readLine(10s);
+    if (!line) return false;
+    std::smatch match;
+    if (!std::regex_match(*line, match, std::regex(R"(session ([0-9a-f]{16}) (\S+))"))) return false;
+    sessionHex = match[1];
+    endpoint = match[2];
+    return true;
+  }
+};
+
+// Connects to a TCP endpoint and says nothing: a stalled client in the middle of a handshake.
+int silentTcpClient(const std::string& tcp) {
+  const auto colon = tcp.rfind(':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(std::uint16_t(std::stoi(tcp.substr(colon + 1))));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  return fd;
+}
+
+TEST(FlytNode, ServesShmAndTcpSessionsConcurrentlyEachThroughItsOwnWorker) {
+  flyt::test::holdHostRouDiLock();
+  NodeUnderTest node;
+  ASSERT_TRUE(node.ready()) << node.log();
+  const int stalled = silentTcpClient(node.tcp);  // must not hold up the sessions below
+
+  Client overShm(node.shm);
+  Client overTcp(node.tcp);
+  ASSERT_TRUE(overShm.opened()) << overShm.process->stderrText() << node.log();
+  ASSERT_TRUE(overTcp.opened()) << overTcp.process->stderrText() << node.log();
+  EXPECT_EQ(overShm.endpoint, "shm://" + node.shmName + "-w" + overShm.sessionHex);
+  EXPECT_TRUE(overTcp.endpoint.starts_with("tcp://127.0.0.1:")) << overTcp.endpoint;
+  EXPECT_NE(overTcp.endpoint, node.tcp);
+
+  // Both sessions are open at once, each with a live worker of its own.
+  const pid_t shmWorker = node.workerOf(overShm.sessionHex);
+  const pid_t tcpWorker = node.workerOf(overTcp.sessionHex);
+  ASSERT_GT(shmWorker, 0) << node.log();
+  ASSERT_GT(tcpWorker, 0) << node.log();
+  EXPECT_NE(shmWorker, tcpWorker);
+  EXPECT_TRUE(flyt::test::processExists(shmWorker));
+  EXPECT_TRUE(flyt::test::processExists(tcpWorker));
+  EXPECT_TRUE(node.logged("client 'session_client'"));
+
+  for (Client* client : {&overShm, &overTcp}) {
+    client->process->closeStdin();  // says Goodbye
+    auto status = client->process->wait(5s);
+    ASSERT_TRUE(status.has_value());
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << client->process->stderrText();
+  }
+  for (Client* client : {&overShm, &overTcp}) {
+    EXPECT_TRUE(eventually([&] { return node.logged("session " + client->sessionHex + " ended"); },
+                           5s))
+        << node.log();
+  }
+  EXPECT_TRUE(node.logged("worker pid " + std::to_string(shmWorker) + " exited with status 0"))
+      << node.log();
+  EXPECT_TRUE(node.logged("worker pid " + std::to_string(tcpWorker) + " exited with status 0"))
+      << node.log();
+  ::close(stalled);
+}
+
+TEST(FlytNode, ReapsTheWorkerOfAClientKilledMidSession) {
+  flyt::test::holdHostRouDiLock();
+  NodeUnderTest node;
+  ASSERT_TRUE(node.ready()) << node.log();
+  for (const std::string& server : {node.shm, node.tcp}) {
+    SCOPED_TRACE(server);
+    Client client(server);
+    ASSERT_TRUE(client.opened()) << client.process->stderrText() << node.log();
+    const pid_t worker = node.workerOf(client.sessionHex);
+    ASSERT_GT(worker, 0) << node.log();
+
+    client.process->signal(SIGKILL);
+    ASSERT_TRUE(client.process->wait(2s).has_value());
+    EXPECT_TRUE(eventually(
+        [&] {
+          return node.logged("session " + client.sessionHex + " ended") &&
+                 !flyt::test::processExists(worker);
+        },
+        5s))
+        << node.log();
+  }
+}
+
+TEST(FlytNode, SigtermStopsTheNodeAndItsWorkersLeavingNothingBehind) {
+  flyt::test::holdHostRouDiLock();
+  const auto shmBefore = flyt::test::shmFiles("");
+  NodeUnderTest node;
+  ASSERT_TRUE(node.ready()) << node.log();
+  Client overShm(node.shm);
+  Client overTcp(node.tcp);
+  ASSERT_TRUE(overShm.opened()) << overShm.process->stderrText() << node.log();
+  ASSERT_TRUE(overTcp.opened()) << overTcp.process->stderrText() << node.log();
+  const std::vector<pid_t> workers = {node.workerOf(overShm.sessionHex),
+                                      node.workerOf(overTcp.sessionHex)};
+
+  node.process->signal(SIGTERM);
+  auto status = node.process->wait(5s);
+  ASSERT_TRUE(status.has_value()) << "flyt-node did not stop within 5 s\n" << node.log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << node.log();
+  for (pid_t worker : workers) {
+    EXPECT_GT(worker, 0);
+    EXPECT_FALSE(flyt::test::processExists(worker)) << "worker " << worker << " outlived the node";
+  }
+  EXPECT_TRUE(flyt::test::processesWithArgument(node.shmName + "-w").empty());  // no shm worker
+  // Nothing new in /dev/shm from the node, its workers or its RouDi; another process's data region
+  // (flyt-region-<its pid>-...) may come and go meanwhile.
+  std::set<std::string> before(shmBefore.begin(), shmBefore.end());
+  for (const auto& name : flyt::test::shmFiles("")) {
+    if (before.contains(name) || name.starts_with("flyt-region-")) continue;
+    ADD_FAILURE() << "/dev/shm/" << name << " was left behind";
+  }
+  EXPECT_TRUE(flyt::test::shmFiles("flyt-" + node.shmName).empty());
+}
+
+TEST(FlytNode, RefusesToStartWithoutItsWorkerExecutable) {
+  Process node({FLYT_NODE_PATH, "--shm", "flyt-it-noworker", "--tcp", "none", "--worker",
+                "/nonexistent/flyt-worker"});
+  auto status = node.wait(10s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0);
+  EXPECT_NE(node.stderrText().find("/nonexistent/flyt-worker"), std::string::npos)
+      << node.stderrText();
+}
+
+}  // namespace
