@@ -1,0 +1,46 @@
+// What a worker does with the messages of its one session after the handshake.
+//
+// The worker process (flyt-worker) owns the channel and runs the receive loop; a SessionHandler
+// turns each message (Batch, RegionUpdate, Goodbye) into work on the GPU (or on the GPU stand-in)
+// and sends the replies. One handler per session; called from one thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "flyt/transport/channel.hpp"
+#include "flyt/transport/handshake.hpp"
+
+namespace flyt::backend {
+
+enum class SessionState { kOpen, kEnded };
+
+class SessionHandler {
+ public:
+  virtual ~SessionHandler() = default;
+
+  // Handles one message, sending any reply on `channel`. kEnded after Goodbye: the worker then
+  // releases the session and exits. An error means the channel broke or the client sent something
+  // that ends the session (it has already been answered with status malformed where possible).
+  [[nodiscard]] virtual transport::Result<SessionState> handle(transport::Incoming& message,
+                                                               transport::Channel& channel) = 0;
+};
+
+// Which executor runs the session's calls.
+enum class ExecutorKind {
+  kAuto,     // the GPU when the CUDA driver finds one, else the stand-in (logged at warn level)
+  kCuda,     // the GPU; fail when there is none
+  kStandIn,  // the host-memory GPU stand-in, a test double for machines without a GPU
+};
+
+struct SessionOptions {
+  ExecutorKind executor = ExecutorKind::kAuto;
+  transport::TransportConfig transport;
+};
+
+// Creates the handler for a session whose Hello was `hello`. Fails when the requested executor is
+// unavailable (kCuda without a GPU), with a message naming why.
+[[nodiscard]] transport::Result<std::unique_ptr<SessionHandler>> makeSessionHandler(
+    const transport::HelloInfo& hello, const SessionOptions& options);
+
+}  // namespace flyt::backend

@@ -1,0 +1,38 @@
+// The device allocations of one session: every copy and memset is checked against them, so a client
+// cannot reach memory it did not allocate (another allocation of the same process is reachable only
+// through its own pointers).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+
+namespace flyt::backend {
+
+class AllocationTable {
+ public:
+  void add(const void* base, std::size_t bytes) {
+    if (base != nullptr && bytes > 0) m_ranges[address(base)] = bytes;
+  }
+  // True when `base` is the start of an allocation (and removes it).
+  bool remove(const void* base) { return m_ranges.erase(address(base)) == 1; }
+  [[nodiscard]] bool isBase(const void* base) const { return m_ranges.contains(address(base)); }
+
+  // True when [pointer, pointer + bytes) lies inside one allocation. Overflow-safe.
+  [[nodiscard]] bool contains(const void* pointer, std::size_t bytes) const {
+    const std::uintptr_t start = address(pointer);
+    auto it = m_ranges.upper_bound(start);
+    if (it == m_ranges.begin()) return false;
+    --it;
+    const std::uintptr_t offset = start - it->first;
+    return offset <= it->second && bytes <= it->second - offset;
+  }
+
+  [[nodiscard]] std::size_t count() const { return m_ranges.size(); }
+
+ private:
+  static std::uintptr_t address(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }
+  std::map<std::uintptr_t, std::size_t> m_ranges;
+};
+
+}  // namespace flyt::backend

@@ -1,0 +1,368 @@
+// The session handler: decodes each call of a batch, validates it, runs it on the executor and
+// answers. Generated functions are served by one template instantiated per method from
+// flyt::api::Spec; hand-written ones (copies, device properties) by the functions at the end.
+//
+// Reply rule (schema/session.capnp): a batch that wants a reply gets one Reply holding the results
+// of every earlier call that failed since the last reply, then the result of its last call.
+#include <fmt/format.h>
+#include <kj/exception.h>
+
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "allocation_table.hpp"
+#include "flyt/backend/executor.hpp"
+#include "flyt/backend/session_handler.hpp"
+#include "flyt/transport/log.hpp"
+#include "flyt/wire/session.capnp.h"
+
+namespace flyt::backend {
+namespace {
+
+using api::Method;
+using transport::Result;
+
+spdlog::logger& log() { return flyt::logger("worker"); }
+
+struct Outcome {
+  std::uint64_t sequence = 0;
+  cudaError_t error = cudaSuccess;
+  wire::TransportStatus status = wire::TransportStatus::OK;
+  std::string detail;
+  std::vector<std::byte> results;
+  std::vector<std::byte> payload;  // returned inline after the reply (device-to-host data)
+
+  [[nodiscard]] bool failed() const {
+    return error != cudaSuccess || status != wire::TransportStatus::OK;
+  }
+};
+
+Outcome malformed(std::string detail) {
+  Outcome out;
+  out.status = wire::TransportStatus::MALFORMED;
+  out.error = cudaErrorInvalidValue;
+  out.detail = std::move(detail);
+  return out;
+}
+
+// Decoded storage for one argument of a generated function.
+template <class Tag> struct Slot;
+template <class T> struct Slot<api::Val<T>> {
+  T value{};
+  bool decode(api::ArgReader& r) { return r.get(value); }
+  T pass() { return value; }
+  void encode(api::ArgWriter&) const {}
+};
+template <class T> struct Slot<api::In<T>> {
+  T value{};
+  bool decode(api::ArgReader& r) { return r.get(value); }
+  const T* pass() { return &value; }
+  void encode(api::ArgWriter&) const {}
+};
+template <class T> struct Slot<api::Out<T>> {
+  T value{};
+  bool decode(api::ArgReader&) { return true; }
+  T* pass() { return &value; }
+  void encode(api::ArgWriter& w) const { w.put(value); }
+};
+template <class T> struct Slot<api::InOut<T>> {
+  T value{};
+  bool decode(api::ArgReader& r) { return r.get(value); }
+  T* pass() { return &value; }
+  void encode(api::ArgWriter& w) const { w.put(value); }
+};
+
+template <class List> struct SlotsOf;
+template <class... Tags> struct SlotsOf<api::ArgList<Tags...>> {
+  using type = std::tuple<Slot<Tags>...>;
+};
+
+class CallDispatcher final : public SessionHandler {
+ public:
+  CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId)
+      : m_executor(std::move(executor)), m_sessionId(sessionId) {}
+
+  Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
+    std::optional<Result<SessionState>> answer;
+    kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
+      auto envelope = message.root<wire::Envelope>();
+      if (envelope.isGoodbye()) {
+        log().info("session {:016x}: goodbye ({})", m_sessionId, envelope.getGoodbye().getReason().cStr());
+        answer = SessionState::kEnded;
+      } else if (envelope.isBatch()) {
+        answer = handleBatch(envelope.getBatch(), message.payload(), channel);
+      }
+    });
+    if (problem != nullptr || !answer) {
+      return transport::fail(transport::Errc::kMalformed,
+                             fmt::format("session {:016x}: undecodable or unexpected message",
+                                         m_sessionId));
+    }
+    return *answer;
+  }
+
+ private:
+  Result<SessionState> handleBatch(wire::Batch::Reader batch, std::span<const std::byte> payload,
+                                   transport::Channel& channel) {
+    auto calls = batch.getCalls();
+    Outcome last;
+    for (unsigned i = 0; i < calls.size(); ++i) {
+      Outcome outcome = execute(calls[i], payload);
+      outcome.sequence = calls[i].getSequence();
+      const bool answersNow = batch.getWantsReply() && i + 1 == calls.size();
+      if (answersNow) {
+        last = std::move(outcome);
+      } else if (outcome.failed()) {
+        m_failures.push_back(std::move(outcome));
+      }
+    }
+    if (!batch.getWantsReply()) return SessionState::kOpen;
+    auto sent = channel.send(
+        [&](capnp::MessageBuilder& builder) {
+          auto results = builder.initRoot<wire::Envelope>().initReply().initResults(
+              static_cast<unsigned>(m_failures.size() + 1));
+          unsigned index = 0;
+          for (const auto* outcome : collect(last)) {
+            auto result = results[index++];
+            result.setSequence(outcome->sequence);
+            result.setCudaError(static_cast<std::int32_t>(outcome->error));
+            result.setStatus(outcome->status);
+            if (!outcome->detail.empty()) result.setDetail(outcome->detail);
+            if (!outcome->results.empty()) {
+              result.getResults().setAs<capnp::Data>(
+                  kj::arrayPtr(reinterpret_cast<const capnp::byte*>(outcome->results.data()),
+                               outcome->results.size()));
+            }
+          }
+        },
+        last.payload);
+    m_failures.clear();
+    if (!sent) return std::unexpected(sent.error());
+    return SessionState::kOpen;
+  }
+
+  std::vector<const Outcome*> collect(const Outcome& last) const {
+    std::vector<const Outcome*> all;
+    for (const auto& failure : m_failures) all.push_back(&failure);
+    all.push_back(&last);
+    return all;
+  }
+
+  Outcome execute(wire::Call::Reader call, std::span<const std::byte> payload) {
+    const auto* info = api::methodInfo(call.getMethod());
+    if (info == nullptr) {
+      Outcome out;
+      out.status = wire::TransportStatus::UNSUPPORTED;
+      out.error = cudaErrorNotSupported;
+      out.detail = fmt::format("unknown method id {}", call.getMethod());
+      return out;
+    }
+    capnp::Data::Reader data = call.hasArgs() ? call.getArgs().getAs<capnp::Data>() : capnp::Data::Reader();
+    api::ArgReader args({reinterpret_cast<const std::byte*>(data.begin()), data.size()});
+    switch (info->method) {
+#define FLYT_SERVE(name, params, names) \
+  case Method::name: return serve<Method::name>(&Executor::name, args);
+      FLYT_API_GENERATED_SIGNATURES(FLYT_SERVE)
+#undef FLYT_SERVE
+      case Method::cudaMemcpy: return serveMemcpy(args, call, payload);
+      case Method::cudaGetDeviceProperties: return serveDeviceProperties(args);
+      default: {
+        Outcome out;
+        out.status = wire::TransportStatus::UNSUPPORTED;
+        out.error = cudaErrorNotSupported;
+        out.detail = fmt::format("{} is not served by this worker", info->name);
+        return out;
+      }
+    }
+  }
+
+  // ---- generated functions ----------------------------------------------------------------------
+
+  template <Method M, class Fn>
+  Outcome serve(Fn function, api::ArgReader& args) {
+    typename SlotsOf<typename api::Spec<M>::Args>::type slots;
+    const bool decoded = std::apply([&](auto&... slot) { return (slot.decode(args) && ...); }, slots);
+    if (!decoded || !args.exhausted()) {
+      return malformed(fmt::format("{}: arguments of the wrong size", api::methodInfo(M).name));
+    }
+    if (auto refusal = validate<M>(slots); refusal) return malformed(std::move(*refusal));
+    Outcome out;
+    out.error = std::apply([&](auto&... slot) { return (m_executor.get()->*function)(slot.pass()...); },
+                           slots);
+    if (out.error == cudaSuccess) {
+      remember<M>(slots);
+      api::ArgWriter writer(out.results);
+      std::apply([&](const auto&... slot) { (slot.encode(writer), ...); }, slots);
+    }
+    return out;
+  }
+
+  bool knownStream(cudaStream_t stream) const {
+    return stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread ||
+           m_streams.contains(stream);
+  }
+  bool knownEvent(cudaEvent_t event) const { return m_events.contains(event); }
+
+  // Checks a decoded call before it runs: handles must be this session's, memory ranges inside its
+  // allocations. Returns the reason for a refusal.
+  template <Method M, class Slots>
+  std::optional<std::string> validate(Slots& slots) {
+    std::optional<std::string> refusal;
+    std::apply(
+        [&](auto&... slot) {
+          ([&](auto& s) {
+             using V = std::decay_t<decltype(s.value)>;
+             if constexpr (std::is_same_v<V, cudaStream_t>) {
+               if (!refusal && !std::is_same_v<std::decay_t<decltype(s)>, Slot<api::Out<V>>> &&
+                   !knownStream(s.value)) {
+                 refusal = fmt::format("stream {} is not one of this session's", fmt::ptr(s.value));
+               }
+             } else if constexpr (std::is_same_v<V, cudaEvent_t>) {
+               if (!refusal && !std::is_same_v<std::decay_t<decltype(s)>, Slot<api::Out<V>>> &&
+                   !knownEvent(s.value)) {
+                 refusal = fmt::format("event {} is not one of this session's", fmt::ptr(s.value));
+               }
+             }
+           }(slot), ...);
+        },
+        slots);
+    if (refusal) return refusal;
+    if constexpr (M == Method::cudaFree || M == Method::cudaFreeAsync) {
+      void* base = std::get<0>(slots).value;
+      if (base != nullptr && !m_allocations.isBase(base)) {
+        return fmt::format("cudaFree of {}, which is not an allocation of this session", fmt::ptr(base));
+      }
+    }
+    if constexpr (M == Method::cudaMemset || M == Method::cudaMemsetAsync) {
+      if (!m_allocations.contains(std::get<0>(slots).value, std::get<2>(slots).value)) {
+        return fmt::format("memset of {} bytes at {} is outside this session's allocations",
+                           std::get<2>(slots).value, fmt::ptr(std::get<0>(slots).value));
+      }
+    }
+    if constexpr (M == Method::cudaMemset2D || M == Method::cudaMemset2DAsync) {
+      const auto pitch = std::get<1>(slots).value;
+      const auto width = std::get<3>(slots).value;
+      const auto height = std::get<4>(slots).value;
+      const bool fits = height == 0 || width == 0 ||
+                        (width <= pitch && (height - 1) <= (SIZE_MAX - width) / (pitch == 0 ? 1 : pitch) &&
+                         m_allocations.contains(std::get<0>(slots).value, pitch * (height - 1) + width));
+      if (!fits) return std::string("2D memset outside this session's allocations");
+    }
+    return std::nullopt;
+  }
+
+  // Updates the session's tables after a successful call.
+  template <Method M, class Slots>
+  void remember(Slots& slots) {
+    if constexpr (M == Method::cudaMalloc || M == Method::cudaMallocAsync) {
+      m_allocations.add(std::get<0>(slots).value, std::get<1>(slots).value);
+    } else if constexpr (M == Method::cudaMallocPitch) {
+      m_allocations.add(std::get<0>(slots).value, std::get<1>(slots).value * std::get<3>(slots).value);
+    } else if constexpr (M == Method::cudaFree || M == Method::cudaFreeAsync) {
+      m_allocations.remove(std::get<0>(slots).value);
+    } else if constexpr (M == Method::cudaStreamCreate || M == Method::cudaStreamCreateWithFlags ||
+                         M == Method::cudaStreamCreateWithPriority) {
+      m_streams.insert(std::get<0>(slots).value);
+    } else if constexpr (M == Method::cudaStreamDestroy) {
+      m_streams.erase(std::get<0>(slots).value);
+    } else if constexpr (M == Method::cudaEventCreate || M == Method::cudaEventCreateWithFlags) {
+      m_events.insert(std::get<0>(slots).value);
+    } else if constexpr (M == Method::cudaEventDestroy) {
+      m_events.erase(std::get<0>(slots).value);
+    }
+  }
+
+  // ---- hand-written functions -------------------------------------------------------------------
+
+  // args {u64 device, u64 bytes, i32 kind[, u64 source for device-to-device]} (interpose/src/memcpy.cpp)
+  Outcome serveMemcpy(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload) {
+    std::uint64_t device = 0, bytes = 0;
+    std::int32_t kind = 0;
+    if (!args.get(device) || !args.get(bytes) || !args.get(kind)) return malformed("cudaMemcpy: short arguments");
+    auto* pointer = reinterpret_cast<void*>(static_cast<std::uintptr_t>(device));
+    Outcome out;
+    switch (kind) {
+      case cudaMemcpyHostToDevice: {
+        if (!args.exhausted() || call.getBulk().size() != 1) return malformed("cudaMemcpy: expected one inline payload");
+        auto ref = call.getBulk()[0];
+        if (ref.getSegment() != wire::INLINE_SEGMENT || ref.getLength() != bytes ||
+            ref.getOffset() > payload.size() || bytes > payload.size() - ref.getOffset()) {
+          return malformed(fmt::format("cudaMemcpy: payload reference {}+{} outside the {} inline bytes",
+                                       ref.getOffset(), ref.getLength(), payload.size()));
+        }
+        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpy to", pointer, bytes);
+        out.error = m_executor->copyToDevice(pointer, payload.data() + ref.getOffset(), bytes);
+        return out;
+      }
+      case cudaMemcpyDeviceToHost: {
+        if (!args.exhausted()) return malformed("cudaMemcpy: trailing arguments");
+        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpy from", pointer, bytes);
+        out.payload.resize(bytes);
+        out.error = m_executor->copyToHost(out.payload.data(), pointer, bytes);
+        if (out.error != cudaSuccess) out.payload.clear();
+        return out;
+      }
+      case cudaMemcpyDeviceToDevice: {
+        std::uint64_t source = 0;
+        if (!args.get(source) || !args.exhausted()) return malformed("cudaMemcpy: bad device-to-device arguments");
+        auto* from = reinterpret_cast<void*>(static_cast<std::uintptr_t>(source));
+        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpy to", pointer, bytes);
+        if (!m_allocations.contains(from, bytes)) return outside("cudaMemcpy from", from, bytes);
+        out.error = m_executor->copyOnDevice(pointer, from, bytes);
+        return out;
+      }
+      default: return malformed(fmt::format("cudaMemcpy: kind {} is not served", kind));
+    }
+  }
+
+  Outcome outside(const char* what, const void* pointer, std::uint64_t bytes) {
+    Outcome out = malformed(fmt::format("{} {} bytes at {}: outside this session's allocations", what,
+                                        bytes, fmt::ptr(pointer)));
+    log().warn("session {:016x}: refused {}", m_sessionId, out.detail);
+    return out;
+  }
+
+  // args {i32 device}; results: struct cudaDeviceProp (interpose/src/device_properties.cpp)
+  Outcome serveDeviceProperties(api::ArgReader& args) {
+    std::int32_t device = 0;
+    if (!args.get(device) || !args.exhausted()) return malformed("cudaGetDeviceProperties: bad arguments");
+    cudaDeviceProp prop{};
+    Outcome out;
+    out.error = m_executor->deviceProperties(&prop, device);
+    if (out.error == cudaSuccess) api::ArgWriter(out.results).put(prop);
+    return out;
+  }
+
+  std::unique_ptr<Executor> m_executor;
+  std::uint64_t m_sessionId;
+  AllocationTable m_allocations;
+  std::set<cudaStream_t> m_streams;
+  std::set<cudaEvent_t> m_events;
+  std::vector<Outcome> m_failures;  // failed calls not yet reported
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SessionHandler>> makeSessionHandler(const transport::HelloInfo& hello,
+                                                           const SessionOptions& options) {
+  std::unique_ptr<Executor> executor;
+  std::string whyNot;
+  if (options.executor != ExecutorKind::kStandIn) executor = makeCudaExecutor(&whyNot);
+  if (!executor && options.executor == ExecutorKind::kCuda) {
+    return transport::fail(transport::Errc::kUnavailable, fmt::format("no GPU: {}", whyNot));
+  }
+  if (!executor) {
+    if (options.executor == ExecutorKind::kAuto) {
+      log().warn("no GPU ({}): session {:016x} runs on the GPU stand-in (test double)", whyNot,
+                 hello.sessionId);
+    }
+    executor = makeStandInExecutor();
+  }
+  log().info("session {:016x} from {} (pid {}) on {}", hello.sessionId, hello.clientName, hello.pid,
+             executor->describe());
+  return std::unique_ptr<SessionHandler>(
+      std::make_unique<CallDispatcher>(std::move(executor), hello.sessionId));
+}
+
+}  // namespace flyt::backend

@@ -1,0 +1,239 @@
+// The GPU stand-in: a test double for machines without a GPU. "Device" memory is host memory
+// (aligned_alloc), streams and events are host objects, everything completes immediately, and
+// kernels are not executed. It exists so that the whole client <-> transport <-> worker path runs
+// in CI; it is never chosen silently (the worker logs it at warn level).
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "flyt/backend/executor.hpp"
+
+namespace flyt::backend {
+namespace {
+
+constexpr std::size_t kTotalMemory = 16ULL << 30;  // what cudaMemGetInfo reports
+constexpr std::size_t kAlignment = 256;             // cudaMalloc's documented alignment
+
+struct StandInEvent {
+  std::chrono::steady_clock::time_point recorded{};
+  bool everRecorded = false;
+};
+
+class StandInExecutor final : public Executor {
+ public:
+  ~StandInExecutor() override {
+    for (auto& [pointer, bytes] : m_allocations) std::free(pointer);
+  }
+
+  std::string_view describe() const override {
+    return "stand-in (host memory; test double, no GPU)";
+  }
+
+  cudaError_t cudaGetDeviceCount(int* count) override {
+    *count = 1;
+    return cudaSuccess;
+  }
+  cudaError_t cudaSetDevice(int device) override {
+    return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+  }
+  cudaError_t cudaGetDevice(int* device) override {
+    *device = 0;
+    return cudaSuccess;
+  }
+  cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) override {
+    if (device != 0) return cudaErrorInvalidDevice;
+    switch (attr) {
+      case cudaDevAttrMultiProcessorCount: *value = 4; break;
+      case cudaDevAttrWarpSize: *value = 32; break;
+      case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+      case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+      case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+      case cudaDevAttrUnifiedAddressing: *value = 1; break;
+      default: *value = 0; break;
+    }
+    return cudaSuccess;
+  }
+  cudaError_t cudaDeviceSynchronize() override { return cudaSuccess; }
+  cudaError_t cudaDeviceSetLimit(enum cudaLimit limit, size_t value) override {
+    m_limits[limit] = value;
+    return cudaSuccess;
+  }
+  cudaError_t cudaDeviceGetLimit(size_t* value, enum cudaLimit limit) override {
+    auto it = m_limits.find(limit);
+    *value = it == m_limits.end() ? 0 : it->second;
+    return cudaSuccess;
+  }
+  cudaError_t cudaSetDeviceFlags(unsigned int flags) override {
+    m_flags = flags;
+    return cudaSuccess;
+  }
+  cudaError_t cudaGetDeviceFlags(unsigned int* flags) override {
+    *flags = m_flags;
+    return cudaSuccess;
+  }
+  cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) override {
+    *least = 0;
+    *greatest = -5;
+    return cudaSuccess;
+  }
+  cudaError_t cudaDriverGetVersion(int* version) override {
+    *version = CUDART_VERSION;
+    return cudaSuccess;
+  }
+
+  cudaError_t cudaMalloc(void** devPtr, size_t size) override {
+    if (size == 0) {
+      *devPtr = nullptr;
+      return cudaSuccess;
+    }
+    if (size > kTotalMemory - m_used) return cudaErrorMemoryAllocation;
+    void* pointer = std::aligned_alloc(kAlignment, (size + kAlignment - 1) / kAlignment * kAlignment);
+    if (pointer == nullptr) return cudaErrorMemoryAllocation;
+    m_allocations[pointer] = size;
+    m_used += size;
+    *devPtr = pointer;
+    return cudaSuccess;
+  }
+  cudaError_t cudaFree(void* devPtr) override {
+    if (devPtr == nullptr) return cudaSuccess;
+    auto it = m_allocations.find(devPtr);
+    if (it == m_allocations.end()) return cudaErrorInvalidValue;
+    m_used -= it->second;
+    std::free(it->first);
+    m_allocations.erase(it);
+    return cudaSuccess;
+  }
+  cudaError_t cudaMallocPitch(void** devPtr, size_t* pitch, size_t width, size_t height) override {
+    *pitch = (width + kAlignment - 1) / kAlignment * kAlignment;
+    return cudaMalloc(devPtr, *pitch * height);
+  }
+  cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t) override {
+    return cudaMalloc(devPtr, size);
+  }
+  cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t) override { return cudaFree(devPtr); }
+  cudaError_t cudaMemGetInfo(size_t* free, size_t* total) override {
+    *free = kTotalMemory - m_used;
+    *total = kTotalMemory;
+    return cudaSuccess;
+  }
+  cudaError_t cudaMemset(void* devPtr, int value, size_t count) override {
+    std::memset(devPtr, value, count);
+    return cudaSuccess;
+  }
+  cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t) override {
+    return cudaMemset(devPtr, value, count);
+  }
+  cudaError_t cudaMemset2D(void* devPtr, size_t pitch, int value, size_t width, size_t height) override {
+    for (size_t row = 0; row < height; ++row) {
+      std::memset(static_cast<char*>(devPtr) + row * pitch, value, width);
+    }
+    return cudaSuccess;
+  }
+  cudaError_t cudaMemset2DAsync(void* devPtr, size_t pitch, int value, size_t width, size_t height,
+                                cudaStream_t) override {
+    return cudaMemset2D(devPtr, pitch, value, width, height);
+  }
+
+  cudaError_t cudaStreamCreate(cudaStream_t* stream) override { return newStream(stream); }
+  cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) override {
+    return newStream(stream);
+  }
+  cudaError_t cudaStreamCreateWithPriority(cudaStream_t* stream, unsigned int, int) override {
+    return newStream(stream);
+  }
+  cudaError_t cudaStreamDestroy(cudaStream_t stream) override {
+    return m_streams.erase(stream) == 1 ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  }
+  cudaError_t cudaStreamSynchronize(cudaStream_t) override { return cudaSuccess; }
+  cudaError_t cudaStreamQuery(cudaStream_t) override { return cudaSuccess; }
+  cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) override {
+    return cudaSuccess;
+  }
+
+  cudaError_t cudaEventCreate(cudaEvent_t* event) override { return newEvent(event); }
+  cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int) override {
+    return newEvent(event);
+  }
+  cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) override {
+    auto* e = find(event);
+    if (e == nullptr) return cudaErrorInvalidResourceHandle;
+    e->recorded = std::chrono::steady_clock::now();
+    e->everRecorded = true;
+    return cudaSuccess;
+  }
+  cudaError_t cudaEventSynchronize(cudaEvent_t event) override {
+    return find(event) != nullptr ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  }
+  cudaError_t cudaEventQuery(cudaEvent_t event) override { return cudaEventSynchronize(event); }
+  cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) override {
+    auto* a = find(start);
+    auto* b = find(end);
+    if (a == nullptr || b == nullptr) return cudaErrorInvalidResourceHandle;
+    if (!a->everRecorded || !b->everRecorded) return cudaErrorInvalidResourceHandle;
+    *ms = std::chrono::duration<float, std::milli>(b->recorded - a->recorded).count();
+    return cudaSuccess;
+  }
+  cudaError_t cudaEventDestroy(cudaEvent_t event) override {
+    return m_events.erase(event) == 1 ? cudaSuccess : cudaErrorInvalidResourceHandle;
+  }
+
+  cudaError_t copyToDevice(void* device, const void* host, std::size_t bytes) override {
+    std::memcpy(device, host, bytes);
+    return cudaSuccess;
+  }
+  cudaError_t copyToHost(void* host, const void* device, std::size_t bytes) override {
+    std::memcpy(host, device, bytes);
+    return cudaSuccess;
+  }
+  cudaError_t copyOnDevice(void* to, const void* from, std::size_t bytes) override {
+    std::memmove(to, from, bytes);
+    return cudaSuccess;
+  }
+  cudaError_t deviceProperties(cudaDeviceProp* prop, int device) override {
+    if (device != 0) return cudaErrorInvalidDevice;
+    *prop = cudaDeviceProp{};
+    std::strncpy(prop->name, "Flyt GPU stand-in (test double)", sizeof prop->name - 1);
+    prop->totalGlobalMem = kTotalMemory;
+    prop->multiProcessorCount = 4;
+    prop->warpSize = 32;
+    prop->maxThreadsPerBlock = 1024;
+    prop->major = 9;
+    prop->minor = 0;
+    prop->unifiedAddressing = 1;
+    return cudaSuccess;
+  }
+
+ private:
+  cudaError_t newStream(cudaStream_t* stream) {
+    auto owned = std::make_unique<char>();
+    *stream = reinterpret_cast<cudaStream_t>(owned.get());
+    m_streams.emplace(*stream, std::move(owned));
+    return cudaSuccess;
+  }
+  cudaError_t newEvent(cudaEvent_t* event) {
+    auto owned = std::make_unique<StandInEvent>();
+    *event = reinterpret_cast<cudaEvent_t>(owned.get());
+    m_events.emplace(*event, std::move(owned));
+    return cudaSuccess;
+  }
+  StandInEvent* find(cudaEvent_t event) {
+    auto it = m_events.find(event);
+    return it == m_events.end() ? nullptr : it->second.get();
+  }
+
+  std::map<void*, std::size_t> m_allocations;
+  std::size_t m_used = 0;
+  std::map<cudaLimit, std::size_t> m_limits;
+  unsigned int m_flags = 0;
+  std::map<cudaStream_t, std::unique_ptr<char>> m_streams;
+  std::map<cudaEvent_t, std::unique_ptr<StandInEvent>> m_events;
+};
+
+}  // namespace
+
+std::unique_ptr<Executor> makeStandInExecutor() { return std::make_unique<StandInExecutor>(); }
+
+}  // namespace flyt::backend

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# run_through_flyt.sh FLYT shm|tcp PROGRAM [ARGS...]
+# shm: `flyt run -- PROGRAM` (a private node on shared memory);
+# tcp: starts a node with a TCP listener on a free loopback port, runs PROGRAM against it with
+#      `flyt run --server tcp://...`, and stops the node.
+# Exits with PROGRAM's status, and fails if PROGRAM did not open a Flyt session (NVIDIA's own
+# libcudart.so.13 is on the default library path in CI: passing is not proof of going through Flyt).
+set -euo pipefail
+flyt=$1 transport=$2
+shift 2
+bin=$(dirname "$flyt")
+log=$(mktemp)
+export FLYT_LOG=info
+
+proved() {
+  local status=$1
+  if ! grep -q "\[flyt.interpose\] \[info\] session [0-9a-f]* on $transport://" "$log"; then
+    echo "run_through_flyt: no Flyt $transport session was opened by the program" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  exit "$status"
+}
+
+if [[ $transport == shm ]]; then
+  status=0
+  "$flyt" run -- "$@" 2> >(tee "$log" >&2) || status=$?
+  sleep 0.2  # let tee finish
+  proved $status
+fi
+
+name="flyt-test-$$"
+ready=$(mktemp)
+"$bin/flyt-node" --shm "$name" --tcp 127.0.0.1:0 --ready-fd 3 3>"$ready" &
+node=$!
+trap 'kill -TERM $node 2>/dev/null; wait $node 2>/dev/null; rm -f "$ready" "$log"' EXIT
+for _ in $(seq 100); do
+  grep -q tcp:// "$ready" 2>/dev/null && break
+  kill -0 $node 2>/dev/null || { echo "run_through_flyt: the node did not start" >&2; exit 1; }
+  sleep 0.1
+done
+server=$(grep -o 'tcp://[^ ]*' "$ready" | head -1)
+[[ -n $server ]] || { echo "run_through_flyt: the node reported no TCP endpoint" >&2; exit 1; }
+status=0
+"$flyt" run --server "$server" -- "$@" 2> >(tee "$log" >&2) || status=$?
+sleep 0.2
+proved $status
