@@ -1,5 +1,6 @@
 #include "unsupported.hpp"
 
+#include "client.hpp"
 #include "flyt/transport/log.hpp"
 
 #include <mutex>
@@ -28,9 +29,8 @@ cudaError_t reportUnsupported(const char* name) noexcept {
   } catch (...) {
     // Out of memory or a broken log sink: the caller still gets its error code.
   }
-  // TODO(forwarding): record cudaErrorNotSupported as this thread's last error (cudaGetLastError /
-  // cudaPeekAtLastError) once the client's error state exists; NVIDIA's runtime does that for
-  // every failing call.
+  // As NVIDIA's runtime does for every failing call: the thread's last error.
+  setLastError(cudaErrorNotSupported);
   return cudaErrorNotSupported;
 }
 

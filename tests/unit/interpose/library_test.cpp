@@ -112,8 +112,8 @@ TEST(CudartLibrary, UnsupportedCallReturnsNotSupportedEveryTimeAndIsLoggedOnce) 
 TEST(CudartLibrary, KernelLaunchThroughStubsIsSkippedWithoutCrashing) {
   const auto result = runClient(true);
   ASSERT_EQ(result.exitCode, 0) << result.err;
-  // Registration, push configuration and cudaGetLastError are still stubs: the launch is skipped
-  // (push answers non-zero) and the error query itself is unsupported.
+  // Registration and push configuration are still stubs: the launch is skipped (push answers
+  // non-zero) and the stub's cudaErrorNotSupported is the thread's last error.
   EXPECT_EQ(linesStartingWith(result.out, "launch "), std::vector<std::string>{std::to_string(kCudaErrorNotSupported)});
   EXPECT_NE(result.err.find("__cudaRegisterFatBinary is not supported"), std::string::npos) << result.err;
   EXPECT_NE(result.err.find("__cudaPushCallConfiguration is not supported"), std::string::npos) << result.err;
