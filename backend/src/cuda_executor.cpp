@@ -1,6 +1,7 @@
 // The GPU executor: NVIDIA's runtime (linked statically into the worker), called with the decoded
 // arguments. The runtime loads the driver (libcuda.so.1) itself on first use, so the worker starts on
 // machines without a driver and this factory reports why there is no GPU instead.
+#include <cuda.h>  // driver types only: the driver's functions come from cudaGetDriverEntryPointByVersion
 #include <fmt/format.h>
 
 #include <string>
@@ -9,6 +10,9 @@
 
 namespace flyt::backend {
 namespace {
+
+// cuKernelGetParamInfo (CUDA 12.4): no runtime counterpart, and the worker does not link libcuda.
+using KernelGetParamInfo = CUresult (*)(CUkernel, std::size_t, std::size_t*, std::size_t*);
 
 class CudaExecutor final : public Executor {
  public:
@@ -34,8 +38,50 @@ class CudaExecutor final : public Executor {
     return ::cudaGetDeviceProperties(prop, device);
   }
 
+  cudaError_t loadModule(std::span<const std::byte> image, cudaLibrary_t* module) override {
+    return ::cudaLibraryLoadData(module, image.data(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+  }
+  cudaError_t unloadModule(cudaLibrary_t module) override { return ::cudaLibraryUnload(module); }
+
+  cudaError_t getKernel(cudaLibrary_t module, const char* name, cudaKernel_t* kernel,
+                        std::vector<ParamLayout>* layout) override {
+    if (auto error = ::cudaLibraryGetKernel(kernel, module, name); error != cudaSuccess) return error;
+    if (m_paramInfo == nullptr) {
+      void* entry = nullptr;
+      cudaDriverEntryPointQueryResult status{};
+      const auto error = ::cudaGetDriverEntryPointByVersion("cuKernelGetParamInfo", &entry, 12040,
+                                                            cudaEnableDefault, &status);
+      if (error != cudaSuccess || status != cudaDriverEntryPointSuccess || entry == nullptr) {
+        return error != cudaSuccess ? error : cudaErrorNotSupported;  // a driver older than 12.4
+      }
+      m_paramInfo = reinterpret_cast<KernelGetParamInfo>(entry);
+    }
+    layout->clear();
+    // No count query exists: step the index until the driver says it is past the last parameter.
+    for (std::size_t index = 0;; ++index) {
+      std::size_t offset = 0, size = 0;
+      const CUresult result = m_paramInfo(reinterpret_cast<CUkernel>(*kernel), index, &offset, &size);
+      if (result == CUDA_ERROR_INVALID_VALUE) break;
+      if (result != CUDA_SUCCESS) return cudaErrorInvalidDeviceFunction;
+      layout->push_back({static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(size)});
+    }
+    return cudaSuccess;
+  }
+
+  cudaError_t launchKernel(cudaKernel_t kernel, dim3 grid, dim3 block, void** params, std::size_t sharedMem,
+                           cudaStream_t stream) override {
+    // cudaLaunchKernel accepts a cudaKernel_t cast to a function pointer (cuda_runtime_api.h).
+    return ::cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, params, sharedMem, stream);
+  }
+
+  cudaError_t getGlobal(cudaLibrary_t module, const char* name, std::size_t /*registeredBytes*/, void** address,
+                        std::size_t* bytes) override {
+    return ::cudaLibraryGetGlobal(address, bytes, module, name);
+  }
+
  private:
   std::string m_description;
+  KernelGetParamInfo m_paramInfo = nullptr;
 };
 
 }  // namespace

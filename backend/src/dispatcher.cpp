@@ -1,12 +1,14 @@
 // The session handler: decodes each call of a batch, validates it, runs it on the executor and
 // answers. Generated functions are served by one template instantiated per method from
-// flyt::api::Spec; hand-written ones (copies, device properties) by the functions at the end.
+// flyt::api::Spec; hand-written ones (copies, device properties, modules and kernel launches) by
+// the functions at the end.
 //
 // Reply rule (schema/session.capnp): a batch that wants a reply gets one Reply holding the results
 // of every earlier call that failed since the last reply, then the result of its last call.
 #include <fmt/format.h>
 #include <kj/exception.h>
 
+#include <cstdio>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -16,6 +18,7 @@
 #include "flyt/backend/session_handler.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/wire/session.capnp.h"
+#include "module_cache.hpp"
 
 namespace flyt::backend {
 namespace {
@@ -118,6 +121,10 @@ class CallDispatcher final : public SessionHandler {
       }
     }
     if (!batch.getWantsReply()) return SessionState::kOpen;
+    // Device printf lands in this process's stdio buffer (the node's stdout, which `flyt run` makes
+    // the application's): flush it before answering, so that it precedes what the application
+    // prints after synchronising.
+    std::fflush(stdout);
     auto sent = channel.send(
         [&](capnp::MessageBuilder& builder) {
           auto results = builder.initRoot<wire::Envelope>().initReply().initResults(
@@ -167,6 +174,11 @@ class CallDispatcher final : public SessionHandler {
 #undef FLYT_SERVE
       case Method::cudaMemcpy: return serveMemcpy(args, call, payload);
       case Method::cudaGetDeviceProperties: return serveDeviceProperties(args);
+      // Kernel calls borrow these methods' ids (the mapping: interpose/src/launch_kernel.cpp).
+      case Method::__cudaRegisterFatBinary: return serveModuleUpload(args, call, payload);
+      case Method::__cudaRegisterFunction: return serveKernelLookup(args);
+      case Method::cudaLaunchKernel: return serveLaunch(args);
+      case Method::cudaGetSymbolAddress: return serveSymbol(args);
       default: {
         Outcome out;
         out.status = wire::TransportStatus::UNSUPPORTED;
@@ -230,7 +242,7 @@ class CallDispatcher final : public SessionHandler {
     if (refusal) return refusal;
     if constexpr (M == Method::cudaFree || M == Method::cudaFreeAsync) {
       void* base = std::get<0>(slots).value;
-      if (base != nullptr && !m_allocations.isBase(base)) {
+      if (base != nullptr && (!m_allocations.isBase(base) || m_modules.isGlobal(base))) {
         return fmt::format("cudaFree of {}, which is not an allocation of this session", fmt::ptr(base));
       }
     }
@@ -334,7 +346,93 @@ class CallDispatcher final : public SessionHandler {
     return out;
   }
 
+  // The single inline payload a call refers to, checked to lie inside the message's payload.
+  static std::optional<std::span<const std::byte>> inlinePayload(wire::Call::Reader call,
+                                                                 std::span<const std::byte> payload) {
+    if (call.getBulk().size() != 1) return std::nullopt;
+    auto ref = call.getBulk()[0];
+    if (ref.getSegment() != wire::INLINE_SEGMENT || ref.getOffset() > payload.size() ||
+        ref.getLength() > payload.size() - ref.getOffset()) {
+      return std::nullopt;
+    }
+    return payload.subspan(ref.getOffset(), ref.getLength());
+  }
+
+  Outcome refused(ModuleCache::Failure failure) {
+    if (failure.malformed) return malformed(std::move(failure.detail));
+    log().warn("session {:016x}: {}", m_sessionId, failure.detail);
+    Outcome out;
+    out.error = failure.error;
+    out.detail = std::move(failure.detail);
+    return out;
+  }
+
+  static std::string_view text(std::span<const std::byte> bytes) {
+    return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+  }
+
+  // args {u64 hash, u64 total, u64 offset}, one inline payload; results (last chunk) {u64 module id}
+  Outcome serveModuleUpload(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload) {
+    std::uint64_t hash = 0, total = 0, offset = 0;
+    if (!args.get(hash) || !args.get(total) || !args.get(offset) || !args.exhausted()) {
+      return malformed("fatbin upload: bad arguments");
+    }
+    auto chunk = inlinePayload(call, payload);
+    if (!chunk) return malformed("fatbin upload: expected one inline payload inside the message");
+    auto module = m_modules.receive(hash, total, offset, *chunk);
+    if (!module) return refused(std::move(module.error()));
+    Outcome out;
+    if (*module != 0) api::ArgWriter(out.results).put(*module);
+    return out;
+  }
+
+  // args {u64 module, name}; results {u64 kernel id, u32 count, count x {u32 offset, u32 size}}
+  Outcome serveKernelLookup(api::ArgReader& args) {
+    std::uint64_t module = 0;
+    if (!args.get(module)) return malformed("kernel lookup: bad arguments");
+    auto kernel = m_modules.kernel(module, text(args.rest()));
+    if (!kernel) return refused(std::move(kernel.error()));
+    Outcome out;
+    api::ArgWriter writer(out.results);
+    writer.put(kernel->id);
+    writer.put(static_cast<std::uint32_t>(kernel->layout->size()));
+    for (const auto& param : *kernel->layout) {
+      writer.put(param.offset);
+      writer.put(param.size);
+    }
+    return out;
+  }
+
+  // args {u64 kernel, dim3 grid, dim3 block, u64 sharedMem, u64 stream, packed parameters}
+  Outcome serveLaunch(api::ArgReader& args) {
+    std::uint64_t kernel = 0, sharedMem = 0, stream = 0;
+    dim3 grid, block;
+    if (!args.get(kernel) || !args.get(grid) || !args.get(block) || !args.get(sharedMem) || !args.get(stream)) {
+      return malformed("kernel launch: short arguments");
+    }
+    auto* handle = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(stream));
+    if (!knownStream(handle)) return malformed(fmt::format("stream {} is not one of this session's", fmt::ptr(handle)));
+    auto launched = m_modules.launch(kernel, grid, block, sharedMem, handle, args.rest());
+    if (!launched) return refused(std::move(launched.error()));
+    return Outcome{};
+  }
+
+  // args {u64 module, u64 registered size, name}; results {u64 address, u64 size}
+  Outcome serveSymbol(api::ArgReader& args) {
+    std::uint64_t module = 0, registered = 0;
+    if (!args.get(module) || !args.get(registered)) return malformed("symbol lookup: bad arguments");
+    auto global = m_modules.global(module, text(args.rest()), registered);
+    if (!global) return refused(std::move(global.error()));
+    m_allocations.add(global->address, global->bytes);
+    Outcome out;
+    api::ArgWriter writer(out.results);
+    writer.put(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(global->address)));
+    writer.put(static_cast<std::uint64_t>(global->bytes));
+    return out;
+  }
+
   std::unique_ptr<Executor> m_executor;
+  ModuleCache m_modules{*m_executor};  // after m_executor: destroyed first, unloading through it
   std::uint64_t m_sessionId;
   AllocationTable m_allocations;
   std::set<cudaStream_t> m_streams;

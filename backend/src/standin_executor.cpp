@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <string>
 
 #include "flyt/backend/executor.hpp"
 
@@ -16,6 +17,11 @@ namespace {
 
 constexpr std::size_t kTotalMemory = 16ULL << 30;  // what cudaMemGetInfo reports
 constexpr std::size_t kAlignment = 256;             // cudaMalloc's documented alignment
+
+struct StandInModule {
+  std::size_t bytes = 0;
+  std::map<std::string, std::pair<void*, std::size_t>, std::less<>> globals;  // name -> (memory, size)
+};
 
 struct StandInEvent {
   std::chrono::steady_clock::time_point recorded{};
@@ -26,6 +32,9 @@ class StandInExecutor final : public Executor {
  public:
   ~StandInExecutor() override {
     for (auto& [pointer, bytes] : m_allocations) std::free(pointer);
+    for (auto& [handle, module] : m_modules) {
+      for (auto& [name, global] : module->globals) std::free(global.first);
+    }
   }
 
   std::string_view describe() const override {
@@ -203,6 +212,53 @@ class StandInExecutor final : public Executor {
     prop->major = 9;
     prop->minor = 0;
     prop->unifiedAddressing = 1;
+    prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024;
+    prop->maxThreadsDim[2] = 64;
+    prop->maxGridSize[0] = 0x7fffffff;
+    prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
+    prop->sharedMemPerBlock = 48 << 10;
+    return cudaSuccess;
+  }
+
+  // Modules are accepted (the cache has checked the fatbin's header and hash) but their code is
+  // never run: kernels cannot be looked up. Variables are host memory of the size the application
+  // registered, zero-initialised, so symbol copies round-trip.
+  cudaError_t loadModule(std::span<const std::byte> image, cudaLibrary_t* module) override {
+    auto owned = std::make_unique<StandInModule>();
+    owned->bytes = image.size();
+    *module = reinterpret_cast<cudaLibrary_t>(owned.get());
+    m_modules.emplace(*module, std::move(owned));
+    return cudaSuccess;
+  }
+  cudaError_t unloadModule(cudaLibrary_t module) override {
+    auto it = m_modules.find(module);
+    if (it == m_modules.end()) return cudaErrorInvalidResourceHandle;
+    for (auto& [name, global] : it->second->globals) std::free(global.first);
+    m_modules.erase(it);
+    return cudaSuccess;
+  }
+  cudaError_t getKernel(cudaLibrary_t, const char*, cudaKernel_t*, std::vector<ParamLayout>*) override {
+    return cudaErrorNotSupported;  // the stand-in does not execute kernels
+  }
+  cudaError_t launchKernel(cudaKernel_t, dim3, dim3, void**, std::size_t, cudaStream_t) override {
+    return cudaErrorNotSupported;
+  }
+  cudaError_t getGlobal(cudaLibrary_t module, const char* name, std::size_t registeredBytes, void** address,
+                        std::size_t* bytes) override {
+    auto it = m_modules.find(module);
+    if (it == m_modules.end()) return cudaErrorInvalidResourceHandle;
+    if (registeredBytes == 0 || registeredBytes > kTotalMemory) return cudaErrorInvalidSymbol;
+    auto& globals = it->second->globals;
+    auto found = globals.find(name);
+    if (found == globals.end()) {
+      const std::size_t rounded = (registeredBytes + kAlignment - 1) / kAlignment * kAlignment;
+      void* pointer = std::aligned_alloc(kAlignment, rounded);
+      if (pointer == nullptr) return cudaErrorMemoryAllocation;
+      std::memset(pointer, 0, rounded);
+      found = globals.emplace(name, std::pair{pointer, registeredBytes}).first;
+    }
+    *address = found->second.first;
+    *bytes = found->second.second;
     return cudaSuccess;
   }
 
@@ -230,6 +286,7 @@ class StandInExecutor final : public Executor {
   unsigned int m_flags = 0;
   std::map<cudaStream_t, std::unique_ptr<char>> m_streams;
   std::map<cudaEvent_t, std::unique_ptr<StandInEvent>> m_events;
+  std::map<cudaLibrary_t, std::unique_ptr<StandInModule>> m_modules;
 };
 
 }  // namespace

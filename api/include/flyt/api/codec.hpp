@@ -61,6 +61,13 @@ class ArgReader {
     return true;
   }
   [[nodiscard]] bool exhausted() const { return m_pos == m_in.size(); }
+  // The bytes not read yet (a trailing variable-length field: a name, packed kernel parameters);
+  // consumes them.
+  [[nodiscard]] std::span<const std::byte> rest() {
+    auto tail = m_in.subspan(m_pos);
+    m_pos = m_in.size();
+    return tail;
+  }
 
  private:
   std::span<const std::byte> m_in;

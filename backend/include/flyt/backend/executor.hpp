@@ -11,8 +11,11 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "flyt/api/specs.hpp"
 
@@ -41,6 +44,25 @@ class Executor {
   virtual cudaError_t copyToHost(void* host, const void* device, std::size_t bytes) = 0;
   virtual cudaError_t copyOnDevice(void* to, const void* from, std::size_t bytes) = 0;
   virtual cudaError_t deviceProperties(cudaDeviceProp* prop, int device) = 0;
+
+  // Modules and kernels (backend/src/module_cache.hpp keeps the session's tables and validates).
+  // `image` is a checked fatbin (flyt/api/fatbin.hpp) that the caller keeps alive until
+  // unloadModule. The layout is every parameter's {offset, size} in the kernel's parameter block,
+  // in order. `params` of launchKernel points at one value per parameter, at those offsets.
+  struct ParamLayout {
+    std::uint32_t offset;
+    std::uint32_t size;
+  };
+  virtual cudaError_t loadModule(std::span<const std::byte> image, cudaLibrary_t* module) = 0;
+  virtual cudaError_t unloadModule(cudaLibrary_t module) = 0;
+  virtual cudaError_t getKernel(cudaLibrary_t module, const char* name, cudaKernel_t* kernel,
+                                std::vector<ParamLayout>* layout) = 0;
+  virtual cudaError_t launchKernel(cudaKernel_t kernel, dim3 grid, dim3 block, void** params,
+                                   std::size_t sharedMem, cudaStream_t stream) = 0;
+  // A module's __device__/__constant__ variable. `registeredBytes` is its size as the application
+  // registered it (the stand-in, which has no module to read, sizes the variable by it).
+  virtual cudaError_t getGlobal(cudaLibrary_t module, const char* name, std::size_t registeredBytes,
+                                void** address, std::size_t* bytes) = 0;
 };
 
 // The GPU through NVIDIA's runtime, or an error naming why there is none (no driver, no device).

@@ -1,0 +1,158 @@
+#include "module_cache.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "flyt/api/fatbin.hpp"
+#include "flyt/transport/log.hpp"
+
+namespace flyt::backend {
+namespace {
+
+spdlog::logger& log() { return flyt::logger("worker"); }
+
+std::unexpected<ModuleCache::Failure> malformed(std::string detail) {
+  return std::unexpected(ModuleCache::Failure{cudaErrorInvalidValue, std::move(detail), true});
+}
+std::unexpected<ModuleCache::Failure> failed(cudaError_t error, std::string detail) {
+  return std::unexpected(ModuleCache::Failure{error, std::move(detail), false});
+}
+
+}  // namespace
+
+ModuleCache::~ModuleCache() {
+  for (auto& [id, module] : m_modules) (void)m_executor.unloadModule(module.library);
+}
+
+ModuleCache::Result<std::uint64_t> ModuleCache::receive(std::uint64_t hash, std::uint64_t total,
+                                                        std::uint64_t offset, std::span<const std::byte> chunk) {
+  if (total == 0 || total > api::kMaxFatbinBytes) return malformed(fmt::format("fatbin of {} bytes", total));
+  if (offset == 0) m_upload = Upload{hash, total, {}};
+  if (m_upload.hash != hash || m_upload.total != total || offset != m_upload.bytes.size() ||
+      chunk.size() > total - offset) {
+    m_upload = Upload{};
+    return malformed(fmt::format("fatbin {:016x}: chunk {}+{} out of order", hash, offset, chunk.size()));
+  }
+  m_upload.bytes.insert(m_upload.bytes.end(), chunk.begin(), chunk.end());
+  if (m_upload.bytes.size() < total) return 0;
+  return load(std::exchange(m_upload, Upload{}));
+}
+
+ModuleCache::Result<std::uint64_t> ModuleCache::load(Upload upload) {
+  if (api::fatbinHash(upload.bytes) != upload.hash) {
+    return malformed(fmt::format("fatbin {:016x}: the bytes do not have that hash", upload.hash));
+  }
+  if (auto bytes = api::fatbinImageBytes(upload.bytes.data(), upload.bytes.size()); !bytes || *bytes != upload.total) {
+    return malformed(fmt::format("fatbin {:016x}: {}", upload.hash,
+                                 bytes ? "its header disagrees with its size" : api::describe(bytes.error())));
+  }
+  for (const auto& [id, module] : m_modules) {
+    if (module.hash == upload.hash) return id;
+  }
+  Module module{upload.hash, std::move(upload.bytes), nullptr};
+  if (auto error = m_executor.loadModule(module.image, &module.library); error != cudaSuccess) {
+    return failed(error, fmt::format("loading fatbin {:016x} ({} bytes) failed", upload.hash, upload.total));
+  }
+  const std::uint64_t id = m_nextModule++;
+  log().debug("fatbin {:016x} ({} bytes) loaded as module {}", upload.hash, upload.total, id);
+  m_modules.emplace(id, std::move(module));
+  return id;
+}
+
+ModuleCache::Result<ModuleCache::KernelInfo> ModuleCache::kernel(std::uint64_t module, std::string_view name) {
+  auto it = m_modules.find(module);
+  if (it == m_modules.end()) return malformed(fmt::format("kernel lookup in unknown module {}", module));
+  if (name.empty() || name.find('\0') != std::string_view::npos) return malformed("kernel lookup: bad name");
+  std::pair<std::uint64_t, std::string> key{module, std::string(name)};
+  if (auto known = m_kernelIds.find(key); known != m_kernelIds.end()) {
+    return KernelInfo{known->second, &m_kernels.at(known->second).layout};
+  }
+  Kernel kernel;
+  kernel.name = key.second;
+  if (auto error = m_executor.getKernel(it->second.library, kernel.name.c_str(), &kernel.handle, &kernel.layout);
+      error != cudaSuccess) {
+    return failed(error, fmt::format("kernel {} in module {}: {} on {}", kernel.name, module,
+                                     ::cudaGetErrorName(error), m_executor.describe()));
+  }
+  for (const auto& param : kernel.layout) {
+    kernel.paramBytes = std::max<std::size_t>(kernel.paramBytes, std::size_t{param.offset} + param.size);
+  }
+  const std::uint64_t id = m_nextKernel++;
+  m_kernelIds.emplace(std::move(key), id);
+  auto& stored = m_kernels.emplace(id, std::move(kernel)).first->second;
+  return KernelInfo{id, &stored.layout};
+}
+
+ModuleCache::Result<void> ModuleCache::checkGeometry(dim3 grid, dim3 block) {
+  if (!m_haveLimits) {
+    int device = 0;
+    if (auto error = m_executor.cudaGetDevice(&device); error != cudaSuccess) return failed(error, "cudaGetDevice");
+    if (auto error = m_executor.deviceProperties(&m_limits, device); error != cudaSuccess) {
+      return failed(error, "device properties for the launch limits");
+    }
+    m_haveLimits = true;
+  }
+  const unsigned g[3] = {grid.x, grid.y, grid.z};
+  const unsigned b[3] = {block.x, block.y, block.z};
+  for (int i = 0; i < 3; ++i) {
+    if (g[i] == 0 || b[i] == 0 || g[i] > static_cast<unsigned>(m_limits.maxGridSize[i]) ||
+        b[i] > static_cast<unsigned>(m_limits.maxThreadsDim[i])) {
+      return failed(cudaErrorInvalidConfiguration,
+                    fmt::format("launch <<<({},{},{}), ({},{},{})>>> outside the device's limits", grid.x,
+                                grid.y, grid.z, block.x, block.y, block.z));
+    }
+  }
+  if (std::uint64_t{block.x} * block.y * block.z > static_cast<std::uint64_t>(m_limits.maxThreadsPerBlock)) {
+    return failed(cudaErrorInvalidConfiguration,
+                  fmt::format("block of {} threads, the device allows {}",
+                              std::uint64_t{block.x} * block.y * block.z, m_limits.maxThreadsPerBlock));
+  }
+  return {};
+}
+
+ModuleCache::Result<void> ModuleCache::launch(std::uint64_t kernel, dim3 grid, dim3 block, std::uint64_t sharedMem,
+                                              cudaStream_t stream, std::span<const std::byte> params) {
+  auto it = m_kernels.find(kernel);
+  if (it == m_kernels.end()) return malformed(fmt::format("launch of unknown kernel {}", kernel));
+  const auto& k = it->second;
+  if (params.size() != k.paramBytes) {
+    return malformed(fmt::format("launch of {}: {} parameter bytes, the kernel takes {}", k.name, params.size(),
+                                 k.paramBytes));
+  }
+  if (auto geometry = checkGeometry(grid, block); !geometry) return geometry;
+  // An aligned copy: the parameter block arrives at any offset inside the message.
+  struct alignas(16) Block16 {
+    std::byte bytes[16];
+  };
+  std::vector<Block16> aligned((params.size() + 15) / 16);
+  if (!params.empty()) std::memcpy(aligned.data(), params.data(), params.size());
+  std::vector<void*> pointers;
+  pointers.reserve(k.layout.size());
+  for (const auto& param : k.layout) pointers.push_back(reinterpret_cast<std::byte*>(aligned.data()) + param.offset);
+  if (auto error = m_executor.launchKernel(k.handle, grid, block, pointers.data(), sharedMem, stream);
+      error != cudaSuccess) {
+    return failed(error, fmt::format("launch of {}: {}", k.name, ::cudaGetErrorName(error)));
+  }
+  return {};
+}
+
+ModuleCache::Result<ModuleCache::Global> ModuleCache::global(std::uint64_t module, std::string_view name,
+                                                             std::size_t registeredBytes) {
+  auto it = m_modules.find(module);
+  if (it == m_modules.end()) return malformed(fmt::format("variable lookup in unknown module {}", module));
+  if (name.empty() || name.find('\0') != std::string_view::npos) return malformed("variable lookup: bad name");
+  const std::string cname(name);
+  Global global;
+  if (auto error = m_executor.getGlobal(it->second.library, cname.c_str(), registeredBytes, &global.address,
+                                        &global.bytes);
+      error != cudaSuccess) {
+    return failed(error, fmt::format("variable {} in module {}: {}", cname, module, ::cudaGetErrorName(error)));
+  }
+  m_globals.add(global.address, global.bytes);
+  return global;
+}
+
+}  // namespace flyt::backend
