@@ -34,6 +34,20 @@ class CudaExecutor final : public Executor {
   cudaError_t copyOnDevice(void* to, const void* from, std::size_t bytes) override {
     return ::cudaMemcpy(to, from, bytes, cudaMemcpyDeviceToDevice);
   }
+  // The host side is a staging buffer of the dispatcher's: wait until the stream has used it.
+  cudaError_t copyOnStream(void* to, const void* from, std::size_t bytes, cudaMemcpyKind kind,
+                           cudaStream_t stream) override {
+    const cudaError_t queued = ::cudaMemcpyAsync(to, from, bytes, kind, stream);
+    if (queued != cudaSuccess || kind == cudaMemcpyDeviceToDevice) return queued;
+    return ::cudaStreamSynchronize(stream);
+  }
+  cudaError_t copy2DOnStream(void* to, std::size_t toPitch, const void* from, std::size_t fromPitch,
+                             std::size_t width, std::size_t height, cudaMemcpyKind kind,
+                             cudaStream_t stream) override {
+    const cudaError_t queued = ::cudaMemcpy2DAsync(to, toPitch, from, fromPitch, width, height, kind, stream);
+    if (queued != cudaSuccess || kind == cudaMemcpyDeviceToDevice) return queued;
+    return ::cudaStreamSynchronize(stream);
+  }
   cudaError_t deviceProperties(cudaDeviceProp* prop, int device) override {
     return ::cudaGetDeviceProperties(prop, device);
   }

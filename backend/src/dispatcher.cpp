@@ -174,6 +174,9 @@ class CallDispatcher final : public SessionHandler {
 #undef FLYT_SERVE
       case Method::cudaMemcpy: return serveMemcpy(args, call, payload);
       case Method::cudaGetDeviceProperties: return serveDeviceProperties(args);
+      case Method::cudaMemcpyAsync: return serveMemcpyAsync(args, call, payload);
+      case Method::cudaMemcpy2D: return serveMemcpy2D(args, call, payload);
+      case Method::cudaMemcpy2DAsync: return serveMemcpy2D(args, call, payload);
       // Kernel calls borrow these methods' ids (the mapping: interpose/src/launch_kernel.cpp).
       case Method::__cudaRegisterFatBinary: return serveModuleUpload(args, call, payload);
       case Method::__cudaRegisterFunction: return serveKernelLookup(args);
@@ -343,6 +346,96 @@ class CallDispatcher final : public SessionHandler {
     Outcome out;
     out.error = m_executor->deviceProperties(&prop, device);
     if (out.error == cudaSuccess) api::ArgWriter(out.results).put(prop);
+    return out;
+  }
+
+  // Copies on a stream (interpose/src/memcpy.cpp, memcpy_2d.cpp). The host side is the call's inline
+  // payload (host-to-device) or the reply's (device-to-host): a staging buffer the executor is done
+  // with when it returns (Executor::copyOnStream), so a device-to-host reply is complete.
+  // args {u64 device, u64 bytes, i32 kind, u64 stream[, u64 source for device-to-device]}
+  Outcome serveMemcpyAsync(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload) {
+    std::uint64_t device = 0, bytes = 0, stream = 0;
+    std::int32_t kind = 0;
+    if (!args.get(device) || !args.get(bytes) || !args.get(kind) || !args.get(stream)) {
+      return malformed("cudaMemcpyAsync: short arguments");
+    }
+    auto* pointer = reinterpret_cast<void*>(static_cast<std::uintptr_t>(device));
+    auto* handle = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(stream));
+    if (!knownStream(handle)) return malformed(fmt::format("stream {} is not one of this session's", fmt::ptr(handle)));
+    Outcome out;
+    switch (kind) {
+      case cudaMemcpyHostToDevice: {
+        auto data = inlinePayload(call, payload);
+        if (!args.exhausted() || !data || data->size() != bytes) return malformed("cudaMemcpyAsync: bad inline payload");
+        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpyAsync to", pointer, bytes);
+        out.error = m_executor->copyOnStream(pointer, data->data(), bytes, cudaMemcpyHostToDevice, handle);
+        return out;
+      }
+      case cudaMemcpyDeviceToHost: {
+        if (!args.exhausted()) return malformed("cudaMemcpyAsync: trailing arguments");
+        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpyAsync from", pointer, bytes);
+        out.payload.resize(bytes);
+        out.error = m_executor->copyOnStream(out.payload.data(), pointer, bytes, cudaMemcpyDeviceToHost, handle);
+        if (out.error != cudaSuccess) out.payload.clear();
+        return out;
+      }
+      case cudaMemcpyDeviceToDevice: {
+        std::uint64_t source = 0;
+        if (!args.get(source) || !args.exhausted()) return malformed("cudaMemcpyAsync: bad device-to-device arguments");
+        auto* from = reinterpret_cast<void*>(static_cast<std::uintptr_t>(source));
+        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpyAsync to", pointer, bytes);
+        if (!m_allocations.contains(from, bytes)) return outside("cudaMemcpyAsync from", from, bytes);
+        out.error = m_executor->copyOnStream(pointer, from, bytes, cudaMemcpyDeviceToDevice, handle);
+        return out;
+      }
+      default: return malformed(fmt::format("cudaMemcpyAsync: kind {} is not served", kind));
+    }
+  }
+
+  // True when `height` rows of `width` bytes, `pitch` apart from `pointer`, lie in one allocation.
+  bool holds2D(const void* pointer, std::uint64_t pitch, std::uint64_t width, std::uint64_t height) const {
+    if (width == 0 || height == 0) return true;
+    if (width > pitch || height - 1 > (UINT64_MAX - width) / pitch) return false;
+    return m_allocations.contains(pointer, pitch * (height - 1) + width);
+  }
+
+  // cudaMemcpy2D (stream 0) and cudaMemcpy2DAsync. args {u64 dst, u64 dpitch, u64 src, u64 spitch,
+  // u64 width, u64 height, i32 kind, u64 stream}; the host side's address is 0 and its pitch is
+  // `width`: its rows are packed in the inline payload (host-to-device) or the reply's payload.
+  Outcome serveMemcpy2D(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload) {
+    std::uint64_t dst = 0, dpitch = 0, src = 0, spitch = 0, width = 0, height = 0, stream = 0;
+    std::int32_t kind = 0;
+    if (!args.get(dst) || !args.get(dpitch) || !args.get(src) || !args.get(spitch) || !args.get(width) ||
+        !args.get(height) || !args.get(kind) || !args.get(stream) || !args.exhausted()) {
+      return malformed("cudaMemcpy2D: bad arguments");
+    }
+    auto* to = reinterpret_cast<void*>(static_cast<std::uintptr_t>(dst));
+    auto* from = reinterpret_cast<void*>(static_cast<std::uintptr_t>(src));
+    auto* handle = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(stream));
+    if (!knownStream(handle)) return malformed(fmt::format("stream {} is not one of this session's", fmt::ptr(handle)));
+    const bool hostSource = kind == cudaMemcpyHostToDevice;
+    const bool hostDestination = kind == cudaMemcpyDeviceToHost;
+    if (!hostSource && !hostDestination && kind != cudaMemcpyDeviceToDevice) {
+      return malformed(fmt::format("cudaMemcpy2D: kind {} is not served", kind));
+    }
+    if ((hostSource && (src != 0 || spitch != width)) || (hostDestination && (dst != 0 || dpitch != width)) ||
+        (width != 0 && height > UINT64_MAX / width)) {
+      return malformed("cudaMemcpy2D: the host side must be packed rows");
+    }
+    if (!hostDestination && !holds2D(to, dpitch, width, height)) return outside("cudaMemcpy2D to", to, dpitch * height);
+    if (!hostSource && !holds2D(from, spitch, width, height)) return outside("cudaMemcpy2D from", from, spitch * height);
+    Outcome out;
+    if (hostSource) {
+      auto data = inlinePayload(call, payload);
+      if (!data || data->size() != width * height) return malformed("cudaMemcpy2D: bad inline payload");
+      out.error = m_executor->copy2DOnStream(to, dpitch, data->data(), width, width, height, cudaMemcpyHostToDevice, handle);
+    } else if (hostDestination) {
+      out.payload.resize(width * height);
+      out.error = m_executor->copy2DOnStream(out.payload.data(), width, from, spitch, width, height, cudaMemcpyDeviceToHost, handle);
+      if (out.error != cudaSuccess) out.payload.clear();
+    } else {
+      out.error = m_executor->copy2DOnStream(to, dpitch, from, spitch, width, height, cudaMemcpyDeviceToDevice, handle);
+    }
     return out;
   }
 

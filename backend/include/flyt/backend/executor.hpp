@@ -43,6 +43,16 @@ class Executor {
   virtual cudaError_t copyToDevice(void* device, const void* host, std::size_t bytes) = 0;
   virtual cudaError_t copyToHost(void* host, const void* device, std::size_t bytes) = 0;
   virtual cudaError_t copyOnDevice(void* to, const void* from, std::size_t bytes) = 0;
+  // Copies in `stream`'s order (cudaMemcpyAsync, cudaMemcpy2D[Async]; the 2D form copies `height`
+  // rows of `width` bytes, `toPitch`/`fromPitch` bytes apart). Host memory (the source of a
+  // host-to-device copy, the destination of a device-to-host one) is the caller's staging buffer,
+  // valid only during the call: for those kinds the executor returns after `stream` has finished
+  // the copy. Device-to-device copies are only enqueued.
+  virtual cudaError_t copyOnStream(void* to, const void* from, std::size_t bytes, cudaMemcpyKind kind,
+                                   cudaStream_t stream) = 0;
+  virtual cudaError_t copy2DOnStream(void* to, std::size_t toPitch, const void* from, std::size_t fromPitch,
+                                     std::size_t width, std::size_t height, cudaMemcpyKind kind,
+                                     cudaStream_t stream) = 0;
   virtual cudaError_t deviceProperties(cudaDeviceProp* prop, int device) = 0;
 
   // Modules and kernels (backend/src/module_cache.hpp keeps the session's tables and validates).
