@@ -112,6 +112,14 @@ std::unique_ptr<Executor> makeCudaExecutor(std::string* whyNot) {
     }
     return nullptr;
   }
+  // Create the primary context now: loading modules and reading kernel layouts need a current
+  // context, and the session's first call should not pay for it.
+  if (const cudaError_t init = ::cudaFree(nullptr); init != cudaSuccess) {
+    if (whyNot != nullptr) {
+      *whyNot = fmt::format("creating the CUDA context: {}", ::cudaGetErrorName(init));
+    }
+    return nullptr;
+  }
   cudaDeviceProp prop{};
   (void)::cudaGetDeviceProperties(&prop, 0);
   return std::make_unique<CudaExecutor>(fmt::format("cuda ({}, {} device(s))", prop.name, count));

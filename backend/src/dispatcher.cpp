@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "allocation_table.hpp"
+#include "output_capture.hpp"
 #include "flyt/backend/executor.hpp"
 #include "flyt/backend/session_handler.hpp"
 #include "flyt/transport/log.hpp"
@@ -83,8 +84,9 @@ template <class... Tags> struct SlotsOf<api::ArgList<Tags...>> {
 
 class CallDispatcher final : public SessionHandler {
  public:
-  CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId)
-      : m_executor(std::move(executor)), m_sessionId(sessionId) {}
+  CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId,
+                 std::unique_ptr<OutputCapture> output)
+      : m_executor(std::move(executor)), m_sessionId(sessionId), m_output(std::move(output)) {}
 
   Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
     std::optional<Result<SessionState>> answer;
@@ -121,14 +123,17 @@ class CallDispatcher final : public SessionHandler {
       }
     }
     if (!batch.getWantsReply()) return SessionState::kOpen;
-    // Device printf lands in this process's stdio buffer (the node's stdout, which `flyt run` makes
-    // the application's): flush it before answering, so that it precedes what the application
-    // prints after synchronising.
-    std::fflush(stdout);
+    // Device printf lands in this process's stdout, which m_output captures: it travels with the
+    // reply, so it precedes whatever the application prints after synchronising.
+    const std::string output = m_output ? m_output->drain() : std::string();
     auto sent = channel.send(
         [&](capnp::MessageBuilder& builder) {
-          auto results = builder.initRoot<wire::Envelope>().initReply().initResults(
-              static_cast<unsigned>(m_failures.size() + 1));
+          auto reply = builder.initRoot<wire::Envelope>().initReply();
+          if (!output.empty()) {
+            reply.setOutput(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(output.data()),
+                                         output.size()));
+          }
+          auto results = reply.initResults(static_cast<unsigned>(m_failures.size() + 1));
           unsigned index = 0;
           for (const auto* outcome : collect(last)) {
             auto result = results[index++];
@@ -527,6 +532,7 @@ class CallDispatcher final : public SessionHandler {
   std::unique_ptr<Executor> m_executor;
   ModuleCache m_modules{*m_executor};  // after m_executor: destroyed first, unloading through it
   std::uint64_t m_sessionId;
+  std::unique_ptr<OutputCapture> m_output;  // null when stdout could not be captured
   AllocationTable m_allocations;
   std::set<cudaStream_t> m_streams;
   std::set<cudaEvent_t> m_events;
@@ -552,8 +558,17 @@ Result<std::unique_ptr<SessionHandler>> makeSessionHandler(const transport::Hell
   }
   log().info("session {:016x} from {} (pid {}) on {}", hello.sessionId, hello.clientName, hello.pid,
              executor->describe());
+  std::unique_ptr<OutputCapture> output;
+  if (options.captureOutput) {
+    auto started = OutputCapture::start();
+    if (started) {
+      output = std::move(*started);
+    } else {
+      log().warn("device printf stays on the worker's stdout: {}", started.error().describe());
+    }
+  }
   return std::unique_ptr<SessionHandler>(
-      std::make_unique<CallDispatcher>(std::move(executor), hello.sessionId));
+      std::make_unique<CallDispatcher>(std::move(executor), hello.sessionId, std::move(output)));
 }
 
 }  // namespace flyt::backend

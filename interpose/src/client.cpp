@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <kj/exception.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
@@ -168,6 +169,12 @@ CallOutcome Client::call(api::Method method, std::span<const std::byte> args,
     kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
       auto envelope = incoming->root<wire::Envelope>();
       if (!envelope.isReply()) return;
+      if (envelope.getReply().hasOutput()) {
+        // Device printf, printed by the worker: to the application's stdout, through stdio, as
+        // NVIDIA's runtime prints it.
+        auto text = envelope.getReply().getOutput();
+        std::fwrite(text.begin(), 1, text.size(), stdout);
+      }
       for (auto result : envelope.getReply().getResults()) {
         const auto error = fromStatus(result.getStatus(), static_cast<cudaError_t>(result.getCudaError()));
         if (result.getStatus() != wire::TransportStatus::OK) {

@@ -93,6 +93,8 @@ struct CallResult {
 
 struct Reply {
   results @0 :List(CallResult);
+  output @1 :Data;               # what the worker printed since the last reply (device printf);
+                                 # the client writes it to the application's stdout
 }
 
 struct Goodbye {

@@ -36,6 +36,9 @@ enum class ExecutorKind {
 struct SessionOptions {
   ExecutorKind executor = ExecutorKind::kAuto;
   transport::TransportConfig transport;
+  // Capture the process's stdout (device printf) and send it to the application with each reply.
+  // Set for worker processes; the handler then owns fd 1 for the life of the process.
+  bool captureOutput = true;
 };
 
 // Creates the handler for a session whose Hello was `hello`. Fails when the requested executor is
