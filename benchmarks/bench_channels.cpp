@@ -256,11 +256,15 @@ void regionRing(benchmark::State& state, bool readOut) {
       auto reply = link->client->receive(200ms);
       if (!reply) {
         if (reply.error().code == transport::Errc::kTimeout) continue;
+        failed = true;
+        acked.fetch_add(0);
+        acked.notify_all();
         return;
       }
       const auto slot = reply->root<wire::Envelope>().getReply().getResults()[0].getSequence();
       (void)ring.release(std::uint32_t(slot));
       acked.fetch_add(1, std::memory_order_release);
+      acked.notify_all();
     }
   });
   const auto data = touchedBuffer(bytes);
@@ -287,11 +291,17 @@ void regionRing(benchmark::State& state, bool readOut) {
       ++sent;
       offset += chunk;
     }
-    while (!failed && acked.load(std::memory_order_acquire) < sent) {
+    // Sleep (futex) rather than spin: on two cores a spinning waiter starves the acknowledging
+    // thread it waits for.
+    for (auto seen = acked.load(std::memory_order_acquire); !failed && seen < sent;
+         seen = acked.load(std::memory_order_acquire)) {
+      acked.wait(seen, std::memory_order_acquire);
     }
     if (failed) break;
   }
   failed = true;
+  acked.fetch_add(0);
+  acked.notify_all();
   acks.join();
   if (sent != acked.load()) state.SkipWithError("region transfer failed");
   state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(bytes));
