@@ -88,6 +88,44 @@ class CudaExecutor final : public Executor {
     return ::cudaLaunchKernel(reinterpret_cast<const void*>(kernel), grid, block, params, sharedMem, stream);
   }
 
+  cudaError_t launchKernelEx(cudaKernel_t kernel, dim3 grid, dim3 block, void** params, std::size_t sharedMem,
+                             cudaStream_t stream, const LaunchOptions& options) override {
+    const auto* func = reinterpret_cast<const void*>(kernel);
+    const bool clustered = options.cluster.x != 0;
+    if (options.cooperative && !clustered) {
+      return ::cudaLaunchCooperativeKernel(func, grid, block, params, sharedMem, stream);
+    }
+    cudaLaunchAttribute attributes[2]{};
+    cudaLaunchConfig_t config{grid, block, sharedMem, stream, attributes, 0};
+    if (options.cooperative) {
+      attributes[config.numAttrs].id = cudaLaunchAttributeCooperative;
+      attributes[config.numAttrs++].val.cooperative = 1;
+    }
+    if (clustered) {
+      attributes[config.numAttrs].id = cudaLaunchAttributeClusterDimension;
+      attributes[config.numAttrs].val.clusterDim.x = options.cluster.x;
+      attributes[config.numAttrs].val.clusterDim.y = options.cluster.y;
+      attributes[config.numAttrs++].val.clusterDim.z = options.cluster.z;
+    }
+    return ::cudaLaunchKernelExC(&config, func, params);
+  }
+  cudaError_t kernelAttributes(cudaKernel_t kernel, cudaFuncAttributes* attributes) override {
+    return ::cudaFuncGetAttributes(attributes, reinterpret_cast<const void*>(kernel));
+  }
+  cudaError_t setKernelAttribute(cudaKernel_t kernel, cudaFuncAttribute attribute, int value) override {
+    return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), attribute, value);
+  }
+  cudaError_t occupancy(int* blocks, cudaKernel_t kernel, int blockSize, std::size_t dynamicSharedMem,
+                        unsigned flags) override {
+    return ::cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks, reinterpret_cast<const void*>(kernel),
+                                                                    blockSize, dynamicSharedMem, flags);
+  }
+  // Recreates the primary context at once, as at start: the session's next module load needs it.
+  cudaError_t deviceReset() override {
+    if (const cudaError_t reset = ::cudaDeviceReset(); reset != cudaSuccess) return reset;
+    return ::cudaFree(nullptr);
+  }
+
   cudaError_t getGlobal(cudaLibrary_t module, const char* name, std::size_t /*registeredBytes*/, void** address,
                         std::size_t* bytes) override {
     return ::cudaLibraryGetGlobal(address, bytes, module, name);

@@ -187,6 +187,14 @@ class CallDispatcher final : public SessionHandler {
       case Method::__cudaRegisterFunction: return serveKernelLookup(args);
       case Method::cudaLaunchKernel: return serveLaunch(args);
       case Method::cudaGetSymbolAddress: return serveSymbol(args);
+      // Kernel queries and extended launches (interpose/src/kernel_queries.cpp, launch_kernel.cpp).
+      case Method::cudaLaunchKernelExC: return serveLaunchEx(args);
+      case Method::cudaFuncGetAttributes: return serveFuncAttributes(args);
+      case Method::cudaFuncSetAttribute: return serveFuncSetAttribute(args);
+      case Method::cudaOccupancyMaxActiveBlocksPerMultiprocessor: return serveOccupancy(args);
+      case Method::cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags: return serveOccupancy(args);
+      case Method::cudaDeviceReset: return serveDeviceReset(args);
+      case Method::cudaPointerGetAttributes: return servePointerAttributes(args);
       default: {
         Outcome out;
         out.status = wire::TransportStatus::UNSUPPORTED;
@@ -526,6 +534,105 @@ class CallDispatcher final : public SessionHandler {
     api::ArgWriter writer(out.results);
     writer.put(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(global->address)));
     writer.put(static_cast<std::uint64_t>(global->bytes));
+    return out;
+  }
+
+  // args {u64 kernel, dim3 grid, dim3 block, u64 sharedMem, u64 stream, u32 flags (bit 0: cooperative),
+  // dim3 cluster (all zero: none), packed parameters}
+  Outcome serveLaunchEx(api::ArgReader& args) {
+    std::uint64_t kernel = 0, sharedMem = 0, stream = 0;
+    std::uint32_t flags = 0;
+    dim3 grid, block, cluster;
+    if (!args.get(kernel) || !args.get(grid) || !args.get(block) || !args.get(sharedMem) || !args.get(stream) ||
+        !args.get(flags) || !args.get(cluster)) {
+      return malformed("extended kernel launch: short arguments");
+    }
+    const bool clustered = cluster.x != 0 || cluster.y != 0 || cluster.z != 0;
+    if ((flags & ~1U) != 0 || (clustered && (cluster.x == 0 || cluster.y == 0 || cluster.z == 0))) {
+      return malformed(fmt::format("extended kernel launch: flags {:#x}, cluster ({},{},{})", flags, cluster.x,
+                                   cluster.y, cluster.z));
+    }
+    auto* handle = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(stream));
+    if (!knownStream(handle)) return malformed(fmt::format("stream {} is not one of this session's", fmt::ptr(handle)));
+    const Executor::LaunchOptions options{(flags & 1U) != 0, clustered ? cluster : dim3(0, 0, 0)};
+    auto launched = m_modules.launch(kernel, grid, block, sharedMem, handle, args.rest(), &options);
+    if (!launched) return refused(std::move(launched.error()));
+    return Outcome{};
+  }
+
+  // args {u64 kernel}; results: struct cudaFuncAttributes
+  Outcome serveFuncAttributes(api::ArgReader& args) {
+    std::uint64_t kernel = 0;
+    if (!args.get(kernel) || !args.exhausted()) return malformed("cudaFuncGetAttributes: bad arguments");
+    auto handle = m_modules.handle(kernel);
+    if (!handle) return refused(std::move(handle.error()));
+    cudaFuncAttributes attributes{};
+    Outcome out;
+    out.error = m_executor->kernelAttributes(*handle, &attributes);
+    if (out.error == cudaSuccess) api::ArgWriter(out.results).put(attributes);
+    return out;
+  }
+
+  // args {u64 kernel, i32 attribute, i32 value}
+  Outcome serveFuncSetAttribute(api::ArgReader& args) {
+    std::uint64_t kernel = 0;
+    std::int32_t attribute = 0, value = 0;
+    if (!args.get(kernel) || !args.get(attribute) || !args.get(value) || !args.exhausted()) {
+      return malformed("cudaFuncSetAttribute: bad arguments");
+    }
+    auto handle = m_modules.handle(kernel);
+    if (!handle) return refused(std::move(handle.error()));
+    Outcome out;
+    out.error = m_executor->setKernelAttribute(*handle, static_cast<cudaFuncAttribute>(attribute), value);
+    return out;
+  }
+
+  // Both occupancy methods: args {u64 kernel, i32 blockSize, u64 dynamicSMemSize, u32 flags}; results {i32}
+  Outcome serveOccupancy(api::ArgReader& args) {
+    std::uint64_t kernel = 0, sharedMem = 0;
+    std::int32_t blockSize = 0;
+    std::uint32_t flags = 0;
+    if (!args.get(kernel) || !args.get(blockSize) || !args.get(sharedMem) || !args.get(flags) || !args.exhausted()) {
+      return malformed("cudaOccupancyMaxActiveBlocksPerMultiprocessor: bad arguments");
+    }
+    auto handle = m_modules.handle(kernel);
+    if (!handle) return refused(std::move(handle.error()));
+    int blocks = 0;
+    Outcome out;
+    out.error = m_executor->occupancy(&blocks, *handle, blockSize, sharedMem, flags);
+    if (out.error == cudaSuccess) api::ArgWriter(out.results).put(static_cast<std::int32_t>(blocks));
+    return out;
+  }
+
+  // args {}. Modules are unloaded before the reset (their handles belong to the old context); the
+  // session's allocations, streams and events die with it.
+  Outcome serveDeviceReset(api::ArgReader& args) {
+    if (!args.exhausted()) return malformed("cudaDeviceReset: trailing arguments");
+    m_modules.forgetAll();
+    Outcome out;
+    out.error = m_executor->deviceReset();
+    m_allocations = AllocationTable{};
+    m_streams.clear();
+    m_events.clear();
+    log().info("session {:016x}: device reset ({})", m_sessionId, ::cudaGetErrorName(out.error));
+    return out;
+  }
+
+  // args {u64 pointer}; results: struct cudaPointerAttributes. Answered from the session's tables
+  // only, never from the runtime, which would describe other sessions' memory on the same GPU.
+  Outcome servePointerAttributes(api::ArgReader& args) {
+    std::uint64_t address = 0;
+    if (!args.get(address) || !args.exhausted()) return malformed("cudaPointerGetAttributes: bad arguments");
+    auto* pointer = reinterpret_cast<void*>(static_cast<std::uintptr_t>(address));
+    cudaPointerAttributes attributes{};
+    attributes.type = cudaMemoryTypeUnregistered;
+    if (pointer != nullptr && m_allocations.contains(pointer, 1)) {
+      attributes.type = cudaMemoryTypeDevice;
+      attributes.device = 0;
+      attributes.devicePointer = pointer;
+    }
+    Outcome out;
+    api::ArgWriter(out.results).put(attributes);
     return out;
   }
 

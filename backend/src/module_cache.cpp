@@ -114,7 +114,8 @@ ModuleCache::Result<void> ModuleCache::checkGeometry(dim3 grid, dim3 block) {
 }
 
 ModuleCache::Result<void> ModuleCache::launch(std::uint64_t kernel, dim3 grid, dim3 block, std::uint64_t sharedMem,
-                                              cudaStream_t stream, std::span<const std::byte> params) {
+                                              cudaStream_t stream, std::span<const std::byte> params,
+                                              const Executor::LaunchOptions* options) {
   auto it = m_kernels.find(kernel);
   if (it == m_kernels.end()) return malformed(fmt::format("launch of unknown kernel {}", kernel));
   const auto& k = it->second;
@@ -132,11 +133,29 @@ ModuleCache::Result<void> ModuleCache::launch(std::uint64_t kernel, dim3 grid, d
   std::vector<void*> pointers;
   pointers.reserve(k.layout.size());
   for (const auto& param : k.layout) pointers.push_back(reinterpret_cast<std::byte*>(aligned.data()) + param.offset);
-  if (auto error = m_executor.launchKernel(k.handle, grid, block, pointers.data(), sharedMem, stream);
-      error != cudaSuccess) {
+  const cudaError_t error =
+      options != nullptr
+          ? m_executor.launchKernelEx(k.handle, grid, block, pointers.data(), sharedMem, stream, *options)
+          : m_executor.launchKernel(k.handle, grid, block, pointers.data(), sharedMem, stream);
+  if (error != cudaSuccess) {
     return failed(error, fmt::format("launch of {}: {}", k.name, ::cudaGetErrorName(error)));
   }
   return {};
+}
+
+ModuleCache::Result<cudaKernel_t> ModuleCache::handle(std::uint64_t kernel) const {
+  auto it = m_kernels.find(kernel);
+  if (it == m_kernels.end()) return malformed(fmt::format("unknown kernel {}", kernel));
+  return it->second.handle;
+}
+
+void ModuleCache::forgetAll() {
+  for (auto& [id, module] : m_modules) (void)m_executor.unloadModule(module.library);
+  m_modules.clear();
+  m_kernels.clear();
+  m_kernelIds.clear();
+  m_upload = Upload{};
+  m_globals = AllocationTable{};
 }
 
 ModuleCache::Result<ModuleCache::Global> ModuleCache::global(std::uint64_t module, std::string_view name,

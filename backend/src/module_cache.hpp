@@ -53,9 +53,18 @@ class ModuleCache {
 
   [[nodiscard]] Result<KernelInfo> kernel(std::uint64_t module, std::string_view name);
 
-  // `stream` has been checked by the caller (it is one of the session's).
+  // `stream` has been checked by the caller (it is one of the session's). With `options`, the launch
+  // goes through Executor::launchKernelEx (cudaLaunchKernelExC, cudaLaunchCooperativeKernel).
   [[nodiscard]] Result<void> launch(std::uint64_t kernel, dim3 grid, dim3 block, std::uint64_t sharedMem,
-                                    cudaStream_t stream, std::span<const std::byte> params);
+                                    cudaStream_t stream, std::span<const std::byte> params,
+                                    const Executor::LaunchOptions* options = nullptr);
+
+  // The executor's handle of a kernel this session looked up (kernel attributes and occupancy).
+  [[nodiscard]] Result<cudaKernel_t> handle(std::uint64_t kernel) const;
+
+  // cudaDeviceReset: unloads every module and forgets kernels and variables. Ids are not reused, so
+  // a client that still names an old one is refused.
+  void forgetAll();
 
   // The variable's range; also remembered as a global, which cudaFree must refuse.
   [[nodiscard]] Result<Global> global(std::uint64_t module, std::string_view name, std::size_t registeredBytes);

@@ -2,6 +2,7 @@
 // (aligned_alloc), streams and events are host objects, everything completes immediately, and
 // kernels are not executed. It exists so that the whole client <-> transport <-> worker path runs
 // in CI; it is never chosen silently (the worker logs it at warn level).
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +22,14 @@ constexpr std::size_t kAlignment = 256;             // cudaMalloc's documented a
 struct StandInModule {
   std::size_t bytes = 0;
   std::map<std::string, std::pair<void*, std::size_t>, std::less<>> globals;  // name -> (memory, size)
+};
+
+constexpr int kStandInRegisters = 32;                // per thread, for kernel attributes and occupancy
+constexpr int kSharedPerMultiprocessor = 228 << 10;  // sm_90
+
+struct StandInKernelSettings {  // what cudaFuncSetAttribute changed
+  int maxDynamicSharedBytes = 48 << 10;
+  int carveout = -1;
 };
 
 struct StandInEvent {
@@ -257,6 +266,65 @@ class StandInExecutor final : public Executor {
   cudaError_t launchKernel(cudaKernel_t, dim3, dim3, void**, std::size_t, cudaStream_t) override {
     return cudaErrorNotSupported;
   }
+  cudaError_t launchKernelEx(cudaKernel_t, dim3, dim3, void**, std::size_t, cudaStream_t,
+                             const LaunchOptions&) override {
+    return cudaErrorNotSupported;
+  }
+  // Kernel queries answer as an sm_90 device would for a small kernel: 32 registers, no static
+  // shared memory, 1024 threads; what cudaFuncSetAttribute set is reported back.
+  cudaError_t kernelAttributes(cudaKernel_t kernel, cudaFuncAttributes* attributes) override {
+    const auto& set = m_kernelSettings[kernel];
+    *attributes = cudaFuncAttributes{};
+    attributes->maxThreadsPerBlock = 1024;
+    attributes->numRegs = kStandInRegisters;
+    attributes->ptxVersion = 90;
+    attributes->binaryVersion = 90;
+    attributes->maxDynamicSharedSizeBytes = set.maxDynamicSharedBytes;
+    attributes->preferredShmemCarveout = set.carveout;
+    return cudaSuccess;
+  }
+  cudaError_t setKernelAttribute(cudaKernel_t kernel, cudaFuncAttribute attribute, int value) override {
+    auto& set = m_kernelSettings[kernel];
+    switch (attribute) {
+      case cudaFuncAttributeMaxDynamicSharedMemorySize:
+        if (value < 0 || value > kSharedPerMultiprocessor) return cudaErrorInvalidValue;
+        set.maxDynamicSharedBytes = value;
+        return cudaSuccess;
+      case cudaFuncAttributePreferredSharedMemoryCarveout:
+        if (value < -1 || value > 100) return cudaErrorInvalidValue;
+        set.carveout = value;
+        return cudaSuccess;
+      default: return cudaErrorInvalidValue;
+    }
+  }
+  // Blocks per multiprocessor, limited by threads (2048), blocks (32), registers (64K) and shared
+  // memory (228 KiB), as the occupancy calculator does for whole warps.
+  cudaError_t occupancy(int* blocks, cudaKernel_t kernel, int blockSize, std::size_t dynamicSharedMem,
+                        unsigned) override {
+    if (blockSize <= 0) return cudaErrorInvalidValue;
+    if (blockSize > 1024 || dynamicSharedMem > std::size_t(m_kernelSettings[kernel].maxDynamicSharedBytes)) {
+      *blocks = 0;
+      return cudaSuccess;
+    }
+    const int threads = (blockSize + 31) / 32 * 32;
+    int limit = std::min(32, 2048 / threads);
+    limit = std::min(limit, 65536 / (threads * kStandInRegisters));
+    if (dynamicSharedMem > 0) limit = std::min<int>(limit, kSharedPerMultiprocessor / int(dynamicSharedMem));
+    *blocks = limit;
+    return cudaSuccess;
+  }
+  cudaError_t deviceReset() override {
+    for (auto& [pointer, bytes] : m_allocations) std::free(pointer);
+    m_allocations.clear();
+    m_used = 0;
+    m_streams.clear();
+    m_events.clear();
+    m_limits.clear();
+    m_flags = 0;
+    m_kernelSettings.clear();
+    return cudaSuccess;
+  }
+
   cudaError_t getGlobal(cudaLibrary_t module, const char* name, std::size_t registeredBytes, void** address,
                         std::size_t* bytes) override {
     auto it = m_modules.find(module);
@@ -301,6 +369,7 @@ class StandInExecutor final : public Executor {
   std::map<cudaStream_t, std::unique_ptr<char>> m_streams;
   std::map<cudaEvent_t, std::unique_ptr<StandInEvent>> m_events;
   std::map<cudaLibrary_t, std::unique_ptr<StandInModule>> m_modules;
+  std::map<cudaKernel_t, StandInKernelSettings> m_kernelSettings;
 };
 
 }  // namespace

@@ -10,13 +10,37 @@
 #include "client.hpp"
 #include "flyt/api/codec.hpp"
 
+#include "cached_answers.hpp"
+
 #define FLYT_CUDART_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace flyt::interpose {
+namespace {
+
+struct PropertiesCache {
+  std::mutex mutex;
+  std::map<int, cudaDeviceProp> byDevice;
+};
+PropertiesCache& propertiesCache() {
+  static auto* const cache = new PropertiesCache();  // leaked: used until the process's last call
+  return *cache;
+}
+
+}  // namespace
+
+void forgetDeviceProperties() noexcept {
+  auto& cache = propertiesCache();
+  std::lock_guard lock(cache.mutex);
+  cache.byDevice.clear();
+}
+
+}  // namespace flyt::interpose
 
 FLYT_CUDART_EXPORT cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
   using namespace flyt::interpose;
   if (prop == nullptr) return recordResult(cudaErrorInvalidValue);
-  static std::mutex mutex;
-  static std::map<int, cudaDeviceProp> cache;
+  auto& mutex = propertiesCache().mutex;
+  auto& cache = propertiesCache().byDevice;
   {
     std::lock_guard lock(mutex);
     if (auto it = cache.find(device); it != cache.end()) {

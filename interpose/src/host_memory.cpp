@@ -22,6 +22,7 @@
 #include <mutex>
 
 #include "client.hpp"
+#include "host_memory.hpp"
 #include "flyt/transport/log.hpp"
 
 #define FLYT_CUDART_EXPORT extern "C" __attribute__((visibility("default")))
@@ -82,6 +83,13 @@ cudaError_t hostAlloc(void** pointer, std::size_t size, unsigned flags) {
 }
 
 }  // namespace
+
+bool isPinnedHostMemory(const void* pointer) noexcept {
+  auto& host = table();
+  std::lock_guard lock(host.mutex);
+  return host.find(pointer) != host.ranges.end();
+}
+
 }  // namespace flyt::interpose
 
 using flyt::interpose::recordResult;

@@ -7,18 +7,23 @@
 //   __cudaRegisterFatBinary    fatbin upload -> module id (register_fatbin.cpp)          sync
 //   __cudaRegisterFunction     kernel lookup by name in a module -> kernel id + layout   sync
 //   cudaLaunchKernel           one launch (also for __cudaLaunchKernel[_ptsz])           async
+//   cudaLaunchKernelExC        one launch with flags and a cluster (also for             async
+//                              cudaLaunchCooperativeKernel[_ptsz])
 //   cudaGetSymbolAddress       variable lookup by name -> device address (symbols.cpp)   sync
 //
 // __cudaRegisterFunction: args {u64 module id, name bytes (the rest)};
 //   results {u64 kernel id, u32 count, count x {u32 offset, u32 size}}.
 // cudaLaunchKernel: args {u64 kernel id, dim3 grid, dim3 block, u64 sharedMem, u64 stream,
-//   packed parameters (the rest)}. The packed buffer is the kernel's parameter block as the driver
+//   packed parameters (the rest)}. cudaLaunchKernelExC: the same with {u32 flags (bit 0: cooperative),
+//   dim3 cluster (all zero: none)} after the stream. The packed buffer is the kernel's parameter block as the driver
 //   lays it out (cuKernelGetParamInfo on the worker): args[i] copied to offset i, size i.
 //
 // A kernel's first launch uploads its fatbin (once per fatbin) and looks the kernel up (once per
 // kernel); both are synchronous, the launch itself is batched. nvcc's stub discards the launch's
 // return value, so every failure is also the thread's last error; a failure on the worker comes back
 // with the next synchronising call.
+// cudaLaunchKernelExC forwards the launch attributes cooperative and cluster dimension (and skips
+// cudaLaunchAttributeIgnore); any other attribute is refused with cudaErrorNotSupported.
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -75,11 +80,10 @@ cudaError_t resolve(FunctionRecord& function) {
   return cudaSuccess;
 }
 
-// Builds the launch call of a registered kernel (the host stub or the handle __cudaGetKernel gave out).
-cudaError_t packLaunch(const void* func, dim3 grid, dim3 block, void** args, std::size_t sharedMem,
-                       cudaStream_t stream, std::vector<std::byte>& call) {
+// The record of a registered kernel (the host stub or the handle __cudaGetKernel gave out), looked
+// up in the session if it was not yet. Call with registry().mutex held.
+cudaError_t resolvedLocked(const void* func, FunctionRecord** record) {
   auto& reg = registry();
-  std::lock_guard lock(reg.mutex);
   auto it = reg.functions.find(func);
   if (it == reg.functions.end()) return cudaErrorInvalidDeviceFunction;
   auto& function = it->second;
@@ -90,6 +94,24 @@ cudaError_t packLaunch(const void* func, dim3 grid, dim3 block, void** args, std
       return resolved;
     }
   }
+  *record = &function;
+  return cudaSuccess;
+}
+
+// What cudaLaunchKernelExC adds to a launch (the wire's flags and cluster).
+struct LaunchExtras {
+  std::uint32_t flags = 0;  // bit 0: cooperative
+  dim3 cluster{0, 0, 0};
+};
+constexpr std::uint32_t kCooperative = 1;
+
+// Builds the launch call of a registered kernel.
+cudaError_t packLaunch(const void* func, dim3 grid, dim3 block, void** args, std::size_t sharedMem,
+                       cudaStream_t stream, const LaunchExtras* extras, std::vector<std::byte>& call) {
+  std::lock_guard lock(registry().mutex);
+  FunctionRecord* record = nullptr;
+  if (auto resolved = resolvedLocked(func, &record); resolved != cudaSuccess) return resolved;
+  const auto& function = *record;
   // A kernel without parameters gets an uninitialised args array from nvcc: never read it then.
   if (!function.params.empty() && args == nullptr) return cudaErrorInvalidValue;
   api::ArgWriter writer(call);
@@ -98,6 +120,10 @@ cudaError_t packLaunch(const void* func, dim3 grid, dim3 block, void** args, std
   writer.put(block);
   writer.put(static_cast<std::uint64_t>(sharedMem));
   writer.put(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(stream)));
+  if (extras != nullptr) {
+    writer.put(extras->flags);
+    writer.put(extras->cluster);
+  }
   const std::size_t base = call.size();
   call.resize(base + function.paramBytes);
   for (std::size_t i = 0; i < function.params.size(); ++i) {
@@ -108,7 +134,7 @@ cudaError_t packLaunch(const void* func, dim3 grid, dim3 block, void** args, std
 }
 
 cudaError_t launch(const void* func, dim3 grid, dim3 block, void** args, std::size_t sharedMem,
-                   cudaStream_t stream, bool perThread) {
+                   cudaStream_t stream, bool perThread, const LaunchExtras* extras = nullptr) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 || block.z == 0) {
     return recordResult(cudaErrorInvalidConfiguration);
   }
@@ -116,13 +142,51 @@ cudaError_t launch(const void* func, dim3 grid, dim3 block, void** args, std::si
   // application's threads is that thread's.
   if (perThread && stream == nullptr) stream = cudaStreamPerThread;
   std::vector<std::byte> call;
-  if (auto packed = packLaunch(func, grid, block, args, sharedMem, stream, call); packed != cudaSuccess) {
+  if (auto packed = packLaunch(func, grid, block, args, sharedMem, stream, extras, call); packed != cudaSuccess) {
     return recordResult(packed);
   }
-  return recordResult(Client::get().enqueue(api::Method::cudaLaunchKernel, call));
+  const auto method = extras != nullptr ? api::Method::cudaLaunchKernelExC : api::Method::cudaLaunchKernel;
+  return recordResult(Client::get().enqueue(method, call));
+}
+
+cudaError_t launchEx(const cudaLaunchConfig_t* config, const void* func, void** args, bool perThread) {
+  if (config == nullptr || (config->numAttrs != 0 && config->attrs == nullptr)) {
+    return recordResult(cudaErrorInvalidValue);
+  }
+  LaunchExtras extras;
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
+    const cudaLaunchAttribute& attribute = config->attrs[i];
+    switch (attribute.id) {
+      case cudaLaunchAttributeIgnore: break;
+      case cudaLaunchAttributeCooperative:
+        extras.flags = attribute.val.cooperative != 0 ? extras.flags | kCooperative : extras.flags & ~kCooperative;
+        break;
+      case cudaLaunchAttributeClusterDimension:
+        extras.cluster = dim3(attribute.val.clusterDim.x, attribute.val.clusterDim.y, attribute.val.clusterDim.z);
+        if (extras.cluster.x == 0 || extras.cluster.y == 0 || extras.cluster.z == 0) {
+          return recordResult(cudaErrorInvalidValue);
+        }
+        break;
+      default:
+        flyt::logger("interpose").warn("cudaLaunchKernelExC: launch attribute {} is not supported",
+                                       static_cast<int>(attribute.id));
+        return recordResult(cudaErrorNotSupported);
+    }
+  }
+  return launch(func, config->gridDim, config->blockDim, args, config->dynamicSmemBytes, config->stream,
+                perThread, &extras);
 }
 
 }  // namespace
+
+cudaError_t kernelIdOf(const void* func, std::uint64_t* kernelId) noexcept {
+  std::lock_guard lock(registry().mutex);
+  FunctionRecord* record = nullptr;
+  if (auto resolved = resolvedLocked(func, &record); resolved != cudaSuccess) return resolved;
+  *kernelId = record->kernelId;
+  return cudaSuccess;
+}
+
 }  // namespace flyt::interpose
 
 using namespace flyt::interpose;
@@ -175,4 +239,26 @@ FLYT_CUDART_EXPORT cudaError_t cudaLaunchKernel(const void* func, dim3 gridDim, 
 FLYT_CUDART_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void* func, dim3 gridDim, dim3 blockDim,
                                                      void** args, size_t sharedMem, cudaStream_t stream) {
   return launch(func, gridDim, blockDim, args, sharedMem, stream, true);
+}
+
+FLYT_CUDART_EXPORT cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t* config, const void* func, void** args) {
+  return launchEx(config, func, args, false);
+}
+
+FLYT_CUDART_EXPORT cudaError_t cudaLaunchKernelExC_ptsz(const cudaLaunchConfig_t* config, const void* func,
+                                                        void** args) {
+  return launchEx(config, func, args, true);
+}
+
+FLYT_CUDART_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void* func, dim3 gridDim, dim3 blockDim,
+                                                           void** args, size_t sharedMem, cudaStream_t stream) {
+  const LaunchExtras cooperative{kCooperative, dim3(0, 0, 0)};
+  return launch(func, gridDim, blockDim, args, sharedMem, stream, false, &cooperative);
+}
+
+FLYT_CUDART_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(const void* func, dim3 gridDim, dim3 blockDim,
+                                                                void** args, size_t sharedMem,
+                                                                cudaStream_t stream) {
+  const LaunchExtras cooperative{kCooperative, dim3(0, 0, 0)};
+  return launch(func, gridDim, blockDim, args, sharedMem, stream, true, &cooperative);
 }

@@ -66,4 +66,12 @@ struct Registry {
 // (a sync call). Call with registry().mutex held.
 [[nodiscard]] cudaError_t loadedModule(FatbinRecord& fatbin, std::uint64_t* moduleId) noexcept;
 
+// The session's id of the kernel registered for `func` (a host stub, or the handle __cudaGetKernel
+// gave out), loading its module and looking it up on first use (sync calls). Takes registry().mutex.
+[[nodiscard]] cudaError_t kernelIdOf(const void* func, std::uint64_t* kernelId) noexcept;
+
+// cudaDeviceReset: forgets what the session learnt (module and kernel ids, layouts, lookup failures,
+// variable addresses), so that the next use loads and looks up again. Takes registry().mutex.
+void forgetSession() noexcept;
+
 }  // namespace flyt::interpose

@@ -1,3 +1,4 @@
+#include "cached_answers.hpp"
 #include "forward.hpp"
 
 namespace flyt::interpose::detail {
@@ -8,3 +9,13 @@ ResultCache& resultCache() noexcept {
 }
 
 }  // namespace flyt::interpose::detail
+
+namespace flyt::interpose {
+
+void forgetCachedResults() noexcept {
+  auto& cache = detail::resultCache();
+  std::lock_guard lock(cache.mutex);
+  cache.results.clear();
+}
+
+}  // namespace flyt::interpose

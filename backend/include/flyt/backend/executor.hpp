@@ -69,6 +69,24 @@ class Executor {
                                 std::vector<ParamLayout>* layout) = 0;
   virtual cudaError_t launchKernel(cudaKernel_t kernel, dim3 grid, dim3 block, void** params,
                                    std::size_t sharedMem, cudaStream_t stream) = 0;
+  // A kernel launch with what cudaLaunchKernelExC/cudaLaunchCooperativeKernel add: a cooperative
+  // launch, a thread-block cluster (`cluster` all zero: none).
+  struct LaunchOptions {
+    bool cooperative = false;
+    dim3 cluster{0, 0, 0};
+  };
+  virtual cudaError_t launchKernelEx(cudaKernel_t kernel, dim3 grid, dim3 block, void** params,
+                                     std::size_t sharedMem, cudaStream_t stream, const LaunchOptions& options) = 0;
+  // cudaFuncGetAttributes, cudaFuncSetAttribute and cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags
+  // of a kernel from getKernel.
+  virtual cudaError_t kernelAttributes(cudaKernel_t kernel, cudaFuncAttributes* attributes) = 0;
+  virtual cudaError_t setKernelAttribute(cudaKernel_t kernel, cudaFuncAttribute attribute, int value) = 0;
+  virtual cudaError_t occupancy(int* blocks, cudaKernel_t kernel, int blockSize, std::size_t dynamicSharedMem,
+                                unsigned flags) = 0;
+  // cudaDeviceReset. The caller has unloaded every module first; afterwards every allocation, stream
+  // and event of the session is gone.
+  virtual cudaError_t deviceReset() = 0;
+
   // A module's __device__/__constant__ variable. `registeredBytes` is its size as the application
   // registered it (the stand-in, which has no module to read, sizes the variable by it).
   virtual cudaError_t getGlobal(cudaLibrary_t module, const char* name, std::size_t registeredBytes,
