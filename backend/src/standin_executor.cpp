@@ -2,6 +2,13 @@
 // (aligned_alloc), streams and events are host objects, everything completes immediately, and
 // kernels are not executed. It exists so that the whole client <-> transport <-> worker path runs
 // in CI; it is never chosen silently (the worker logs it at warn level).
+//
+// Kernels are looked up in the module's cubins (cubin_layout.hpp gives their parameter layouts) and
+// launches are accepted but not run: each prints one line to the worker's stdout, which travels to
+// the application's stdout with the next reply, so a test can check how arguments were packed:
+//   flyt-standin: launch <mangled name> grid=(x,y,z) block=(x,y,z) shmem=<bytes> params=<hex>
+// `params` is the kernel's whole parameter block, two hex digits a byte, bytes in order; gaps
+// between parameters are zero, padding inside a struct is what the application passed.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -11,16 +18,33 @@
 #include <set>
 #include <string>
 
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <optional>
+
+#include "cubin_layout.hpp"
 #include "flyt/backend/executor.hpp"
+#include "flyt/transport/log.hpp"
 
 namespace flyt::backend {
 namespace {
 
+spdlog::logger& log() { return flyt::logger("worker"); }
+
 constexpr std::size_t kTotalMemory = 16ULL << 30;  // what cudaMemGetInfo reports
 constexpr std::size_t kAlignment = 256;             // cudaMalloc's documented alignment
 
+struct StandInKernel {
+  std::string name;
+  KernelLayout layout;
+};
+
 struct StandInModule {
   std::size_t bytes = 0;
+  std::span<const std::byte> image;  // the cache keeps it alive until unloadModule
+  std::optional<std::expected<KernelLayouts, CubinLayoutError>> layouts;  // read at the first lookup
+  std::map<std::string, std::unique_ptr<StandInKernel>, std::less<>> kernels;
   std::map<std::string, std::pair<void*, std::size_t>, std::less<>> globals;  // name -> (memory, size)
 };
 
@@ -244,11 +268,12 @@ class StandInExecutor final : public Executor {
   }
 
   // Modules are accepted (the cache has checked the fatbin's header and hash) but their code is
-  // never run: kernels cannot be looked up. Variables are host memory of the size the application
-  // registered, zero-initialised, so symbol copies round-trip.
+  // never run: kernels are found in the cubins, launches are printed. Variables are host memory of
+  // the size the application registered, zero-initialised, so symbol copies round-trip.
   cudaError_t loadModule(std::span<const std::byte> image, cudaLibrary_t* module) override {
     auto owned = std::make_unique<StandInModule>();
     owned->bytes = image.size();
+    owned->image = image;
     *module = reinterpret_cast<cudaLibrary_t>(owned.get());
     m_modules.emplace(*module, std::move(owned));
     return cudaSuccess;
@@ -257,18 +282,67 @@ class StandInExecutor final : public Executor {
     auto it = m_modules.find(module);
     if (it == m_modules.end()) return cudaErrorInvalidResourceHandle;
     for (auto& [name, global] : it->second->globals) std::free(global.first);
+    for (auto& [name, kernel] : it->second->kernels) {
+      m_kernels.erase(reinterpret_cast<cudaKernel_t>(kernel.get()));
+      m_kernelSettings.erase(reinterpret_cast<cudaKernel_t>(kernel.get()));  // the address may come back
+    }
     m_modules.erase(it);
     return cudaSuccess;
   }
-  cudaError_t getKernel(cudaLibrary_t, const char*, cudaKernel_t*, std::vector<ParamLayout>*) override {
-    return cudaErrorNotSupported;  // the stand-in does not execute kernels
+  cudaError_t getKernel(cudaLibrary_t module, const char* name, cudaKernel_t* kernel,
+                        std::vector<ParamLayout>* layout) override {
+    auto it = m_modules.find(module);
+    if (it == m_modules.end()) return cudaErrorInvalidResourceHandle;
+    auto& owner = *it->second;
+    if (auto known = owner.kernels.find(name); known != owner.kernels.end()) {
+      *kernel = reinterpret_cast<cudaKernel_t>(known->second.get());
+      *layout = known->second->layout.params;
+      return cudaSuccess;
+    }
+    if (!owner.layouts) owner.layouts = fatbinKernelLayouts(owner.image);
+    if (!*owner.layouts) {
+      log().warn("stand-in: kernel {}: {}", name, flyt::backend::describe(owner.layouts->error()));
+      const auto error = owner.layouts->error();
+      return error == CubinLayoutError::kCompressed || error == CubinLayoutError::kNoCubin
+                 ? cudaErrorNotSupported
+                 : cudaErrorInvalidKernelImage;
+    }
+    auto found = owner.layouts->value().find(name);
+    if (found == owner.layouts->value().end()) return cudaErrorSymbolNotFound;
+    if (!found->second.complete) {
+      log().warn("stand-in: kernel {}: its cubin gives no per-parameter layout ({} parameter bytes)", name,
+                 found->second.paramBytes);
+      return cudaErrorNotSupported;
+    }
+    auto owned = std::make_unique<StandInKernel>(StandInKernel{found->first, found->second});
+    *kernel = reinterpret_cast<cudaKernel_t>(owned.get());
+    *layout = owned->layout.params;
+    m_kernels.emplace(*kernel, owned.get());
+    owner.kernels.emplace(found->first, std::move(owned));
+    return cudaSuccess;
   }
-  cudaError_t launchKernel(cudaKernel_t, dim3, dim3, void**, std::size_t, cudaStream_t) override {
-    return cudaErrorNotSupported;
+  // Accepted and printed, not run (see the top of the file).
+  cudaError_t launchKernel(cudaKernel_t kernel, dim3 grid, dim3 block, void** params, std::size_t sharedMem,
+                           cudaStream_t) override {
+    auto it = m_kernels.find(kernel);
+    if (it == m_kernels.end()) return cudaErrorInvalidResourceHandle;
+    const auto& k = *it->second;
+    std::vector<unsigned char> bytes(k.layout.paramBytes);
+    for (std::size_t i = 0; i < k.layout.params.size(); ++i) {
+      const auto& param = k.layout.params[i];
+      std::memcpy(bytes.data() + param.offset, params[i], param.size);
+    }
+    std::string line = fmt::format("flyt-standin: launch {} grid=({},{},{}) block=({},{},{}) shmem={} params=",
+                                   k.name, grid.x, grid.y, grid.z, block.x, block.y, block.z, sharedMem);
+    for (unsigned char byte : bytes) line += fmt::format("{:02x}", byte);
+    line += '\n';
+    std::fputs(line.c_str(), stdout);
+    return cudaSuccess;
   }
-  cudaError_t launchKernelEx(cudaKernel_t, dim3, dim3, void**, std::size_t, cudaStream_t,
-                             const LaunchOptions&) override {
-    return cudaErrorNotSupported;
+  // Accepted and printed as launchKernel (the line does not show the options).
+  cudaError_t launchKernelEx(cudaKernel_t kernel, dim3 grid, dim3 block, void** params, std::size_t sharedMem,
+                             cudaStream_t stream, const LaunchOptions&) override {
+    return launchKernel(kernel, grid, block, params, sharedMem, stream);
   }
   // Kernel queries answer as an sm_90 device would for a small kernel: 32 registers, no static
   // shared memory, 1024 threads; what cudaFuncSetAttribute set is reported back.
@@ -369,6 +443,7 @@ class StandInExecutor final : public Executor {
   std::map<cudaStream_t, std::unique_ptr<char>> m_streams;
   std::map<cudaEvent_t, std::unique_ptr<StandInEvent>> m_events;
   std::map<cudaLibrary_t, std::unique_ptr<StandInModule>> m_modules;
+  std::map<cudaKernel_t, const StandInKernel*> m_kernels;  // owned by their module
   std::map<cudaKernel_t, StandInKernelSettings> m_kernelSettings;
 };
 
