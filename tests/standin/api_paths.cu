@@ -223,10 +223,8 @@ static int extendedLaunches() {
   if (!g_standIn) {
     OK(cudaMemcpy(result, out, sizeof result, cudaMemcpyDeviceToHost));
     for (int v : result) CHECK(v == 1);
-    cooperativeProbe<<<kBlocks, 32>>>(out);  // the probe tells the difference
-    OK(cudaDeviceSynchronize());
-    OK(cudaMemcpy(result, out, sizeof result, cudaMemcpyDeviceToHost));
-    for (int v : result) CHECK(v == 2);
+    // No check that a plain launch sees an invalid grid: on an H200 with CUDA 13 the grid read as
+    // valid in a plain launch too (seen through Flyt; CUDA does not promise either answer).
   }
 
   // Clusters of two blocks.
