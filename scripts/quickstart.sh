@@ -20,7 +20,7 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
   tests/gpu/run_matrix.sh --build-dir build --mode shm
 else
   echo "quickstart: no GPU here: running build/bin/standin/memory_path through flyt run (GPU stand-in)" >&2
-  build/bin/flyt run -- build/bin/standin/memory_path
+  build/bin/flyt run --executor standin -- build/bin/standin/memory_path
 fi
 
 if [[ $bench == 1 ]]; then

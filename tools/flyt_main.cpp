@@ -55,8 +55,9 @@ Examples:
   FLYT_SERVER=shm://flyt flyt run -- ./app   the node started by `flyt node` on this host
 
 Without --server and FLYT_SERVER, flyt starts a private flyt-node for the run and stops it when
-PROGRAM exits. On a host without a GPU its workers run on the GPU stand-in, a test double that
-keeps device memory in host memory (flyt says so on stderr); --executor cuda refuses instead.
+PROGRAM exits; that needs a GPU on this host. Where there is none, flyt refuses, unless
+--executor standin asks for the GPU stand-in: a test double that keeps device memory in host memory
+and does not run kernels.
 flyt exits with PROGRAM's status, 128+N when a signal N killed it, 125 when flyt itself failed,
 127 when PROGRAM could not be executed.)";
 
@@ -292,13 +293,19 @@ int run(const RunOptions& options, bool executorGiven) {
     if (!checkReachable(server)) return kExitFlytError;
     return runProgram(options.program, runtime, server);
   }
-  if (options.executor != "standin" && !gpuPresent()) {
+  if (options.executor == "standin") {
+    say("running on the GPU stand-in (test double): device memory is host memory, kernels do not run");
+  } else if (!gpuPresent()) {
     if (options.executor == "cuda") {
       say("no GPU found (the CUDA driver libcuda.so.1 did not load or sees no device), and "
           "--executor cuda was requested");
-      return kExitFlytError;
+    } else {
+      say("no Flyt server (--server, FLYT_SERVER) and no GPU on this host (the CUDA driver "
+          "libcuda.so.1 did not load or sees no device): nothing can serve the program's CUDA "
+          "calls. Name a node with --server tcp://HOST:PORT, or test against the GPU stand-in (a "
+          "test double) with --executor standin");
     }
-    say("no GPU found: running on the GPU stand-in (test double)");
+    return kExitFlytError;
   }
   auto node = PrivateNode::start(self / "flyt-node", options.executor);
   if (!node) return kExitFlytError;
@@ -335,7 +342,7 @@ int main(int argc, char** argv) {
                          "node endpoint, e.g. shm://flyt or tcp://gpu1:7070 (default: $FLYT_SERVER, "
                          "else a private node for this run)");
   runCommand->add_option("--executor", options.executor,
-                         "private node only: auto (GPU, else the stand-in), cuda, standin")
+                         "private node only: auto or cuda (the GPU), standin (the GPU stand-in, a test double)")
       ->check(CLI::IsMember({"auto", "cuda", "standin"}));
   // Everything from PROGRAM on belongs to PROGRAM, options included (`flyt run ./app -n 3`).
   runCommand->prefix_command();

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <regex>
 #include <string>
@@ -36,15 +37,15 @@ Finished runFlyt(std::vector<std::string> args) {
 
 TEST(FlytRun, ExitsWithTheProgramsStatus) {
   flyt::test::holdHostRouDiLock();
-  auto exited = runFlyt({"run", "--", "/bin/sh", "-c", "exit 3"});
+  auto exited = runFlyt({"run", "--executor", "standin", "--", "/bin/sh", "-c", "exit 3"});
   EXPECT_EQ(exited.code, 3) << exited.err;
-  auto killed = runFlyt({"run", "--", "/bin/sh", "-c", "kill -KILL $$"});
+  auto killed = runFlyt({"run", "--executor", "standin", "--", "/bin/sh", "-c", "kill -KILL $$"});
   EXPECT_EQ(killed.code, 128 + 9) << killed.err;
 }
 
 TEST(FlytRun, GivesTheProgramFlytsRuntimeAndAServer) {
   flyt::test::holdHostRouDiLock();
-  auto run = runFlyt({"run", "--", "/bin/sh", "-c",
+  auto run = runFlyt({"run", "--executor", "standin", "--", "/bin/sh", "-c",
                       "echo \"$LD_PRELOAD\"; echo \"$LD_LIBRARY_PATH\"; echo \"$FLYT_SERVER\""});
   ASSERT_EQ(run.code, 0) << run.err;
   std::istringstream lines(run.out);
@@ -79,13 +80,22 @@ TEST(FlytRun, StartsAPrivateNodeForTheRunAndStopsItAfterwards) {
       << "a process of the private node " << nodeName << " outlived the run";
 }
 
-TEST(FlytRun, WarnsThatItRunsOnTheStandInWhenThereIsNoGpu) {
+TEST(FlytRun, RefusesWithAClearErrorWhenThereIsNeitherAServerNorAGpu) {
   if (std::filesystem::exists("/dev/nvidiactl")) GTEST_SKIP() << "this host has a GPU";
+  const std::string marker = ::testing::TempDir() + "/flyt-run-nogpu-" + std::to_string(::getpid());
+  ::unsetenv("FLYT_SERVER");
+  auto run = runFlyt({"run", "--", "/usr/bin/touch", marker});
+  EXPECT_EQ(run.code, 125) << run.err;
+  EXPECT_NE(run.err.find("no Flyt server"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("--executor standin"), std::string::npos) << run.err;
+  EXPECT_FALSE(std::filesystem::exists(marker)) << "the program ran";
+}
+
+TEST(FlytRun, WarnsThatItRunsOnTheStandInWhenAskedTo) {
   flyt::test::holdHostRouDiLock();
-  auto run = runFlyt({"run", "--", "/bin/true"});
+  auto run = runFlyt({"run", "--executor", "standin", "--", "/bin/true"});
   EXPECT_EQ(run.code, 0) << run.err;
-  EXPECT_NE(run.err.find("no GPU found: running on the GPU stand-in (test double)"), std::string::npos)
-      << run.err;
+  EXPECT_NE(run.err.find("running on the GPU stand-in (test double)"), std::string::npos) << run.err;
 }
 
 TEST(FlytRun, RefusesAnUnreachableServerWithoutRunningTheProgram) {
