@@ -14,14 +14,7 @@
 
 namespace cg = cooperative_groups;
 
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                            \
-    }                                                                      \
-  } while (0)
-#define OK(call) CHECK((call) == cudaSuccess)
+#include "standin_check.h"
 #define RUN(test) \
   do {            \
     if ((test) != 0) return 1; \

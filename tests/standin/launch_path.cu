@@ -10,14 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                            \
-    }                                                                      \
-  } while (0)
-#define OK(call) CHECK((call) == cudaSuccess)
+#include "standin_check.h"
 
 struct Params {
   int a;
