@@ -20,19 +20,6 @@ namespace flyt::test {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-void holdHostRouDiLock() {
-  static const bool held = [] {
-    const int fd = ::open("/tmp/flyt-test-roudi.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0666);
-    if (fd < 0) return false;
-    for (auto deadline = Clock::now() + 45s; Clock::now() < deadline;) {
-      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }();
-  ASSERT_TRUE(held) << "another RouDi test kept /tmp/flyt-test-roudi.lock for 45 s";
-}
-
 Process::Process(std::vector<std::string> argv, std::vector<std::string> extraEnv) {
   static std::atomic<int> counter{0};
   m_stderrPath = ::testing::TempDir() + "/flyt-it-" + std::to_string(::getpid()) + "-" +

@@ -3,6 +3,8 @@
 // flyt-worker executables.
 #pragma once
 
+#include "host_roudi_lock.hpp"
+
 #include <sys/types.h>
 
 #include <chrono>
@@ -13,10 +15,6 @@
 
 namespace flyt::test {
 
-// Serialises every test that may start the host's one iceoryx RouDi, across build trees: takes
-// /tmp/flyt-test-roudi.lock (the shm transport tests use the same file) and keeps it until the
-// test process exits. Fails the current test when it cannot get the lock within 45 s.
-void holdHostRouDiLock();
 
 // A child process. stdin is a pipe the test may close; stdout is a pipe read line by line;
 // stderr goes to a file (readable at any time). The destructor SIGKILLs and reaps a child still

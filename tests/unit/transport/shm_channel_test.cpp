@@ -1,6 +1,7 @@
 // ShmChannel against a real embedded RouDi and real peer processes (shm_peer). Every case runs
 // under the CTest resource lock "roudi"; the process keeps the RouDi it starts until it exits.
 #include "flyt/transport/shm_channel.hpp"
+#include "host_roudi_lock.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -33,21 +34,7 @@ ft::TransportConfig testConfig() {
   return config;
 }
 
-// CTest's RESOURCE_LOCK serialises RouDi tests only within one ctest run; engineers running suites
-// from several build trees share this host's single RouDi too. This host-wide lock, held until the
-// process exits, serialises them all (peer processes run under their parent's lock).
-void holdHostRouDiLock() {
-  static const bool held = [] {
-    const int fd = ::open("/tmp/flyt-test-roudi.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0666);
-    if (fd < 0) return false;
-    for (auto deadline = Clock::now() + 45s; Clock::now() < deadline;) {
-      if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
-      std::this_thread::sleep_for(20ms);
-    }
-    return false;
-  }();
-  ASSERT_TRUE(held) << "another RouDi test kept /tmp/flyt-test-roudi.lock for 45 s";
-}
+using flyt::test::holdHostRouDiLock;
 
 // The RouDi of this test process, started on first use and kept until exit (iceoryx 2.0 cannot
 // re-register a process with a second RouDi).
