@@ -483,6 +483,13 @@ class CallDispatcher final : public SessionHandler {
     if (!args.get(hash) || !args.get(total) || !args.get(offset) || !args.exhausted()) {
       return malformed("fatbin upload: bad arguments");
     }
+    if (offset == total && call.getBulk().size() == 0) {  // "have you got it?": {u64 module id or 0}
+      auto module = m_modules.lookup(hash, total);
+      if (!module) return refused(std::move(module.error()));
+      Outcome out;
+      api::ArgWriter(out.results).put(*module);
+      return out;
+    }
     auto chunk = inlinePayload(call, payload);
     if (!chunk) return malformed("fatbin upload: expected one inline payload inside the message");
     auto module = m_modules.receive(hash, total, offset, *chunk);

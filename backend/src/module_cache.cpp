@@ -1,8 +1,14 @@
 #include "module_cache.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -21,7 +27,94 @@ std::unexpected<ModuleCache::Failure> failed(cudaError_t error, std::string deta
   return std::unexpected(ModuleCache::Failure{error, std::move(detail), false});
 }
 
+std::string cachePath(const std::string& directory, std::uint64_t hash) {
+  return fmt::format("{}/{:016x}.fatbin", directory, hash);
+}
+
+// The image's bytes hash to `hash` and its header says `total` bytes.
+bool imageIsWhole(std::uint64_t hash, std::uint64_t total, std::span<const std::byte> image) {
+  if (image.size() != total || api::fatbinHash(image) != hash) return false;
+  auto bytes = api::fatbinImageBytes(image.data(), image.size());
+  return bytes && *bytes == total;
+}
+
 }  // namespace
+
+FatbinStore FatbinStore::fromEnvironment() {
+  if (const char* dir = std::getenv("FLYT_CACHE_DIR")) return FatbinStore(dir);
+  return FatbinStore(fmt::format("/dev/shm/flyt-fatbins-{}", ::geteuid()));
+}
+
+bool FatbinStore::ready() {
+  if (m_state != 0) return m_state > 0;
+  m_state = -1;
+  if (!enabled()) return false;
+  if (::mkdir(m_directory.c_str(), 0700) != 0 && errno != EEXIST) {
+    log().warn("fatbin cache {}: cannot create it ({}); not caching", m_directory, std::strerror(errno));
+    return false;
+  }
+  struct stat st{};
+  if (::lstat(m_directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() ||
+      (st.st_mode & 077) != 0) {
+    log().warn("fatbin cache {}: not a directory of this user closed to others; not caching", m_directory);
+    return false;
+  }
+  m_state = 1;
+  return true;
+}
+
+std::optional<std::vector<std::byte>> FatbinStore::find(std::uint64_t hash, std::uint64_t total) {
+  if (total == 0 || total > api::kMaxFatbinBytes || !ready()) return std::nullopt;
+  const std::string path = cachePath(m_directory, hash);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::vector<std::byte> image;
+  struct stat st{};
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<std::uint64_t>(st.st_size) == total;
+  if (ok) {
+    image.resize(total);
+    for (std::size_t done = 0; ok && done < total;) {
+      const ssize_t n = ::read(fd, image.data() + done, total - done);
+      if (n < 0 && errno == EINTR) continue;
+      ok = n > 0;
+      if (ok) done += static_cast<std::size_t>(n);
+    }
+  }
+  ::close(fd);
+  if (!ok || !imageIsWhole(hash, total, image)) {
+    log().warn("fatbin cache: {} is not the {}-byte image of that hash; ignored", path, total);
+    return std::nullopt;
+  }
+  return image;
+}
+
+void FatbinStore::store(std::uint64_t hash, std::span<const std::byte> image) {
+  if (image.empty() || image.size() > api::kMaxFatbinBytes || !ready()) return;
+  const std::string path = cachePath(m_directory, hash);
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0) return;
+  static std::atomic<unsigned> counter{0};
+  const std::string temp = fmt::format("{}/.{:016x}.{}.{}.tmp", m_directory, hash, ::getpid(), counter++);
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    log().warn("fatbin cache: cannot create {} ({})", temp, std::strerror(errno));
+    return;
+  }
+  bool ok = true;
+  for (std::size_t done = 0; ok && done < image.size();) {
+    const ssize_t n = ::write(fd, image.data() + done, image.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<std::size_t>(n);
+  }
+  ok = (::close(fd) == 0) && ok;
+  if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
+    log().warn("fatbin cache: cannot store {} ({})", path, std::strerror(errno));
+    ::unlink(temp.c_str());
+    return;
+  }
+  log().debug("fatbin {:016x} ({} bytes) stored in the node's cache", hash, image.size());
+}
 
 ModuleCache::~ModuleCache() {
   for (auto& [id, module] : m_modules) (void)m_executor.unloadModule(module.library);
@@ -41,6 +134,17 @@ ModuleCache::Result<std::uint64_t> ModuleCache::receive(std::uint64_t hash, std:
   return load(std::exchange(m_upload, Upload{}));
 }
 
+ModuleCache::Result<std::uint64_t> ModuleCache::lookup(std::uint64_t hash, std::uint64_t total) {
+  if (total == 0 || total > api::kMaxFatbinBytes) return malformed(fmt::format("fatbin of {} bytes", total));
+  for (const auto& [id, module] : m_modules) {
+    if (module.hash == hash && module.image.size() == total) return id;
+  }
+  auto image = m_store.find(hash, total);
+  if (!image) return 0;
+  log().info("fatbin {:016x} from the node's cache", hash);
+  return loadChecked(hash, std::move(*image));
+}
+
 ModuleCache::Result<std::uint64_t> ModuleCache::load(Upload upload) {
   if (api::fatbinHash(upload.bytes) != upload.hash) {
     return malformed(fmt::format("fatbin {:016x}: the bytes do not have that hash", upload.hash));
@@ -52,12 +156,20 @@ ModuleCache::Result<std::uint64_t> ModuleCache::load(Upload upload) {
   for (const auto& [id, module] : m_modules) {
     if (module.hash == upload.hash) return id;
   }
-  Module module{upload.hash, std::move(upload.bytes), nullptr};
+  auto id = loadChecked(upload.hash, std::move(upload.bytes));
+  if (id) m_store.store(upload.hash, m_modules.at(*id).image);  // only images that load
+  return id;
+}
+
+// `image` has been checked against `hash` and its header.
+ModuleCache::Result<std::uint64_t> ModuleCache::loadChecked(std::uint64_t hash, std::vector<std::byte> image) {
+  const std::size_t total = image.size();
+  Module module{hash, std::move(image), nullptr};
   if (auto error = m_executor.loadModule(module.image, &module.library); error != cudaSuccess) {
-    return failed(error, fmt::format("loading fatbin {:016x} ({} bytes) failed", upload.hash, upload.total));
+    return failed(error, fmt::format("loading fatbin {:016x} ({} bytes) failed", hash, total));
   }
   const std::uint64_t id = m_nextModule++;
-  log().debug("fatbin {:016x} ({} bytes) loaded as module {}", upload.hash, upload.total, id);
+  log().debug("fatbin {:016x} ({} bytes) loaded as module {}", hash, total, id);
   m_modules.emplace(id, std::move(module));
   return id;
 }

@@ -5,6 +5,16 @@
 // runtime's handles, so a client can only reach what its own session loaded. Every launch is
 // checked here before it reaches the executor: known kernel, parameter block of the kernel's exact
 // size, grid and block within the device's limits. One cache per session, used by one thread.
+//
+// The node's fatbin cache (FatbinStore) outlives sessions and workers: a directory of images named
+// by their FNV-1a hash, `$FLYT_CACHE_DIR` when set (set to the empty string: no cache), otherwise
+// `/dev/shm/flyt-fatbins-<uid>/`, shared by every worker of that user on the host; created mode 0700
+// and refused unless it is a directory of ours that no one else may enter. A worker stores each image
+// it received completely (written to a temporary name, mode 0600, then renamed: readers see whole
+// files or none) and answers "have you got hash H of N bytes?" (launch_kernel.cpp) from it. A file's
+// name is never trusted: its size must be N (at most api::kMaxFatbinBytes), its bytes must hash to H
+// and its header must agree, else it counts as absent. Nothing is evicted: the files live until
+// someone deletes them or, under /dev/shm, until the host reboots.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -12,6 +22,7 @@
 #include <cstdint>
 #include <expected>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +32,25 @@
 #include "flyt/backend/executor.hpp"
 
 namespace flyt::backend {
+
+// The node's fatbin cache (see above). Every failure is logged and makes the cache behave as empty.
+class FatbinStore {
+ public:
+  explicit FatbinStore(std::string directory) : m_directory(std::move(directory)) {}
+  [[nodiscard]] static FatbinStore fromEnvironment();  // $FLYT_CACHE_DIR or /dev/shm/flyt-fatbins-<uid>
+
+  [[nodiscard]] bool enabled() const { return !m_directory.empty(); }
+  [[nodiscard]] const std::string& directory() const { return m_directory; }
+  // The image of `total` bytes with this hash, checked; nullopt if absent or not what it claims.
+  [[nodiscard]] std::optional<std::vector<std::byte>> find(std::uint64_t hash, std::uint64_t total);
+  // Stores an image already checked against its hash (no-op when a file of that name exists).
+  void store(std::uint64_t hash, std::span<const std::byte> image);
+
+ private:
+  bool ready();  // creates and checks the directory, once
+  std::string m_directory;
+  int m_state = 0;  // 0 unchecked, 1 usable, -1 refused
+};
 
 class ModuleCache {
  public:
@@ -40,7 +70,8 @@ class ModuleCache {
     std::size_t bytes = 0;
   };
 
-  explicit ModuleCache(Executor& executor) : m_executor(executor) {}
+  explicit ModuleCache(Executor& executor, FatbinStore store = FatbinStore::fromEnvironment())
+      : m_executor(executor), m_store(std::move(store)) {}
   ~ModuleCache();  // unloads every module
   ModuleCache(const ModuleCache&) = delete;
   ModuleCache& operator=(const ModuleCache&) = delete;
@@ -50,6 +81,10 @@ class ModuleCache {
   // session already loaded), 0 before it.
   [[nodiscard]] Result<std::uint64_t> receive(std::uint64_t hash, std::uint64_t total, std::uint64_t offset,
                                               std::span<const std::byte> chunk);
+
+  // The query before an upload (offset == total, no chunk): the module id if this session already
+  // has the image or the node's cache has it (then loaded), 0 if not.
+  [[nodiscard]] Result<std::uint64_t> lookup(std::uint64_t hash, std::uint64_t total);
 
   [[nodiscard]] Result<KernelInfo> kernel(std::uint64_t module, std::string_view name);
 
@@ -89,9 +124,11 @@ class ModuleCache {
   };
 
   Result<std::uint64_t> load(Upload upload);
+  Result<std::uint64_t> loadChecked(std::uint64_t hash, std::vector<std::byte> image);
   Result<void> checkGeometry(dim3 grid, dim3 block);
 
   Executor& m_executor;
+  FatbinStore m_store;
   Upload m_upload;
   std::map<std::uint64_t, Module> m_modules;
   std::map<std::uint64_t, Kernel> m_kernels;

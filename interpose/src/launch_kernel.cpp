@@ -11,6 +11,12 @@
 //                              cudaLaunchCooperativeKernel[_ptsz])
 //   cudaGetSymbolAddress       variable lookup by name -> device address (symbols.cpp)   sync
 //
+// __cudaRegisterFatBinary: args {u64 FNV-1a hash, u64 total bytes, u64 offset}, the chunk
+//   [offset, offset + n) as inline payload, in order; the last chunk's results {u64 module id}.
+//   Before the first chunk the client asks once, synchronously, whether the node already has the
+//   image: offset == total and no payload; results {u64 module id}, or {u64 0} for "not cached"
+//   (a result, not an error: nothing becomes the thread's last error), after which it uploads. The
+//   worker stores every image it loaded from an upload in the node's fatbin cache (module_cache.hpp).
 // __cudaRegisterFunction: args {u64 module id, name bytes (the rest)};
 //   results {u64 kernel id, u32 count, count x {u32 offset, u32 size}}.
 // cudaLaunchKernel: args {u64 kernel id, dim3 grid, dim3 block, u64 sharedMem, u64 stream,

@@ -5,8 +5,8 @@
 //   args    {u64 FNV-1a hash of the image, u64 image bytes, u64 offset of this chunk}
 //   payload the chunk [offset, offset + n), inline; chunks go in order, all but the last batched
 //   results (last chunk only) {u64 module id}
-// TODO(perf): a node-wide cache keyed by the hash, so that a node that already has the image skips
-// the upload (one sync "have you got it" call first); today every session uploads its images.
+// Before the chunks, one sync query: args {hash, bytes, offset = bytes}, no payload; results {u64
+// module id}, 0 when the node's fatbin cache does not have the image (then the chunks follow).
 #include <cuda_runtime_api.h>
 
 #include <fmt/format.h>
@@ -55,6 +55,19 @@ cudaError_t loadedModule(FatbinRecord& fatbin, std::uint64_t* moduleId) noexcept
   const std::size_t chunk = std::max<std::size_t>(client.maxPayloadBytes(), 8192) - 4096;
   const std::uint64_t hash = api::fatbinHash(fatbin.image);
   const std::size_t total = fatbin.image.size();
+  {
+    auto outcome = client.call(api::Method::__cudaRegisterFatBinary, chunkArgs(hash, total, total));
+    if (outcome.error != cudaSuccess) return outcome.error;
+    api::ArgReader reader(outcome.results);
+    std::uint64_t id = 0;
+    if (!reader.get(id) || !reader.exhausted()) return cudaErrorUnknown;
+    if (id != 0) {
+      log().debug("fatbin {:016x} ({} bytes) is module {} of the session, from the node's cache", hash, total, id);
+      fatbin.moduleId = id;
+      *moduleId = id;
+      return cudaSuccess;
+    }
+  }
   for (std::size_t done = 0;;) {
     const std::size_t n = std::min(chunk, total - done);
     const auto args = chunkArgs(hash, total, done);
