@@ -54,6 +54,10 @@ const std::vector<Key>& keys() {
       {"region_slots", "FLYT_REGION_SLOTS", "number of staging slots in a session's data region", 2,
        1024, [](const TransportConfig& c) { return std::uint64_t(c.regionSlots); },
        [](TransportConfig& c, std::uint64_t v) { c.regionSlots = std::uint32_t(v); }},
+      {"copy_threads", "FLYT_COPY_THREADS",
+       "client threads that fill and drain staging slots for large pageable copies (1: the calling thread alone)",
+       1, 64, [](const TransportConfig& c) { return std::uint64_t(c.copyThreads); },
+       [](TransportConfig& c, std::uint64_t v) { c.copyThreads = std::uint32_t(v); }},
   };
   return kTransportKeys;
 }

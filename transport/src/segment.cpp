@@ -152,6 +152,13 @@ Result<Segment> Segment::create(std::uint32_t id, SegmentKind kind, std::uint64_
                                            rc.error().message),
                 rc.error().sysErrno);
   }
+  // Reserve the pages now: on a full tmpfs a sparse file maps fine and then raises SIGBUS on first
+  // touch, in whichever process touches it. posix_fallocate turns that into ENOSPC here.
+  if (const int rc = ::posix_fallocate(*fd, 0, static_cast<off_t>(size)); rc != 0) {
+    return fail(Errc::kSystem, fmt::format("reserving {} bytes for {}: {} (is /dev/shm full?)", size,
+                                           segment.m_name, std::strerror(rc)),
+                rc);
+  }
   auto base = mapShared(*fd, size, populate, segment.m_name);
   if (!base) {
     return std::unexpected(std::move(base.error()));

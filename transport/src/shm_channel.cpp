@@ -113,6 +113,7 @@ class ShmChannel final : public Channel {
   Result<Incoming> receive(std::chrono::milliseconds timeout) override;
   std::size_t maxPayloadBytes() const override { return m_config.shmInlinePayloadBytes; }
   std::string describe() const override { return fmt::format("shm://{}#{:016x}", m_name, m_sessionId); }
+  bool sharesHostMemory() const override { return true; }
 
  private:
   std::unexpected<Error> broken(Errc code, std::string message) {

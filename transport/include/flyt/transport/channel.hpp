@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -54,6 +55,26 @@ class Incoming {
 // live in transport-owned memory (an iceoryx chunk), so the callee must not keep references to it.
 using BuildMessage = kj::FunctionParam<void(capnp::MessageBuilder&)>;
 
+// Chooses where the inline payload of the message being received is written.
+//
+// Called by receive(), on the receiving thread, once per message whose payload is non-empty, after
+// the message has been read and validated and before any payload byte is stored. `message` is the
+// decoded message (the sink may read it, e.g. to pick a staging slot from a BulkRef; it must not keep
+// it); `payloadBytes` is the exact payload length announced by the sender.
+//
+// The sink returns a span of at least `payloadBytes` bytes; the payload is received straight into
+// its first `payloadBytes` bytes (no intermediate copy beyond at most one socket read buffer,
+// 64 KiB). The memory stays owned by the sink's owner, who must keep it valid and must not reuse it
+// until the Incoming returned by that receive() is destroyed: Incoming::payload() points into it.
+//
+// Channels whose payloads already arrive in memory both sides share (shm) never call it.
+//
+// If the sink returns an error (or a span that is too small, or throws a kj::Exception), the
+// payload is read and discarded, receive() fails with that error (kInvalidArgument for a short span,
+// kMalformed for an exception) and the channel stays usable.
+using PayloadSink = std::function<Result<std::span<std::byte>>(capnp::MessageReader& message,
+                                                                std::size_t payloadBytes)>;
+
 class Channel {
  public:
   virtual ~Channel() = default;
@@ -72,6 +93,15 @@ class Channel {
 
   // Largest inline payload send() accepts. Larger data goes through a DataRegion.
   [[nodiscard]] virtual std::size_t maxPayloadBytes() const = 0;
+
+  // True when both ends are on one host and can share memory: the session may then set up a
+  // DataRegion (data_region.hpp) and name host memory by BulkRef instead of sending it.
+  [[nodiscard]] virtual bool sharesHostMemory() const { return false; }
+
+  // Installs `sink` for inline payloads received from now on (see PayloadSink). Channels that
+  // receive payloads into memory of their own (shm) ignore it. Call it from the receiving thread,
+  // or before receiving starts.
+  virtual void setPayloadSink(PayloadSink /*sink*/) {}
 
   // "shm://name", "tcp://[::1]:7070 <- 127.0.0.1:51234", "loopback"; for logs and errors.
   [[nodiscard]] virtual std::string describe() const = 0;

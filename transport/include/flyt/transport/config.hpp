@@ -29,6 +29,9 @@ struct TransportConfig {
   // Data region: bytes per staging slot and number of slots in the ring.
   std::uint64_t regionSlotBytes = 8ULL << 20;
   std::uint32_t regionSlots = 8;
+  // Client: threads (the caller included) that fill and drain staging slots for large copies from
+  // and to pageable memory.
+  std::uint32_t copyThreads = 4;
 };
 
 // Parses a TOML file. Syntax errors name the file, line and column.

@@ -18,7 +18,6 @@
 
 #include <chrono>
 #include <cstddef>
-#include <functional>
 #include <memory>
 #include <span>
 
@@ -28,32 +27,10 @@
 
 namespace flyt::transport {
 
-// Chooses where the inline payload of the message being received is written.
-//
-// Called by receive(), on the receiving thread, once per message whose payload is non-empty, after
-// the message has been read and validated and before any payload byte is stored. `message` is the
-// decoded message (the sink may read it, e.g. to pick a staging slot from a BulkRef; it must not keep
-// it); `payloadBytes` is the exact payload length announced by the sender.
-//
-// The sink returns a span of at least `payloadBytes` bytes; the payload is received straight into
-// its first `payloadBytes` bytes (no intermediate copy beyond at most one socket read buffer,
-// 64 KiB). The memory stays owned by the sink's owner, who must keep it valid and must not reuse it
-// until the Incoming returned by that receive() is destroyed: Incoming::payload() points into it.
-//
-// If the sink returns an error (or a span that is too small, or throws a kj::Exception), the
-// payload is read and discarded, receive() fails with that error (kInvalidArgument for a short span,
-// kMalformed for an exception) and the channel stays usable.
-using PayloadSink = std::function<Result<std::span<std::byte>>(capnp::MessageReader& message,
-                                                                std::size_t payloadBytes)>;
-
-class TcpChannel : public Channel {
- public:
-  // Installs `sink` for payloads received from now on; an empty function restores the default: a
-  // channel-owned buffer that is reused by a later receive() once the Incoming holding it has been
-  // destroyed (otherwise a fresh one is allocated). Call it from the receiving thread, or before
-  // receiving starts.
-  virtual void setPayloadSink(PayloadSink sink) = 0;
-};
+// TcpChannel honours Channel::setPayloadSink: an empty sink restores the default, a channel-owned
+// buffer that is reused by a later receive() once the Incoming holding it has been destroyed
+// (otherwise a fresh one is allocated).
+class TcpChannel : public Channel {};
 
 // Listens on `ep` (port 0 = any free port; Listener::endpoint() reports the real one). The socket
 // has SO_REUSEADDR. Channels it accepts are TcpChannels (the owner may downcast to install a sink).
