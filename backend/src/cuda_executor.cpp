@@ -34,11 +34,12 @@ class CudaExecutor final : public Executor {
   cudaError_t copyOnDevice(void* to, const void* from, std::size_t bytes) override {
     return ::cudaMemcpy(to, from, bytes, cudaMemcpyDeviceToDevice);
   }
-  // The host side is a staging buffer of the dispatcher's: wait until the stream has used it.
+  // Unless it persists, the host side is a staging buffer of the dispatcher's: wait until the stream
+  // has used it.
   cudaError_t copyOnStream(void* to, const void* from, std::size_t bytes, cudaMemcpyKind kind,
-                           cudaStream_t stream) override {
+                           cudaStream_t stream, bool hostPersists) override {
     const cudaError_t queued = ::cudaMemcpyAsync(to, from, bytes, kind, stream);
-    if (queued != cudaSuccess || kind == cudaMemcpyDeviceToDevice) return queued;
+    if (queued != cudaSuccess || hostPersists || kind == cudaMemcpyDeviceToDevice) return queued;
     return ::cudaStreamSynchronize(stream);
   }
   cudaError_t copy2DOnStream(void* to, std::size_t toPitch, const void* from, std::size_t fromPitch,
@@ -51,6 +52,12 @@ class CudaExecutor final : public Executor {
   cudaError_t deviceProperties(cudaDeviceProp* prop, int device) override {
     return ::cudaGetDeviceProperties(prop, device);
   }
+  // Portable: registered for every context, as cudaMallocHost memory is. Mapped: the device can
+  // address it (the basis for cudaHostGetDevicePointer).
+  cudaError_t registerHostMemory(void* base, std::size_t bytes) override {
+    return ::cudaHostRegister(base, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped);
+  }
+  cudaError_t unregisterHostMemory(void* base) override { return ::cudaHostUnregister(base); }
 
   cudaError_t loadModule(std::span<const std::byte> image, cudaLibrary_t* module) override {
     return ::cudaLibraryLoadData(module, image.data(), nullptr, nullptr, 0, nullptr, nullptr, 0);

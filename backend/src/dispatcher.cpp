@@ -9,6 +9,8 @@
 #include <kj/exception.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "flyt/backend/executor.hpp"
 #include "flyt/backend/session_handler.hpp"
 #include "flyt/transport/log.hpp"
+#include "flyt/transport/region_protocol.hpp"
 #include "flyt/wire/session.capnp.h"
 #include "module_cache.hpp"
 
@@ -88,7 +91,20 @@ class CallDispatcher final : public SessionHandler {
                  std::unique_ptr<OutputCapture> output)
       : m_executor(std::move(executor)), m_sessionId(sessionId), m_output(std::move(output)) {}
 
+  ~CallDispatcher() override {
+    // Unregister region segments and the staging buffer while the executor (the context) lives.
+    m_region.reset();
+    if (m_staging != nullptr) {
+      (void)m_executor->unregisterHostMemory(m_staging);
+      std::free(m_staging);
+    }
+  }
+
   Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
+    if (!m_sinkInstalled) {
+      installPayloadSink(channel);
+      m_sinkInstalled = true;
+    }
     std::optional<Result<SessionState>> answer;
     kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
       auto envelope = message.root<wire::Envelope>();
@@ -97,6 +113,8 @@ class CallDispatcher final : public SessionHandler {
         answer = SessionState::kEnded;
       } else if (envelope.isBatch()) {
         answer = handleBatch(envelope.getBatch(), message.payload(), channel);
+      } else if (envelope.isRegionUpdate()) {
+        answer = handleRegionUpdate(envelope.getRegionUpdate(), channel);
       }
     });
     if (problem != nullptr || !answer) {
@@ -108,6 +126,67 @@ class CallDispatcher final : public SessionHandler {
   }
 
  private:
+  // The client maps its data-region segments (shm sessions only) and announces them; each is mapped
+  // here and registered with the GPU, so copies naming it are single DMAs.
+  Result<SessionState> handleRegionUpdate(wire::RegionUpdate::Reader update, transport::Channel& channel) {
+    if (!channel.sharesHostMemory()) {
+      return transport::fail(transport::Errc::kMalformed,
+                             fmt::format("session {:016x}: a data region over {}", m_sessionId, channel.describe()));
+    }
+    if (!m_region) {
+      transport::AttachOptions options;
+      options.onMapped = [this](const transport::SegmentView& view) -> Result<void> {
+        const cudaError_t error = m_executor->registerHostMemory(view.bytes.data(), view.bytes.size());
+        if (error != cudaSuccess) {
+          return transport::fail(transport::Errc::kUnavailable,
+                                 fmt::format("cudaHostRegister of {} bytes: {}", view.bytes.size(),
+                                             ::cudaGetErrorName(error)));
+        }
+        return {};
+      };
+      options.onUnmapping = [this](const transport::SegmentView& view) {
+        (void)m_executor->unregisterHostMemory(view.bytes.data());
+      };
+      m_region = std::make_unique<transport::AttachedRegion>(m_sessionId, std::move(options));
+    }
+    auto answered = transport::answerRegionUpdate(update, *m_region, channel, [this](const transport::SegmentView& view) {
+      m_segmentKinds[view.id] = view.kind;
+      log().debug("session {:016x}: region segment {} mapped and registered ({} bytes)", m_sessionId, view.id,
+                  view.bytes.size());
+    });
+    if (!answered) return std::unexpected(answered.error());
+    return SessionState::kOpen;
+  }
+
+  // Over TCP, large payloads (host-to-device copies) are received straight into one page-locked
+  // buffer, so the copy that follows is a single DMA. It is reused for every message: the worker
+  // handles one message at a time and drops it before receiving the next (PayloadSink's contract).
+  void installPayloadSink(transport::Channel& channel) {
+    if (channel.sharesHostMemory()) return;
+    channel.setPayloadSink([this](capnp::MessageReader&, std::size_t bytes) -> Result<std::span<std::byte>> {
+      if (bytes > m_stagingBytes) {
+        if (m_staging != nullptr) {
+          (void)m_executor->unregisterHostMemory(m_staging);
+          std::free(m_staging);
+          m_staging = nullptr;
+          m_stagingBytes = 0;
+        }
+        const std::size_t size = (bytes + 4095) / 4096 * 4096;
+        auto* memory = static_cast<std::byte*>(std::aligned_alloc(4096, size));
+        if (memory == nullptr) {
+          return transport::fail(transport::Errc::kSystem, fmt::format("no memory for a {}-byte payload", bytes));
+        }
+        // Registration failing (a pinned-memory limit) leaves an ordinary buffer: slower, still correct.
+        if (const auto error = m_executor->registerHostMemory(memory, size); error != cudaSuccess) {
+          log().warn("session {:016x}: staging buffer not page-locked ({})", m_sessionId, ::cudaGetErrorName(error));
+        }
+        m_staging = memory;
+        m_stagingBytes = size;
+      }
+      return std::span<std::byte>(m_staging, bytes);
+    });
+  }
+
   Result<SessionState> handleBatch(wire::Batch::Reader batch, std::span<const std::byte> payload,
                                    transport::Channel& channel) {
     auto calls = batch.getCalls();
@@ -177,9 +256,9 @@ class CallDispatcher final : public SessionHandler {
   case Method::name: return serve<Method::name>(&Executor::name, args);
       FLYT_API_GENERATED_SIGNATURES(FLYT_SERVE)
 #undef FLYT_SERVE
-      case Method::cudaMemcpy: return serveMemcpy(args, call, payload);
+      case Method::cudaMemcpy: return serveCopy(args, call, payload, false);
       case Method::cudaGetDeviceProperties: return serveDeviceProperties(args);
-      case Method::cudaMemcpyAsync: return serveMemcpyAsync(args, call, payload);
+      case Method::cudaMemcpyAsync: return serveCopy(args, call, payload, true);
       case Method::cudaMemcpy2D: return serveMemcpy2D(args, call, payload);
       case Method::cudaMemcpy2DAsync: return serveMemcpy2D(args, call, payload);
       // Kernel calls borrow these methods' ids (the mapping: interpose/src/launch_kernel.cpp).
@@ -303,44 +382,112 @@ class CallDispatcher final : public SessionHandler {
 
   // ---- hand-written functions -------------------------------------------------------------------
 
-  // args {u64 device, u64 bytes, i32 kind[, u64 source for device-to-device]} (interpose/src/memcpy.cpp)
-  Outcome serveMemcpy(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload) {
-    std::uint64_t device = 0, bytes = 0;
+  // The host side of a copy: the call's one BulkRef, naming either the inline payload that followed
+  // the message or bytes in the data region (a staging slot, or the application's pinned memory).
+  struct HostBytes {
+    std::span<std::byte> bytes;
+    bool persists = false;  // the application's pinned memory: it outlives the call
+  };
+  // nullopt with `why` set when the reference is bad; an empty optional `why` means "no BulkRef".
+  std::optional<HostBytes> hostBytes(wire::Call::Reader call, std::span<const std::byte> payload,
+                                     std::uint64_t bytes, std::string& why) const {
+    if (call.getBulk().size() != 1) {
+      why = call.getBulk().size() == 0 ? "" : "more than one bulk reference";
+      return std::nullopt;
+    }
+    auto ref = call.getBulk()[0];
+    if (ref.getLength() != bytes) {
+      why = fmt::format("bulk reference of {} bytes for a {}-byte copy", ref.getLength(), bytes);
+      return std::nullopt;
+    }
+    if (ref.getSegment() == wire::INLINE_SEGMENT) {
+      if (ref.getOffset() > payload.size() || bytes > payload.size() - ref.getOffset()) {
+        why = fmt::format("payload reference {}+{} outside the {} inline bytes", ref.getOffset(), bytes,
+                          payload.size());
+        return std::nullopt;
+      }
+      // Inline bytes are only ever read (host-to-device): the span is const in spirit.
+      auto* data = const_cast<std::byte*>(payload.data()) + ref.getOffset();
+      return HostBytes{{data, bytes}, false};
+    }
+    if (!m_region) {
+      why = fmt::format("bulk reference to segment {} but no data region was announced", ref.getSegment());
+      return std::nullopt;
+    }
+    auto resolved = m_region->resolve(ref.getSegment(), ref.getOffset(), bytes);
+    if (!resolved) {
+      why = resolved.error().message;
+      return std::nullopt;
+    }
+    auto kind = m_segmentKinds.find(ref.getSegment());
+    const bool persists = kind != m_segmentKinds.end() && kind->second == transport::SegmentKind::kHostMemory;
+    return HostBytes{*resolved, persists};
+  }
+
+  static bool inlineRef(wire::Call::Reader call) {
+    return call.getBulk().size() == 1 && call.getBulk()[0].getSegment() == wire::INLINE_SEGMENT;
+  }
+
+  // cudaMemcpy (stream 0) and cudaMemcpyAsync (interpose/src/memcpy.cpp).
+  // args {u64 device, u64 bytes, i32 kind[, u64 stream (async only)][, u64 source for device-to-device]}.
+  // Host-to-device: one BulkRef to the source (inline payload or region). Device-to-host: a BulkRef
+  // into the region (a slot or pinned memory) receives the bytes; without one they return inline with
+  // the reply. A synchronous copy is a cudaMemcpy on the worker; an asynchronous one is enqueued on
+  // the stream, and the worker waits for it unless the host side is the application's pinned memory
+  // (Executor::copyOnStream).
+  Outcome serveCopy(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload, bool async) {
+    const char* name = async ? "cudaMemcpyAsync" : "cudaMemcpy";
+    std::uint64_t device = 0, bytes = 0, stream = 0;
     std::int32_t kind = 0;
-    if (!args.get(device) || !args.get(bytes) || !args.get(kind)) return malformed("cudaMemcpy: short arguments");
+    if (!args.get(device) || !args.get(bytes) || !args.get(kind) || (async && !args.get(stream))) {
+      return malformed(fmt::format("{}: short arguments", name));
+    }
     auto* pointer = reinterpret_cast<void*>(static_cast<std::uintptr_t>(device));
+    auto* handle = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(stream));
+    if (!knownStream(handle)) return malformed(fmt::format("stream {} is not one of this session's", fmt::ptr(handle)));
     Outcome out;
+    std::string why;
     switch (kind) {
       case cudaMemcpyHostToDevice: {
-        if (!args.exhausted() || call.getBulk().size() != 1) return malformed("cudaMemcpy: expected one inline payload");
-        auto ref = call.getBulk()[0];
-        if (ref.getSegment() != wire::INLINE_SEGMENT || ref.getLength() != bytes ||
-            ref.getOffset() > payload.size() || bytes > payload.size() - ref.getOffset()) {
-          return malformed(fmt::format("cudaMemcpy: payload reference {}+{} outside the {} inline bytes",
-                                       ref.getOffset(), ref.getLength(), payload.size()));
-        }
-        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpy to", pointer, bytes);
-        out.error = m_executor->copyToDevice(pointer, payload.data() + ref.getOffset(), bytes);
+        auto host = hostBytes(call, payload, bytes, why);
+        if (!args.exhausted() || !host) return malformed(fmt::format("{}: {}", name, why.empty() ? "no source" : why));
+        if (!m_allocations.contains(pointer, bytes)) return outside(name, pointer, bytes);
+        out.error = async ? m_executor->copyOnStream(pointer, host->bytes.data(), bytes, cudaMemcpyHostToDevice,
+                                                     handle, host->persists)
+                          : m_executor->copyToDevice(pointer, host->bytes.data(), bytes);
         return out;
       }
       case cudaMemcpyDeviceToHost: {
-        if (!args.exhausted()) return malformed("cudaMemcpy: trailing arguments");
-        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpy from", pointer, bytes);
-        out.payload.resize(bytes);
-        out.error = m_executor->copyToHost(out.payload.data(), pointer, bytes);
+        if (!args.exhausted()) return malformed(fmt::format("{}: trailing arguments", name));
+        if (!m_allocations.contains(pointer, bytes)) return outside(name, pointer, bytes);
+        std::span<std::byte> target;
+        bool persists = false;
+        if (call.getBulk().size() != 0) {
+          auto host = inlineRef(call) ? std::nullopt : hostBytes(call, payload, bytes, why);
+          if (!host) return malformed(fmt::format("{}: {}", name, why.empty() ? "an inline destination" : why));
+          target = host->bytes;
+          persists = host->persists;
+        } else {
+          out.payload.resize(bytes);
+          target = out.payload;
+        }
+        out.error = async ? m_executor->copyOnStream(target.data(), pointer, bytes, cudaMemcpyDeviceToHost, handle,
+                                                     persists)
+                          : m_executor->copyToHost(target.data(), pointer, bytes);
         if (out.error != cudaSuccess) out.payload.clear();
         return out;
       }
       case cudaMemcpyDeviceToDevice: {
         std::uint64_t source = 0;
-        if (!args.get(source) || !args.exhausted()) return malformed("cudaMemcpy: bad device-to-device arguments");
+        if (!args.get(source) || !args.exhausted()) return malformed(fmt::format("{}: bad device-to-device arguments", name));
         auto* from = reinterpret_cast<void*>(static_cast<std::uintptr_t>(source));
-        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpy to", pointer, bytes);
-        if (!m_allocations.contains(from, bytes)) return outside("cudaMemcpy from", from, bytes);
-        out.error = m_executor->copyOnDevice(pointer, from, bytes);
+        if (!m_allocations.contains(pointer, bytes)) return outside(name, pointer, bytes);
+        if (!m_allocations.contains(from, bytes)) return outside(name, from, bytes);
+        out.error = async ? m_executor->copyOnStream(pointer, from, bytes, cudaMemcpyDeviceToDevice, handle)
+                          : m_executor->copyOnDevice(pointer, from, bytes);
         return out;
       }
-      default: return malformed(fmt::format("cudaMemcpy: kind {} is not served", kind));
+      default: return malformed(fmt::format("{}: kind {} is not served", name, kind));
     }
   }
 
@@ -360,49 +507,6 @@ class CallDispatcher final : public SessionHandler {
     out.error = m_executor->deviceProperties(&prop, device);
     if (out.error == cudaSuccess) api::ArgWriter(out.results).put(prop);
     return out;
-  }
-
-  // Copies on a stream (interpose/src/memcpy.cpp, memcpy_2d.cpp). The host side is the call's inline
-  // payload (host-to-device) or the reply's (device-to-host): a staging buffer the executor is done
-  // with when it returns (Executor::copyOnStream), so a device-to-host reply is complete.
-  // args {u64 device, u64 bytes, i32 kind, u64 stream[, u64 source for device-to-device]}
-  Outcome serveMemcpyAsync(api::ArgReader& args, wire::Call::Reader call, std::span<const std::byte> payload) {
-    std::uint64_t device = 0, bytes = 0, stream = 0;
-    std::int32_t kind = 0;
-    if (!args.get(device) || !args.get(bytes) || !args.get(kind) || !args.get(stream)) {
-      return malformed("cudaMemcpyAsync: short arguments");
-    }
-    auto* pointer = reinterpret_cast<void*>(static_cast<std::uintptr_t>(device));
-    auto* handle = reinterpret_cast<cudaStream_t>(static_cast<std::uintptr_t>(stream));
-    if (!knownStream(handle)) return malformed(fmt::format("stream {} is not one of this session's", fmt::ptr(handle)));
-    Outcome out;
-    switch (kind) {
-      case cudaMemcpyHostToDevice: {
-        auto data = inlinePayload(call, payload);
-        if (!args.exhausted() || !data || data->size() != bytes) return malformed("cudaMemcpyAsync: bad inline payload");
-        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpyAsync to", pointer, bytes);
-        out.error = m_executor->copyOnStream(pointer, data->data(), bytes, cudaMemcpyHostToDevice, handle);
-        return out;
-      }
-      case cudaMemcpyDeviceToHost: {
-        if (!args.exhausted()) return malformed("cudaMemcpyAsync: trailing arguments");
-        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpyAsync from", pointer, bytes);
-        out.payload.resize(bytes);
-        out.error = m_executor->copyOnStream(out.payload.data(), pointer, bytes, cudaMemcpyDeviceToHost, handle);
-        if (out.error != cudaSuccess) out.payload.clear();
-        return out;
-      }
-      case cudaMemcpyDeviceToDevice: {
-        std::uint64_t source = 0;
-        if (!args.get(source) || !args.exhausted()) return malformed("cudaMemcpyAsync: bad device-to-device arguments");
-        auto* from = reinterpret_cast<void*>(static_cast<std::uintptr_t>(source));
-        if (!m_allocations.contains(pointer, bytes)) return outside("cudaMemcpyAsync to", pointer, bytes);
-        if (!m_allocations.contains(from, bytes)) return outside("cudaMemcpyAsync from", from, bytes);
-        out.error = m_executor->copyOnStream(pointer, from, bytes, cudaMemcpyDeviceToDevice, handle);
-        return out;
-      }
-      default: return malformed(fmt::format("cudaMemcpyAsync: kind {} is not served", kind));
-    }
   }
 
   // True when `height` rows of `width` bytes, `pitch` apart from `pointer`, lie in one allocation.
@@ -651,6 +755,11 @@ class CallDispatcher final : public SessionHandler {
   std::set<cudaStream_t> m_streams;
   std::set<cudaEvent_t> m_events;
   std::vector<Outcome> m_failures;  // failed calls not yet reported
+  std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
+  std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
+  bool m_sinkInstalled = false;
+  std::byte* m_staging = nullptr;  // TCP payload buffer, page-locked; null until the first payload
+  std::size_t m_stagingBytes = 0;
 };
 
 }  // namespace

@@ -236,10 +236,13 @@ class StandInExecutor final : public Executor {
   }
   // Everything completes at once, so the stream's order and the staging contract hold trivially.
   cudaError_t copyOnStream(void* to, const void* from, std::size_t bytes, cudaMemcpyKind,
-                           cudaStream_t) override {
+                           cudaStream_t, bool) override {
     std::memmove(to, from, bytes);
     return cudaSuccess;
   }
+  // Host memory needs no page-locking where no DMA engine reads it.
+  cudaError_t registerHostMemory(void*, std::size_t) override { return cudaSuccess; }
+  cudaError_t unregisterHostMemory(void*) override { return cudaSuccess; }
   cudaError_t copy2DOnStream(void* to, std::size_t toPitch, const void* from, std::size_t fromPitch,
                              std::size_t width, std::size_t height, cudaMemcpyKind, cudaStream_t) override {
     for (std::size_t row = 0; row < height; ++row) {

@@ -5,10 +5,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "flyt/transport/handshake.hpp"
 #include "flyt/transport/log.hpp"
+#include "flyt/transport/region_protocol.hpp"
 #include "flyt/wire/session.capnp.h"
 
 namespace flyt::interpose {
@@ -78,6 +80,7 @@ bool Client::connectLocked() noexcept {
     return false;
   }
   log().info("session {:016x} on {}", session->sessionId, session->endpoint);
+  m_sessionId = session->sessionId;
   m_channel = std::move(session->channel);
   // Registered after connecting, so that it runs before the transport's own statics (created while
   // connecting) are destroyed.
@@ -85,14 +88,44 @@ bool Client::connectLocked() noexcept {
   return true;
 }
 
-std::size_t Client::maxPayloadBytes() noexcept {
-  std::lock_guard lock(m_mutex);
-  if (!connectLocked()) return 0;
-  return m_channel->maxPayloadBytes();
+std::size_t Client::maxPayloadBytes() noexcept { return session().maxPayloadBytes(); }
+
+cudaError_t Client::enqueue(api::Method method, std::span<const std::byte> args,
+                            std::span<const std::byte> payload) noexcept {
+  return session().enqueue(method, args, payload);
 }
 
-cudaError_t Client::flushLocked(bool wantsReply) noexcept {
+CallOutcome Client::call(api::Method method, std::span<const std::byte> args,
+                         std::span<const std::byte> payload) noexcept {
+  return session().call(method, args, payload);
+}
+
+void Client::pushLocked(std::uint64_t sequence, api::Method method, std::span<const std::byte> args,
+                        std::uint64_t inlineOffset, std::span<const std::byte> payload,
+                        std::optional<RegionBulk> region) {
+  Pending pending{sequence, method, {args.begin(), args.end()}, wire::INLINE_SEGMENT, inlineOffset, payload.size()};
+  if (region) {
+    pending.segment = region->segment;
+    pending.offset = region->offset;
+    pending.length = region->length;
+  }
+  m_batch.push_back(std::move(pending));
+}
+
+// Sends the batch. `lastPayload`, when not empty, is the inline payload of the batch's last call,
+// sent from the caller's memory rather than copied into the batch (the common case of one large
+// copy chunk).
+cudaError_t Client::flushLocked(bool wantsReply, std::span<const std::byte> lastPayload) noexcept {
   if (m_batch.empty()) return cudaSuccess;
+  std::span<const std::byte> payload = m_batchPayload;
+  if (!lastPayload.empty()) {
+    if (m_batchPayload.empty()) {
+      payload = lastPayload;
+    } else {
+      m_batchPayload.insert(m_batchPayload.end(), lastPayload.begin(), lastPayload.end());
+      payload = m_batchPayload;
+    }
+  }
   auto sent = m_channel->send(
       [&](capnp::MessageBuilder& builder) {
         auto batch = builder.initRoot<wire::Envelope>().initBatch();
@@ -104,20 +137,21 @@ cudaError_t Client::flushLocked(bool wantsReply) noexcept {
           calls[i].setMethod(static_cast<std::uint32_t>(pending.method));
           calls[i].getArgs().setAs<capnp::Data>(kj::arrayPtr(
               reinterpret_cast<const capnp::byte*>(pending.args.data()), pending.args.size()));
-          if (pending.payloadBytes > 0) {
+          if (pending.length > 0) {
             auto ref = calls[i].initBulk(1)[0];
-            ref.setSegment(wire::INLINE_SEGMENT);
-            ref.setOffset(pending.payloadOffset);
-            ref.setLength(pending.payloadBytes);
+            ref.setSegment(pending.segment);
+            ref.setOffset(pending.offset);
+            ref.setLength(pending.length);
           }
         }
       },
-      m_batchPayload);
+      payload);
   m_batch.clear();
   m_batchPayload.clear();
   if (!sent) {
     log().error("session lost while sending: {}", sent.error().describe());
     m_broken = true;
+    m_awaiting.clear();
     return cudaErrorDevicesUnavailable;
   }
   return cudaSuccess;
@@ -126,43 +160,80 @@ cudaError_t Client::flushLocked(bool wantsReply) noexcept {
 CallOutcome Client::brokenLocked(const std::string& why) noexcept {
   if (!m_broken) log().error("session lost: {}", why);
   m_broken = true;
+  m_awaiting.clear();
   return CallOutcome{cudaErrorDevicesUnavailable, {}, {}};
 }
 
-cudaError_t Client::enqueue(api::Method method, std::span<const std::byte> args,
-                            std::span<const std::byte> payload) noexcept {
-  std::lock_guard lock(m_mutex);
-  if (m_broken || !connectLocked()) return cudaErrorDevicesUnavailable;
-  if (m_batch.size() >= kMaxBatchCalls ||
-      m_batchPayload.size() + payload.size() > m_channel->maxPayloadBytes()) {
-    if (flushLocked(false) != cudaSuccess) return cudaErrorDevicesUnavailable;
+// Receives every reply still owed; their errors become the thread's last error.
+void Client::drainLocked() noexcept {
+  while (!m_awaiting.empty() && !m_broken) {
+    const auto outcome = awaitLocked(m_awaiting.front(), std::nullopt);
+    if (outcome.error != cudaSuccess) setLastError(outcome.error);
   }
-  m_batch.push_back(Pending{m_nextSequence++, method, {args.begin(), args.end()},
-                            m_batchPayload.size(), payload.size()});
-  m_batchPayload.insert(m_batchPayload.end(), payload.begin(), payload.end());
+}
+
+// ---- Session ------------------------------------------------------------------------------------
+
+Client::Session::~Session() {
+  if (m_lock.owns_lock()) m_client.drainLocked();
+}
+
+bool Client::Session::usable() noexcept { return !m_client.m_broken && m_client.connectLocked(); }
+
+std::size_t Client::Session::maxPayloadBytes() noexcept {
+  if (!usable()) return 0;
+  return m_client.m_channel->maxPayloadBytes();
+}
+
+cudaError_t Client::Session::enqueue(api::Method method, std::span<const std::byte> args,
+                                     std::span<const std::byte> payload,
+                                     std::optional<RegionBulk> region) noexcept {
+  auto& c = m_client;
+  if (!usable()) return cudaErrorDevicesUnavailable;
+  if (c.m_batch.size() >= kMaxBatchCalls ||
+      c.m_batchPayload.size() + payload.size() > c.m_channel->maxPayloadBytes()) {
+    if (c.flushLocked(false) != cudaSuccess) return cudaErrorDevicesUnavailable;
+  }
+  c.pushLocked(c.m_nextSequence++, method, args, c.m_batchPayload.size(), payload, region);
+  c.m_batchPayload.insert(c.m_batchPayload.end(), payload.begin(), payload.end());
   return cudaSuccess;
 }
 
-CallOutcome Client::call(api::Method method, std::span<const std::byte> args,
-                         std::span<const std::byte> payload) noexcept {
-  std::lock_guard lock(m_mutex);
-  if (m_broken || !connectLocked()) return CallOutcome{cudaErrorDevicesUnavailable, {}, {}};
-  if (m_batchPayload.size() + payload.size() > m_channel->maxPayloadBytes()) {
-    if (flushLocked(false) != cudaSuccess) return CallOutcome{cudaErrorDevicesUnavailable, {}, {}};
+std::expected<std::uint64_t, cudaError_t> Client::Session::submit(api::Method method,
+                                                                  std::span<const std::byte> args,
+                                                                  std::span<const std::byte> payload,
+                                                                  std::optional<RegionBulk> region) noexcept {
+  auto& c = m_client;
+  if (!usable()) return std::unexpected(cudaErrorDevicesUnavailable);
+  if (c.m_batchPayload.size() + payload.size() > c.m_channel->maxPayloadBytes()) {
+    if (c.flushLocked(false) != cudaSuccess) return std::unexpected(cudaErrorDevicesUnavailable);
   }
-  const std::uint64_t sequence = m_nextSequence++;
-  m_batch.push_back(Pending{sequence, method, {args.begin(), args.end()}, m_batchPayload.size(),
-                            payload.size()});
-  m_batchPayload.insert(m_batchPayload.end(), payload.begin(), payload.end());
-  if (flushLocked(true) != cudaSuccess) return CallOutcome{cudaErrorDevicesUnavailable, {}, {}};
+  const std::uint64_t sequence = c.m_nextSequence++;
+  c.pushLocked(sequence, method, args, c.m_batchPayload.size(), payload, region);
+  if (c.flushLocked(true, payload) != cudaSuccess) return std::unexpected(cudaErrorDevicesUnavailable);
+  c.m_awaiting.push_back(sequence);
+  return sequence;
+}
 
+CallOutcome Client::Session::await(std::uint64_t sequence,
+                                   std::optional<std::span<std::byte>> payloadTarget) noexcept {
+  return m_client.awaitLocked(sequence, payloadTarget);
+}
+
+CallOutcome Client::awaitLocked(std::uint64_t sequence, std::optional<std::span<std::byte>> payloadTarget) noexcept {
+  auto& c = *this;
+  if (c.m_broken) return CallOutcome{cudaErrorDevicesUnavailable, {}, {}};
+  if (c.m_awaiting.empty() || c.m_awaiting.front() != sequence) {
+    return CallOutcome{cudaErrorUnknown, {}, {}};  // a bug of ours: replies arrive in order
+  }
+  c.m_awaiting.erase(c.m_awaiting.begin());
   for (;;) {
     // A GPU call may legitimately run longer than the peer timeout; a dead peer is reported as
     // kDisconnected by the channel's liveness check, so only that ends the wait.
-    auto incoming = m_channel->receive(m_config.peerTimeout);
+    auto incoming = c.m_channel->receive(c.m_config.peerTimeout);
     if (!incoming) {
       if (incoming.error().code == transport::Errc::kTimeout) continue;
-      return brokenLocked(incoming.error().describe());
+      return c.brokenLocked(incoming.error().describe());
     }
     CallOutcome outcome{cudaErrorDevicesUnavailable, {}, {}};
     bool found = false;
@@ -182,6 +253,7 @@ CallOutcome Client::call(api::Method method, std::span<const std::byte> args,
         }
         if (result.getSequence() != sequence) {
           setLastError(error);  // an earlier asynchronous call failed
+          if (outcome.earlier == cudaSuccess) outcome.earlier = error;
           continue;
         }
         found = true;
@@ -192,19 +264,110 @@ CallOutcome Client::call(api::Method method, std::span<const std::byte> args,
                                  reinterpret_cast<const std::byte*>(bytes.end()));
         }
       }
-      const auto inlinePayload = incoming->payload();
-      outcome.payload.assign(inlinePayload.begin(), inlinePayload.end());
     });
-    if (problem != nullptr) return brokenLocked("undecodable reply");
-    if (!found) return brokenLocked(fmt::format("the reply did not answer call #{}", sequence));
+    if (problem != nullptr) return c.brokenLocked("undecodable reply");
+    if (!found) return c.brokenLocked(fmt::format("the reply did not answer call #{}", sequence));
+    const auto inlinePayload = incoming->payload();
+    if (!payloadTarget) {
+      outcome.payload.assign(inlinePayload.begin(), inlinePayload.end());
+    } else if (outcome.error == cudaSuccess) {
+      if (inlinePayload.size() != payloadTarget->size()) {
+        outcome.error = cudaErrorUnknown;
+      } else if (!inlinePayload.empty()) {
+        std::memcpy(payloadTarget->data(), inlinePayload.data(), inlinePayload.size());
+      }
+    }
     return outcome;
   }
 }
 
+CallOutcome Client::Session::call(api::Method method, std::span<const std::byte> args,
+                                  std::span<const std::byte> payload, std::optional<RegionBulk> region) noexcept {
+  auto sequence = submit(method, args, payload, region);
+  if (!sequence) return CallOutcome{sequence.error(), {}, {}};
+  return await(*sequence);
+}
+
+transport::DataRegion* Client::Session::region() noexcept {
+  auto& c = m_client;
+  if (c.m_regionTried) return c.m_region.load(std::memory_order_acquire);
+  if (!usable()) return nullptr;
+  c.m_regionTried = true;
+  if (!c.m_channel->sharesHostMemory()) return nullptr;
+  // Segments are announced from inside DataRegion (ring now, pinned memory on demand), always with
+  // m_mutex held by whoever asked for them; the names are unlinked once the worker has mapped them.
+  auto handoffs = std::make_shared<std::vector<std::uint32_t>>();
+  transport::RegionOptions options;
+  options.populate = true;
+  options.onCreated = [&c, handoffs](const transport::SegmentView& segment) -> transport::Result<void> {
+    if (c.flushLocked(false) != cudaSuccess) return transport::fail(transport::Errc::kDisconnected, "session lost");
+    c.drainLocked();
+    auto announced = transport::announceSegment(*c.m_channel, segment, c.m_config.connectTimeout);
+    if (!announced) {
+      // A broken channel breaks the session; a refusal (the worker could not register) does not.
+      if (announced.error().code != transport::Errc::kUnavailable) c.brokenLocked(announced.error().describe());
+      return announced;
+    }
+    handoffs->push_back(segment.id);
+    return {};
+  };
+  auto made = transport::DataRegion::create(c.m_sessionId, c.m_config, std::move(options));
+  if (!made) {
+    log().warn("no data region for this session ({}): copies travel inside messages, pinned memory is "
+               "ordinary memory", made.error().describe());
+    return nullptr;
+  }
+  c.m_regionOwner = std::move(*made);
+  c.m_region.store(c.m_regionOwner.get(), std::memory_order_release);
+  c.m_handoffs = std::move(handoffs);
+  c.completeHandoffsLocked();
+  return c.m_regionOwner.get();
+}
+
+// ---- pinned host memory in the region ----------------------------------------------------------
+
+void Client::completeHandoffsLocked() noexcept {
+  if (!m_handoffs || !m_regionOwner) return;
+  for (const auto id : *m_handoffs) {
+    if (auto done = m_regionOwner->handoffComplete(id); !done) {
+      log().warn("region segment {}: {}", id, done.error().describe());
+    }
+  }
+  m_handoffs->clear();
+}
+
+void* Client::allocateRegionHost(std::size_t bytes) noexcept {
+  auto held = session();
+  auto* region = held.region();
+  if (region == nullptr) return nullptr;
+  auto memory = region->hostAllocator().allocate(bytes);
+  completeHandoffsLocked();
+  if (!memory) {
+    log().warn("pinned allocation of {} bytes outside the data region: {}", bytes, memory.error().describe());
+    return nullptr;
+  }
+  return *memory;
+}
+
+bool Client::freeRegionHost(void* pointer) noexcept {
+  auto* region = m_region.load(std::memory_order_acquire);
+  if (region == nullptr || !region->hostAllocator().tryLookup(pointer, 0)) return false;
+  return region->hostAllocator().free(pointer).has_value();
+}
+
+std::optional<RegionBulk> Client::findRegionHost(const void* pointer, std::size_t bytes) const noexcept {
+  auto* region = m_region.load(std::memory_order_acquire);
+  if (region == nullptr) return std::nullopt;
+  auto ref = region->hostAllocator().tryLookup(pointer, bytes);
+  if (!ref) return std::nullopt;
+  return RegionBulk{ref->segment, ref->offset, bytes};
+}
+
 void Client::close() noexcept {
-  std::lock_guard lock(m_mutex);
+  auto held = session();
   if (!m_channel || m_broken) return;
   (void)flushLocked(false);
+  drainLocked();
   (void)m_channel->send([](capnp::MessageBuilder& builder) {
     builder.initRoot<wire::Envelope>().initGoodbye().setReason("application exit");
   });

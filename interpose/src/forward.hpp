@@ -77,6 +77,12 @@ cudaError_t forward(A... args) noexcept {
     }
     auto outcome = Client::get().call(M, encoded);
     if (outcome.error != cudaSuccess) return recordResult(outcome.error);
+    // Waiting for the device reports what failed in the work waited for, as in NVIDIA's runtime;
+    // other calls only leave it as the thread's last error.
+    if constexpr (M == api::Method::cudaDeviceSynchronize || M == api::Method::cudaStreamSynchronize ||
+                  M == api::Method::cudaEventSynchronize) {
+      if (outcome.earlier != cudaSuccess) return recordResult(outcome.earlier);
+    }
     api::ArgReader reader(outcome.results);
     if (!detail::decodeAll(Args{}, reader, args...)) return recordResult(cudaErrorUnknown);
     if constexpr (kKind == api::Kind::Cached) {

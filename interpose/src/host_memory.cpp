@@ -1,13 +1,17 @@
-// Pinned host memory, answered on the client: cudaMallocHost, cudaHostAlloc, cudaFreeHost,
-// cudaHostGetFlags, cudaHostRegister, cudaHostUnregister, cudaHostGetDevicePointer.
+// Pinned host memory: cudaMallocHost, cudaHostAlloc, cudaFreeHost, cudaHostGetFlags,
+// cudaHostRegister, cudaHostUnregister, cudaHostGetDevicePointer.
 //
-// The application's process cannot pin memory for a GPU it does not own, so "pinned" memory is
-// page-aligned host memory kept in a table of this process: allocations with the flags they were
-// made with (cudaHostGetFlags), and registered ranges. Copies from and to it go through the session
-// like any host memory (memcpy.cpp), so every flag is accepted and changes nothing. A mapped
-// allocation has no device address the worker could use: cudaHostGetDevicePointer is not supported.
-// TODO(perf): the fast-path issue moves these into the DataRegion the worker registers (zero copy):
-// allocations are carved from the region, copies from it carry offsets instead of payloads.
+// On shared memory, cudaMallocHost/cudaHostAlloc memory is carved from the session's data region:
+// segments the worker has mapped and registered with cudaHostRegister, so a copy from or to it is one
+// DMA from the application's own buffer (memcpy.cpp). Where there is no region (TCP, or /dev/shm
+// full, or the worker could not register more memory) the allocation is page-aligned memory of this
+// process, copied like any pageable memory: slower, still correct. Region segments are kept (and
+// stay registered) for the session's life; freed blocks are reused by later allocations.
+//
+// cudaHostRegister cannot move the application's existing memory into the region: registered ranges
+// are recorded (cudaHostUnregister, pointer attributes) and copied like pageable memory. Every flag is
+// accepted. Mapped memory has no device address the application could use yet:
+// cudaHostGetDevicePointer is not supported.
 //
 // The table is process state, as NVIDIA's runtime keeps it; every function may be called from any
 // thread.
@@ -38,6 +42,7 @@ struct HostRange {
   std::size_t bytes;
   unsigned flags;
   bool allocated;  // by cudaHostAlloc/cudaMallocHost (else registered)
+  bool inRegion;   // allocated in the session's data region (else memory of this process)
 };
 
 struct HostTable {
@@ -71,13 +76,17 @@ cudaError_t hostAlloc(void** pointer, std::size_t size, unsigned flags) {
   if (pointer == nullptr || (flags & ~kAllocFlags) != 0) return cudaErrorInvalidValue;
   *pointer = nullptr;
   if (size == 0) return cudaSuccess;
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  if (size > SIZE_MAX - page) return cudaErrorMemoryAllocation;
-  void* memory = std::aligned_alloc(page, (size + page - 1) / page * page);
-  if (memory == nullptr) return cudaErrorMemoryAllocation;
+  void* memory = Client::get().allocateRegionHost(size);
+  const bool inRegion = memory != nullptr;
+  if (!inRegion) {
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    if (size > SIZE_MAX - page) return cudaErrorMemoryAllocation;
+    memory = std::aligned_alloc(page, (size + page - 1) / page * page);
+    if (memory == nullptr) return cudaErrorMemoryAllocation;
+  }
   auto& host = table();
   std::lock_guard lock(host.mutex);
-  host.ranges[reinterpret_cast<std::uintptr_t>(memory)] = {size, flags, true};
+  host.ranges[reinterpret_cast<std::uintptr_t>(memory)] = {size, flags, true, inRegion};
   *pointer = memory;
   return cudaSuccess;
 }
@@ -104,13 +113,24 @@ FLYT_CUDART_EXPORT cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned
 
 FLYT_CUDART_EXPORT cudaError_t cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
-  auto& host = flyt::interpose::table();
-  std::lock_guard lock(host.mutex);
-  auto it = host.ranges.find(reinterpret_cast<std::uintptr_t>(ptr));
-  if (it == host.ranges.end() || !it->second.allocated) return recordResult(cudaErrorInvalidValue);
-  host.ranges.erase(it);
-  std::free(ptr);
-  return cudaSuccess;
+  bool inRegion = false;
+  {
+    auto& host = flyt::interpose::table();
+    std::lock_guard lock(host.mutex);
+    auto it = host.ranges.find(reinterpret_cast<std::uintptr_t>(ptr));
+    if (it == host.ranges.end() || !it->second.allocated) return recordResult(cudaErrorInvalidValue);
+    inRegion = it->second.inRegion;
+    host.ranges.erase(it);
+  }
+  if (!inRegion) {
+    std::free(ptr);
+    return cudaSuccess;
+  }
+  // The GPU may still be copying from or to the block (an asynchronous copy): like NVIDIA's
+  // cudaFreeHost, wait for the device before the block can be handed out again.
+  const cudaError_t drained = ::cudaDeviceSynchronize();
+  (void)flyt::interpose::Client::get().freeRegionHost(ptr);
+  return drained == cudaErrorDevicesUnavailable ? recordResult(drained) : cudaSuccess;
 }
 
 // NVIDIA's answers only for memory of cudaHostAlloc/cudaMallocHost, at any address inside it.
@@ -133,7 +153,7 @@ FLYT_CUDART_EXPORT cudaError_t cudaHostRegister(void* ptr, size_t size, unsigned
   auto& host = flyt::interpose::table();
   std::lock_guard lock(host.mutex);
   if (host.overlaps(start, size)) return recordResult(cudaErrorHostMemoryAlreadyRegistered);
-  host.ranges[start] = {size, flags, false};
+  host.ranges[start] = {size, flags, false, false};
   return cudaSuccess;
 }
 

@@ -1,27 +1,39 @@
 // cudaMemcpy and cudaMemcpyAsync: host and device copies through the session (custom handlers).
 //
 // Wire (method cudaMemcpy): args = {u64 device address, u64 bytes, i32 kind[, u64 source address for
-// device-to-device]}. Host-to-device data follows the call as inline payload, split into calls of at
-// most the channel's payload limit (all but the last are batched); device-to-host data comes back as
-// the reply's payload, one call per chunk.
-// Wire (method cudaMemcpyAsync): the same with {u64 stream} after the kind. Host-to-device: batched
-// (async), the data captured into the batch at call time; the worker copies on the stream from its
-// copy of the payload and waits for that stream before it drops the copy. Device-to-host: a sync
-// call per chunk; the worker copies on the stream and waits for it before replying, and the bytes
-// are written to `dst` before cudaMemcpyAsync returns: a stronger order than CUDA's (the copy is
-// done when the call returns), which no correct program can tell from the real one except by
-// timing. Device-to-device: batched. Host-to-host: the stream is synchronised, then memmove.
-// TODO(perf): the data region and pinned memory (issue "fast path") replace the inline payloads.
+// device-to-device]}; (method cudaMemcpyAsync) the same with {u64 stream} after the kind. The host
+// side is the call's one BulkRef. How the bytes travel depends on where the host memory is
+// (backend/src/dispatcher.cpp serveCopy is the other side):
+//
+//   pinned   The application's cudaMallocHost/cudaHostAlloc memory lies in the session's data region,
+//            which the worker registered with the GPU (host_memory.cpp). The BulkRef names it: the
+//            copy is one DMA from or to the application's own buffer. cudaMemcpy waits for it;
+//            cudaMemcpyAsync is batched and returns at once, with CUDA's own semantics.
+//   staged   Pageable memory, on shared memory: the copy is cut into slots of the region's staging
+//            ring and pipelined. Host-to-device: the client fills slot k+1 (several threads for large
+//            slots) while the worker DMAs slot k. Device-to-host: the client asks for up to one
+//            ring's worth of slots ahead and drains slot k while the worker fills the next ones.
+//            Each slot is one call with a reply, which is when the slot is free again.
+//   inline   TCP (or shm without a region, or small copies): the bytes travel with the message, in
+//            chunks of at most one staging slot, pipelined the same way (the worker receives a
+//            TCP payload straight into a page-locked buffer).
+//
+// cudaMemcpyAsync from or to pageable memory returns once the bytes have been moved (for
+// device-to-host, once they are in `dst`): CUDA allows that for pageable memory, and it is what
+// NVIDIA's runtime does for device-to-host. Device-to-device copies are only enqueued.
+// Host-to-host: memmove (the async form synchronises the stream first).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <span>
 #include <vector>
 
 #include "client.hpp"
+#include "parallel_copy.hpp"
 #include "flyt/api/codec.hpp"
 #include "flyt/transport/log.hpp"
 
@@ -30,9 +42,15 @@
 namespace flyt::interpose {
 namespace {
 
+using namespace std::chrono_literals;
+
+// Copies smaller than this travel inline even where a staging ring exists: one message is cheaper
+// than a slot's bookkeeping.
+constexpr std::size_t kStagedMinBytes = 256 << 10;
+
 // `stream` is set for cudaMemcpyAsync's calls only.
 std::vector<std::byte> copyArgs(std::uint64_t device, std::uint64_t bytes, cudaMemcpyKind kind,
-                                std::optional<cudaStream_t> stream = std::nullopt) {
+                                std::optional<cudaStream_t> stream) {
   std::vector<std::byte> args;
   api::ArgWriter writer(args);
   writer.put(device);
@@ -42,89 +60,162 @@ std::vector<std::byte> copyArgs(std::uint64_t device, std::uint64_t bytes, cudaM
   return args;
 }
 
-std::size_t chunkBytes(Client& client) {
-  return std::max<std::size_t>(client.maxPayloadBytes() - 4096, 4096);
+api::Method methodFor(std::optional<cudaStream_t> stream) {
+  return stream ? api::Method::cudaMemcpyAsync : api::Method::cudaMemcpy;
 }
 
-cudaError_t toDevice(void* dst, const void* src, std::size_t count) {
-  auto& client = Client::get();
-  const std::size_t chunk = chunkBytes(client);
-  const auto* from = static_cast<const std::byte*>(src);
-  for (std::size_t done = 0;;) {
-    const std::size_t n = std::min(chunk, count - done);
-    const auto args = copyArgs(reinterpret_cast<std::uintptr_t>(dst) + done, n, cudaMemcpyHostToDevice);
-    const std::span<const std::byte> payload(from + done, n);
-    done += n;
-    if (done == count) return client.call(api::Method::cudaMemcpy, args, payload).error;
-    if (auto queued = client.enqueue(api::Method::cudaMemcpy, args, payload); queued != cudaSuccess) {
-      return queued;
+// How a pageable copy is cut: chunks of `chunk` bytes, at most `depth` in flight, through `ring`
+// (null: inline payloads).
+struct Plan {
+  transport::SlotRing* ring = nullptr;
+  std::size_t chunk = 0;
+  std::size_t depth = 1;
+};
+
+Plan planFor(Client::Session& session, std::size_t count) {
+  const auto& config = session.config();
+  auto* region = count >= kStagedMinBytes ? session.region() : nullptr;
+  if (region != nullptr) {
+    return {&region->ring(), region->ring().slotBytes(), region->ring().slotCount()};
+  }
+  // Leave room in the payload limit for nothing but the bytes: the message itself is separate.
+  const std::size_t limit = std::max<std::size_t>(session.maxPayloadBytes(), 4096);
+  return {nullptr, std::min<std::size_t>(limit, std::max<std::uint64_t>(config.regionSlotBytes, 4096)),
+          std::max<std::size_t>(config.regionSlots, 1)};
+}
+
+// One chunk in flight: its reply is still owed.
+struct InFlight {
+  std::uint64_t sequence;
+  std::optional<transport::Slot> slot;
+  std::size_t offset;
+  std::size_t bytes;
+};
+
+cudaError_t pipelinedToDevice(Client::Session& session, std::uint64_t dst, const std::byte* src,
+                              std::size_t count, std::optional<cudaStream_t> stream) {
+  const Plan plan = planFor(session, count);
+  const unsigned threads = session.config().copyThreads;
+  std::deque<InFlight> inFlight;
+  cudaError_t first = cudaSuccess;
+  auto retire = [&] {
+    const InFlight done = inFlight.front();
+    inFlight.pop_front();
+    const cudaError_t error = session.await(done.sequence).error;
+    if (done.slot) (void)plan.ring->release(done.slot->index);
+    if (first == cudaSuccess) first = error;
+  };
+  for (std::size_t done = 0; done < count && first == cudaSuccess;) {
+    if (inFlight.size() >= plan.depth) {
+      retire();
+      continue;
     }
-  }
-}
-
-cudaError_t toHost(void* dst, const void* src, std::size_t count) {
-  auto& client = Client::get();
-  const std::size_t chunk = chunkBytes(client);
-  auto* to = static_cast<std::byte*>(dst);
-  for (std::size_t done = 0; done < count || count == 0;) {
-    const std::size_t n = std::min(chunk, count - done);
-    auto outcome = client.call(api::Method::cudaMemcpy,
-                               copyArgs(reinterpret_cast<std::uintptr_t>(src) + done, n,
-                                        cudaMemcpyDeviceToHost));
-    if (outcome.error != cudaSuccess) return outcome.error;
-    if (outcome.payload.size() != n) return cudaErrorUnknown;
-    std::memcpy(to + done, outcome.payload.data(), n);
-    done += n;
-    if (count == 0) break;
-  }
-  return cudaSuccess;
-}
-
-cudaError_t onDevice(void* dst, const void* src, std::size_t count) {
-  std::vector<std::byte> args = copyArgs(reinterpret_cast<std::uintptr_t>(dst), count,
-                                         cudaMemcpyDeviceToDevice);
-  api::ArgWriter writer(args);
-  writer.put(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(src)));
-  return Client::get().call(api::Method::cudaMemcpy, args).error;
-}
-
-cudaError_t toDeviceOn(cudaStream_t stream, void* dst, const void* src, std::size_t count) {
-  auto& client = Client::get();
-  const std::size_t chunk = chunkBytes(client);
-  const auto* from = static_cast<const std::byte*>(src);
-  for (std::size_t done = 0; done < count;) {
-    const std::size_t n = std::min(chunk, count - done);
-    const auto args = copyArgs(reinterpret_cast<std::uintptr_t>(dst) + done, n, cudaMemcpyHostToDevice, stream);
-    if (auto queued = client.enqueue(api::Method::cudaMemcpyAsync, args, {from + done, n}); queued != cudaSuccess) {
-      return queued;
+    const std::size_t n = std::min(plan.chunk, count - done);
+    const auto args = copyArgs(dst + done, n, cudaMemcpyHostToDevice, stream);
+    std::expected<std::uint64_t, cudaError_t> sequence;
+    std::optional<transport::Slot> slot;
+    if (plan.ring != nullptr) {
+      auto acquired = plan.ring->acquire(0ms);  // free: every slot not in flight is released
+      if (!acquired) {
+        first = cudaErrorUnknown;
+        break;
+      }
+      slot = *acquired;
+      parallelCopy(slot->bytes.data(), src + done, n, threads);
+      sequence = session.submit(methodFor(stream), args, {}, RegionBulk{slot->segment, slot->offset, n});
+    } else {
+      sequence = session.submit(methodFor(stream), args, {src + done, n});
     }
+    if (!sequence) {
+      if (slot) (void)plan.ring->release(slot->index);
+      first = sequence.error();
+      break;
+    }
+    inFlight.push_back({*sequence, slot, done, n});
     done += n;
   }
-  return cudaSuccess;
+  while (!inFlight.empty()) retire();
+  return first;
 }
 
-cudaError_t toHostOn(cudaStream_t stream, void* dst, const void* src, std::size_t count) {
-  auto& client = Client::get();
-  const std::size_t chunk = chunkBytes(client);
-  auto* to = static_cast<std::byte*>(dst);
-  for (std::size_t done = 0; done < count;) {
-    const std::size_t n = std::min(chunk, count - done);
-    auto outcome = client.call(api::Method::cudaMemcpyAsync,
-                               copyArgs(reinterpret_cast<std::uintptr_t>(src) + done, n,
-                                        cudaMemcpyDeviceToHost, stream));
-    if (outcome.error != cudaSuccess) return outcome.error;
-    if (outcome.payload.size() != n) return cudaErrorUnknown;
-    std::memcpy(to + done, outcome.payload.data(), n);
-    done += n;
+cudaError_t pipelinedToHost(Client::Session& session, std::byte* dst, std::uint64_t src, std::size_t count,
+                            std::optional<cudaStream_t> stream) {
+  const Plan plan = planFor(session, count);
+  const unsigned threads = session.config().copyThreads;
+  std::deque<InFlight> inFlight;
+  cudaError_t first = cudaSuccess;
+  std::size_t requested = 0;
+  auto request = [&] {
+    const std::size_t n = std::min(plan.chunk, count - requested);
+    const auto args = copyArgs(src + requested, n, cudaMemcpyDeviceToHost, stream);
+    std::optional<transport::Slot> slot;
+    std::expected<std::uint64_t, cudaError_t> sequence;
+    if (plan.ring != nullptr) {
+      auto acquired = plan.ring->acquire(0ms);
+      if (!acquired) {
+        first = cudaErrorUnknown;
+        return;
+      }
+      slot = *acquired;
+      sequence = session.submit(methodFor(stream), args, {}, RegionBulk{slot->segment, slot->offset, n});
+    } else {
+      sequence = session.submit(methodFor(stream), args);
+    }
+    if (!sequence) {
+      if (slot) (void)plan.ring->release(slot->index);
+      first = sequence.error();
+      return;
+    }
+    inFlight.push_back({*sequence, slot, requested, n});
+    requested += n;
+  };
+  while (requested < count && inFlight.size() < plan.depth && first == cudaSuccess) request();
+  while (!inFlight.empty()) {
+    const InFlight done = inFlight.front();
+    inFlight.pop_front();
+    std::span<std::byte> target(dst + done.offset, done.bytes);
+    const cudaError_t error =
+        done.slot ? session.await(done.sequence).error : session.await(done.sequence, target).error;
+    if (error == cudaSuccess && first == cudaSuccess && done.slot) {
+      parallelCopy(target.data(), done.slot->bytes.data(), done.bytes, threads);
+    }
+    if (done.slot) (void)plan.ring->release(done.slot->index);
+    if (first == cudaSuccess) first = error;
+    if (first == cudaSuccess && requested < count) request();
   }
-  return cudaSuccess;
+  return first;
 }
 
-cudaError_t onDeviceOn(cudaStream_t stream, void* dst, const void* src, std::size_t count) {
+// A host range in the data region's pinned memory: one call naming it.
+cudaError_t pinnedCopy(const RegionBulk& host, std::uint64_t device, cudaMemcpyKind kind,
+                       std::optional<cudaStream_t> stream) {
+  auto session = Client::get().session();
+  const auto args = copyArgs(device, host.length, kind, stream);
+  if (stream) return session.enqueue(api::Method::cudaMemcpyAsync, args, {}, host);
+  return session.call(api::Method::cudaMemcpy, args, {}, host).error;
+}
+
+cudaError_t toDevice(void* dst, const void* src, std::size_t count, std::optional<cudaStream_t> stream) {
+  const auto device = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(dst));
+  // Looked up before taking the session: the region's allocator lock never nests inside it.
+  if (auto pinned = Client::get().findRegionHost(src, count)) return pinnedCopy(*pinned, device, cudaMemcpyHostToDevice, stream);
+  auto session = Client::get().session();
+  return pipelinedToDevice(session, device, static_cast<const std::byte*>(src), count, stream);
+}
+
+cudaError_t toHost(void* dst, const void* src, std::size_t count, std::optional<cudaStream_t> stream) {
+  const auto device = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(src));
+  if (auto pinned = Client::get().findRegionHost(dst, count)) return pinnedCopy(*pinned, device, cudaMemcpyDeviceToHost, stream);
+  auto session = Client::get().session();
+  return pipelinedToHost(session, static_cast<std::byte*>(dst), device, count, stream);
+}
+
+cudaError_t onDevice(void* dst, const void* src, std::size_t count, std::optional<cudaStream_t> stream) {
   std::vector<std::byte> args = copyArgs(reinterpret_cast<std::uintptr_t>(dst), count,
                                          cudaMemcpyDeviceToDevice, stream);
   api::ArgWriter(args).put(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(src)));
-  return Client::get().enqueue(api::Method::cudaMemcpyAsync, args);
+  if (stream) return Client::get().enqueue(api::Method::cudaMemcpyAsync, args);
+  return Client::get().call(api::Method::cudaMemcpy, args).error;
 }
 
 }  // namespace
@@ -138,9 +229,9 @@ FLYT_CUDART_EXPORT cudaError_t cudaMemcpy(void* dst, const void* src, size_t cou
     case cudaMemcpyHostToHost:
       if (count > 0) std::memmove(dst, src, count);
       return cudaSuccess;
-    case cudaMemcpyHostToDevice: return recordResult(toDevice(dst, src, count));
-    case cudaMemcpyDeviceToHost: return recordResult(toHost(dst, src, count));
-    case cudaMemcpyDeviceToDevice: return recordResult(onDevice(dst, src, count));
+    case cudaMemcpyHostToDevice: return recordResult(toDevice(dst, src, count, std::nullopt));
+    case cudaMemcpyDeviceToHost: return recordResult(toHost(dst, src, count, std::nullopt));
+    case cudaMemcpyDeviceToDevice: return recordResult(onDevice(dst, src, count, std::nullopt));
     case cudaMemcpyDefault:
       // TODO: needs the client to know which addresses are device allocations (unified addressing).
       flyt::logger("interpose").warn("cudaMemcpy with cudaMemcpyDefault is not supported yet");
@@ -166,9 +257,9 @@ FLYT_CUDART_EXPORT cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_
       if (auto drained = ::cudaStreamSynchronize(stream); drained != cudaSuccess) return drained;
       std::memmove(dst, src, count);
       return cudaSuccess;
-    case cudaMemcpyHostToDevice: return recordResult(toDeviceOn(stream, dst, src, count));
-    case cudaMemcpyDeviceToHost: return recordResult(toHostOn(stream, dst, src, count));
-    case cudaMemcpyDeviceToDevice: return recordResult(onDeviceOn(stream, dst, src, count));
+    case cudaMemcpyHostToDevice: return recordResult(toDevice(dst, src, count, stream));
+    case cudaMemcpyDeviceToHost: return recordResult(toHost(dst, src, count, stream));
+    case cudaMemcpyDeviceToDevice: return recordResult(onDevice(dst, src, count, stream));
     case cudaMemcpyDefault:
       flyt::logger("interpose").warn("cudaMemcpyAsync with cudaMemcpyDefault is not supported yet");
       return recordResult(cudaErrorNotSupported);

@@ -68,9 +68,10 @@ int main() {
   CHECK(cudaGetLastError() == cudaSuccess);  // reset by the previous call
   CHECK(std::strcmp(cudaGetErrorName(cudaErrorMemoryAllocation), "cudaErrorMemoryAllocation") == 0);
 
-  // An asynchronous call's error surfaces later, as the thread's last error.
+  // An asynchronous call's error surfaces later: from the next synchronising call, and as the
+  // thread's last error.
   OK(cudaFree(reinterpret_cast<void*>(0x1000)));  // batched: not waited for
-  OK(cudaDeviceSynchronize());
+  CHECK(cudaDeviceSynchronize() == cudaErrorInvalidValue);
   CHECK(cudaPeekAtLastError() != cudaSuccess);
   CHECK(cudaGetLastError() != cudaSuccess);
 

@@ -45,15 +45,22 @@ class Executor {
   virtual cudaError_t copyOnDevice(void* to, const void* from, std::size_t bytes) = 0;
   // Copies in `stream`'s order (cudaMemcpyAsync, cudaMemcpy2D[Async]; the 2D form copies `height`
   // rows of `width` bytes, `toPitch`/`fromPitch` bytes apart). Host memory (the source of a
-  // host-to-device copy, the destination of a device-to-host one) is the caller's staging buffer,
-  // valid only during the call: for those kinds the executor returns after `stream` has finished
-  // the copy. Device-to-device copies are only enqueued.
+  // host-to-device copy, the destination of a device-to-host one) is by default the caller's
+  // staging buffer, valid only during the call: for those kinds the executor returns after `stream`
+  // has finished the copy. With `hostPersists` (the application's pinned memory in the data region,
+  // registered with registerHostMemory) the copy is only enqueued, as device-to-device copies are.
   virtual cudaError_t copyOnStream(void* to, const void* from, std::size_t bytes, cudaMemcpyKind kind,
-                                   cudaStream_t stream) = 0;
+                                   cudaStream_t stream, bool hostPersists = false) = 0;
   virtual cudaError_t copy2DOnStream(void* to, std::size_t toPitch, const void* from, std::size_t fromPitch,
                                      std::size_t width, std::size_t height, cudaMemcpyKind kind,
                                      cudaStream_t stream) = 0;
   virtual cudaError_t deviceProperties(cudaDeviceProp* prop, int device) = 0;
+
+  // Page-locks host memory the worker maps (a data-region segment, a staging buffer) so that copies
+  // from and to it are single DMAs (cudaHostRegister); unregisterHostMemory undoes it before the
+  // memory is unmapped.
+  virtual cudaError_t registerHostMemory(void* base, std::size_t bytes) = 0;
+  virtual cudaError_t unregisterHostMemory(void* base) = 0;
 
   // Modules and kernels (backend/src/module_cache.hpp keeps the session's tables and validates).
   // `image` is a checked fatbin (flyt/api/fatbin.hpp) that the caller keeps alive until
