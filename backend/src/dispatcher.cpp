@@ -32,6 +32,11 @@ using transport::Result;
 
 spdlog::logger& log() { return flyt::logger("worker"); }
 
+// Device printf carried by one reply: with no inline payload, and beside one (which may fill most of
+// a shared-memory chunk).
+constexpr std::size_t kOutputPerReply = 512 << 10;
+constexpr std::size_t kOutputBesidePayload = 32 << 10;
+
 struct Outcome {
   std::uint64_t sequence = 0;
   cudaError_t error = cudaSuccess;
@@ -110,6 +115,10 @@ class CallDispatcher final : public SessionHandler {
       auto envelope = message.root<wire::Envelope>();
       if (envelope.isGoodbye()) {
         log().info("session {:016x}: goodbye ({})", m_sessionId, envelope.getGoodbye().getReason().cStr());
+        if (m_output && m_output->undelivered() > 0) {
+          log().warn("session {:016x}: {} bytes of device output printed after the application's last "
+                     "synchronising call were not delivered", m_sessionId, m_output->undelivered());
+        }
         answer = SessionState::kEnded;
       } else if (envelope.isBatch()) {
         answer = handleBatch(envelope.getBatch(), message.payload(), channel);
@@ -204,7 +213,10 @@ class CallDispatcher final : public SessionHandler {
     if (!batch.getWantsReply()) return SessionState::kOpen;
     // Device printf lands in this process's stdout, which m_output captures: it travels with the
     // reply, so it precedes whatever the application prints after synchronising.
-    const std::string output = m_output ? m_output->drain() : std::string();
+    // Bounded so that the reply still fits one shared-memory chunk next to an inline payload; the
+    // rest goes with the following replies.
+    const std::string output =
+        m_output ? m_output->drain(last.payload.empty() ? kOutputPerReply : kOutputBesidePayload) : std::string();
     auto sent = channel.send(
         [&](capnp::MessageBuilder& builder) {
           auto reply = builder.initRoot<wire::Envelope>().initReply();

@@ -1,5 +1,8 @@
 #include "output_capture.hpp"
 
+#include <poll.h>
+#include <sys/ioctl.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -51,6 +54,13 @@ void OutputCapture::readLoop() {
   char buffer[65536];
   std::string carry;  // a tail that may be the start of a marker
   for (;;) {
+    pollfd readable{m_readFd, POLLIN, 0};
+    if (::poll(&readable, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    // Busy from before the bytes leave the pipe until they are in m_pending (drain's fast check).
+    m_busy.store(true);
     const ssize_t n = ::read(m_readFd, buffer, sizeof buffer);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return;
@@ -72,20 +82,39 @@ void OutputCapture::readLoop() {
     m_pending.append(carry, 0, carry.size() - keep);
     carry.erase(0, carry.size() - keep);
     m_markersSeen += markers;
+    if (carry.empty()) m_busy.store(false);  // a kept partial marker is output not yet delivered
     if (markers > 0) m_markerSeen.notify_all();
   }
 }
 
-std::string OutputCapture::drain() {
+std::string OutputCapture::drain(std::size_t maxBytes) {
   std::fflush(stdout);
-  if (::write(STDOUT_FILENO, kMarker.data(), kMarker.size()) == ssize_t(kMarker.size())) {
+  // Almost every reply has nothing to carry: when the pipe is empty and the reader holds nothing in
+  // hand, everything printed so far is already in m_pending and the marker round trip (a thread
+  // wake-up, tens of microseconds) is skipped. The pipe is checked before the flag: bytes the reader
+  // takes out after the check were taken with the flag already set.
+  int queued = 0;
+  const bool quiet = ::ioctl(m_readFd, FIONREAD, &queued) == 0 && queued == 0 && !m_busy.load();
+  if (!quiet && ::write(STDOUT_FILENO, kMarker.data(), kMarker.size()) == ssize_t(kMarker.size())) {
     ++m_markersSent;
   }
   std::unique_lock lock(m_mutex);
-  m_markerSeen.wait_for(lock, std::chrono::seconds(1), [&] { return m_markersSeen >= m_markersSent; });
-  std::string out;
-  out.swap(m_pending);
+  if (!quiet) {
+    m_markerSeen.wait_for(lock, std::chrono::seconds(1), [&] { return m_markersSeen >= m_markersSent; });
+  }
+  if (m_pending.size() <= maxBytes) {
+    std::string out;
+    out.swap(m_pending);
+    return out;
+  }
+  std::string out = m_pending.substr(0, maxBytes);
+  m_pending.erase(0, maxBytes);
   return out;
+}
+
+std::size_t OutputCapture::undelivered() {
+  std::lock_guard lock(m_mutex);
+  return m_pending.size();
 }
 
 }  // namespace flyt::backend

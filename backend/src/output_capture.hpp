@@ -7,6 +7,7 @@
 // everything printed before the call is then in the returned bytes, in order.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <memory>
@@ -26,9 +27,13 @@ class OutputCapture {
   OutputCapture(const OutputCapture&) = delete;
   OutputCapture& operator=(const OutputCapture&) = delete;
 
-  // Everything written to stdout since the last drain(). Waits at most about a second for the
-  // reader (it returns what it has if the reader is stuck).
-  [[nodiscard]] std::string drain();
+  // What was written to stdout since the last drain(), at most `maxBytes` of it (the rest stays for
+  // the next drain, in order). Waits at most about a second for the reader (it returns what it has if
+  // the reader is stuck); returns at once when nothing was written.
+  [[nodiscard]] std::string drain(std::size_t maxBytes);
+
+  // Bytes captured and not yet drained.
+  [[nodiscard]] std::size_t undelivered();
 
  private:
   OutputCapture(int readFd, int writeFd);
@@ -41,6 +46,7 @@ class OutputCapture {
   std::string m_pending;          // guarded by m_mutex
   std::size_t m_markersSeen = 0;  // guarded by m_mutex
   std::size_t m_markersSent = 0;  // drain() only
+  std::atomic<bool> m_busy{false};  // the reader holds bytes it took from the pipe
   std::thread m_reader;
 };
 

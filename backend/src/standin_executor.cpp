@@ -4,8 +4,9 @@
 // in CI; it is never chosen silently (the worker logs it at warn level).
 //
 // Kernels are looked up in the module's cubins (cubin_layout.hpp gives their parameter layouts) and
-// launches are accepted but not run: each prints one line to the worker's stdout, which travels to
-// the application's stdout with the next reply, so a test can check how arguments were packed:
+// launches are accepted but not run. With FLYT_STANDIN_TRACE_LAUNCHES=1 in the worker's environment
+// each prints one line to the worker's stdout, which travels to the application's stdout with the
+// next reply, so a test can check how arguments were packed:
 //   flyt-standin: launch <mangled name> grid=(x,y,z) block=(x,y,z) shmem=<bytes> params=<hex>
 // `params` is the kernel's whole parameter block, two hex digits a byte, bytes in order; gaps
 // between parameters are zero, padding inside a struct is what the application passed.
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <map>
 #include <memory>
 #include <set>
@@ -330,6 +332,7 @@ class StandInExecutor final : public Executor {
     auto it = m_kernels.find(kernel);
     if (it == m_kernels.end()) return cudaErrorInvalidResourceHandle;
     const auto& k = *it->second;
+    if (!m_traceLaunches) return cudaSuccess;
     std::vector<unsigned char> bytes(k.layout.paramBytes);
     for (std::size_t i = 0; i < k.layout.params.size(); ++i) {
       const auto& param = k.layout.params[i];
@@ -447,6 +450,10 @@ class StandInExecutor final : public Executor {
   std::map<cudaEvent_t, std::unique_ptr<StandInEvent>> m_events;
   std::map<cudaLibrary_t, std::unique_ptr<StandInModule>> m_modules;
   std::map<cudaKernel_t, const StandInKernel*> m_kernels;  // owned by their module
+  const bool m_traceLaunches = [] {
+    const char* trace = std::getenv("FLYT_STANDIN_TRACE_LAUNCHES");
+    return trace != nullptr && std::string_view(trace) == "1";
+  }();
   std::map<cudaKernel_t, StandInKernelSettings> m_kernelSettings;
 };
 

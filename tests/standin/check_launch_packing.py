@@ -5,6 +5,7 @@ and, when it ran on the GPU stand-in, checks the parameter blocks the stand-in p
 launch_path.cu uses, packed here independently by the x86-64/CUDA ABI. Padding bytes are not compared
 (their host values are indeterminate). On a GPU there are no such lines: launch_path checks the
 kernels' results itself. Exits 0 when the program passed and every expected launch matched."""
+import os
 import re
 import struct
 import subprocess
@@ -44,7 +45,9 @@ def expected(stdout):
 
 
 def main():
-    run = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)
+    # The stand-in prints each launch only when asked; the node and its workers inherit this.
+    env = dict(os.environ, FLYT_STANDIN_TRACE_LAUNCHES="1")
+    run = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True, env=env)
     sys.stdout.write(run.stdout)
     if run.returncode != 0 or "launch_path: all checks passed" not in run.stdout:
         print(f"check_launch_packing: the program failed (status {run.returncode})")
