@@ -44,6 +44,11 @@ struct Outcome {
   std::string detail;
   std::vector<std::byte> results;
   std::vector<std::byte> payload;  // returned inline after the reply (device-to-host data)
+  std::span<const std::byte> payloadView;  // instead of `payload`: bytes in a worker buffer
+
+  [[nodiscard]] std::span<const std::byte> payloadBytes() const {
+    return payloadView.empty() ? std::span<const std::byte>(payload) : payloadView;
+  }
 
   [[nodiscard]] bool failed() const {
     return error != cudaSuccess || status != wire::TransportStatus::OK;
@@ -90,6 +95,45 @@ template <class... Tags> struct SlotsOf<api::ArgList<Tags...>> {
   using type = std::tuple<Slot<Tags>...>;
 };
 
+// A reusable page-locked host buffer of the worker's (TCP payloads in, device-to-host data out):
+// copies from and to it are single DMAs. Grows on demand; registration failing (a pinned-memory
+// limit) leaves an ordinary buffer, slower but correct.
+class PinnedBuffer {
+ public:
+  PinnedBuffer(Executor& executor, std::uint64_t sessionId) : m_executor(executor), m_sessionId(sessionId) {}
+  ~PinnedBuffer() { release(); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+
+  // `bytes` of the buffer; empty when no memory could be had. Invalidates earlier spans.
+  std::span<std::byte> get(std::size_t bytes) {
+    if (bytes > m_bytes) {
+      release();
+      const std::size_t size = (bytes + 4095) / 4096 * 4096;
+      m_data = static_cast<std::byte*>(std::aligned_alloc(4096, size));
+      if (m_data == nullptr) return {};
+      m_bytes = size;
+      m_registered = m_executor.registerHostMemory(m_data, size) == cudaSuccess;
+      if (!m_registered) log().warn("session {:016x}: a {}-byte staging buffer is not page-locked", m_sessionId, size);
+    }
+    return {m_data, bytes};
+  }
+
+ private:
+  void release() {
+    if (m_data == nullptr) return;
+    if (m_registered) (void)m_executor.unregisterHostMemory(m_data);
+    std::free(m_data);
+    m_data = nullptr;
+    m_bytes = 0;
+  }
+  Executor& m_executor;
+  std::uint64_t m_sessionId;
+  std::byte* m_data = nullptr;
+  std::size_t m_bytes = 0;
+  bool m_registered = false;
+};
+
 class CallDispatcher final : public SessionHandler {
  public:
   CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId,
@@ -99,10 +143,8 @@ class CallDispatcher final : public SessionHandler {
   ~CallDispatcher() override {
     // Unregister region segments and the staging buffer while the executor (the context) lives.
     m_region.reset();
-    if (m_staging != nullptr) {
-      (void)m_executor->unregisterHostMemory(m_staging);
-      std::free(m_staging);
-    }
+    m_received.reset();
+    m_replyStaging.reset();
   }
 
   Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
@@ -173,26 +215,11 @@ class CallDispatcher final : public SessionHandler {
   void installPayloadSink(transport::Channel& channel) {
     if (channel.sharesHostMemory()) return;
     channel.setPayloadSink([this](capnp::MessageReader&, std::size_t bytes) -> Result<std::span<std::byte>> {
-      if (bytes > m_stagingBytes) {
-        if (m_staging != nullptr) {
-          (void)m_executor->unregisterHostMemory(m_staging);
-          std::free(m_staging);
-          m_staging = nullptr;
-          m_stagingBytes = 0;
-        }
-        const std::size_t size = (bytes + 4095) / 4096 * 4096;
-        auto* memory = static_cast<std::byte*>(std::aligned_alloc(4096, size));
-        if (memory == nullptr) {
-          return transport::fail(transport::Errc::kSystem, fmt::format("no memory for a {}-byte payload", bytes));
-        }
-        // Registration failing (a pinned-memory limit) leaves an ordinary buffer: slower, still correct.
-        if (const auto error = m_executor->registerHostMemory(memory, size); error != cudaSuccess) {
-          log().warn("session {:016x}: staging buffer not page-locked ({})", m_sessionId, ::cudaGetErrorName(error));
-        }
-        m_staging = memory;
-        m_stagingBytes = size;
+      auto buffer = m_received->get(bytes);
+      if (buffer.size() != bytes) {
+        return transport::fail(transport::Errc::kSystem, fmt::format("no memory for a {}-byte payload", bytes));
       }
-      return std::span<std::byte>(m_staging, bytes);
+      return buffer;
     });
   }
 
@@ -216,7 +243,7 @@ class CallDispatcher final : public SessionHandler {
     // Bounded so that the reply still fits one shared-memory chunk next to an inline payload; the
     // rest goes with the following replies.
     const std::string output =
-        m_output ? m_output->drain(last.payload.empty() ? kOutputPerReply : kOutputBesidePayload) : std::string();
+        m_output ? m_output->drain(last.payloadBytes().empty() ? kOutputPerReply : kOutputBesidePayload) : std::string();
     auto sent = channel.send(
         [&](capnp::MessageBuilder& builder) {
           auto reply = builder.initRoot<wire::Envelope>().initReply();
@@ -239,7 +266,7 @@ class CallDispatcher final : public SessionHandler {
             }
           }
         },
-        last.payload);
+        last.payloadBytes());
     m_failures.clear();
     if (!sent) return std::unexpected(sent.error());
     return SessionState::kOpen;
@@ -480,13 +507,16 @@ class CallDispatcher final : public SessionHandler {
           target = host->bytes;
           persists = host->persists;
         } else {
-          out.payload.resize(bytes);
-          target = out.payload;
+          // Returned inline: into the page-locked reply buffer (one DMA, no zero-filling), which
+          // stays untouched until this reply has been sent.
+          target = m_replyStaging->get(bytes);
+          if (target.size() != bytes) return malformed(fmt::format("{}: no memory for {} bytes", name, bytes));
+          out.payloadView = target;
         }
         out.error = async ? m_executor->copyOnStream(target.data(), pointer, bytes, cudaMemcpyDeviceToHost, handle,
                                                      persists)
                           : m_executor->copyToHost(target.data(), pointer, bytes);
-        if (out.error != cudaSuccess) out.payload.clear();
+        if (out.error != cudaSuccess) out.payloadView = {};
         return out;
       }
       case cudaMemcpyDeviceToDevice: {
@@ -770,8 +800,10 @@ class CallDispatcher final : public SessionHandler {
   std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
   std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
   bool m_sinkInstalled = false;
-  std::byte* m_staging = nullptr;  // TCP payload buffer, page-locked; null until the first payload
-  std::size_t m_stagingBytes = 0;
+  // TCP payloads are received into m_received; device-to-host bytes returned inline leave from
+  // m_replyStaging. One message is handled at a time, so one of each suffices.
+  std::unique_ptr<PinnedBuffer> m_received = std::make_unique<PinnedBuffer>(*m_executor, m_sessionId);
+  std::unique_ptr<PinnedBuffer> m_replyStaging = std::make_unique<PinnedBuffer>(*m_executor, m_sessionId);
 };
 
 }  // namespace

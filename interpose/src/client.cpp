@@ -82,6 +82,14 @@ bool Client::connectLocked() noexcept {
   log().info("session {:016x} on {}", session->sessionId, session->endpoint);
   m_sessionId = session->sessionId;
   m_channel = std::move(session->channel);
+  m_channel->setReceiveSpin(m_config.replySpin);
+  // Over TCP a reply's payload (device-to-host data) is received straight into the buffer the
+  // awaiting copy named, when it has the announced size; anything else into a buffer of ours.
+  m_channel->setPayloadSink([this](capnp::MessageReader&, std::size_t bytes) -> transport::Result<std::span<std::byte>> {
+    if (m_payloadTarget && m_payloadTarget->size() == bytes) return *m_payloadTarget;
+    if (m_sinkBuffer.size() < bytes) m_sinkBuffer.resize(bytes);
+    return std::span<std::byte>(m_sinkBuffer.data(), bytes);
+  });
   // Registered after connecting, so that it runs before the transport's own statics (created while
   // connecting) are destroyed.
   std::atexit(leaveAtExit);
@@ -230,7 +238,9 @@ CallOutcome Client::awaitLocked(std::uint64_t sequence, std::optional<std::span<
   for (;;) {
     // A GPU call may legitimately run longer than the peer timeout; a dead peer is reported as
     // kDisconnected by the channel's liveness check, so only that ends the wait.
+    c.m_payloadTarget = payloadTarget;
     auto incoming = c.m_channel->receive(c.m_config.peerTimeout);
+    c.m_payloadTarget.reset();
     if (!incoming) {
       if (incoming.error().code == transport::Errc::kTimeout) continue;
       return c.brokenLocked(incoming.error().describe());
@@ -273,7 +283,7 @@ CallOutcome Client::awaitLocked(std::uint64_t sequence, std::optional<std::span<
     } else if (outcome.error == cudaSuccess) {
       if (inlinePayload.size() != payloadTarget->size()) {
         outcome.error = cudaErrorUnknown;
-      } else if (!inlinePayload.empty()) {
+      } else if (!inlinePayload.empty() && inlinePayload.data() != payloadTarget->data()) {
         std::memcpy(payloadTarget->data(), inlinePayload.data(), inlinePayload.size());
       }
     }

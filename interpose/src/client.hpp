@@ -158,6 +158,8 @@ class Client {
   std::vector<Pending> m_batch;
   std::vector<std::byte> m_batchPayload;
   std::vector<std::uint64_t> m_awaiting;  // submitted, reply not yet received (in order)
+  std::optional<std::span<std::byte>> m_payloadTarget;  // where await() wants the payload (TCP sink)
+  std::vector<std::byte> m_sinkBuffer;                  // other payloads received over TCP
   // The data region: created once under m_mutex and never destroyed while the process runs (pinned
   // pointers handed to the application point into it), so findRegionHost reads it lock-free.
   bool m_regionTried = false;

@@ -1,6 +1,8 @@
 #include "parallel_copy.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -13,6 +15,7 @@ namespace {
 // Below this a part is not worth waking a thread for (a wake-up costs a few microseconds; 512 KiB
 // takes about 50 us on one thread).
 constexpr std::size_t kMinPartBytes = 512 << 10;
+constexpr auto kHelperSpin = std::chrono::microseconds(500);
 
 class CopyPool {
  public:
@@ -41,6 +44,7 @@ class CopyPool {
       m_parts = (bytes + partBytes - 1) / partBytes;
       m_pending = m_parts - 1;
       ++m_generation;
+      m_published.store(m_generation, std::memory_order_release);
     }
     m_work.notify_all();
     std::memcpy(to, from, std::min(partBytes, bytes));
@@ -57,6 +61,13 @@ class CopyPool {
     std::uint64_t seen = 0;
     std::unique_lock lock(m_mutex);
     for (;;) {
+      // A pipelined copy hands out a slot's parts every few hundred microseconds: poll for the next
+      // job a while before sleeping, since a wake-up can cost as much as the part itself.
+      lock.unlock();
+      const auto until = std::chrono::steady_clock::now() + kHelperSpin;
+      while (m_published.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < until) {
+      }
+      lock.lock();
       m_work.wait(lock, [&] { return m_generation != seen && m_nextPart < m_parts; });
       while (m_nextPart < m_parts) {
         const std::size_t part = m_nextPart++;
@@ -76,7 +87,8 @@ class CopyPool {
   std::condition_variable m_work;
   std::condition_variable m_done;
   std::vector<std::jthread> m_helpers;
-  std::uint64_t m_generation = 0;
+  std::uint64_t m_generation = 0;             // guarded by m_mutex
+  std::atomic<std::uint64_t> m_published{0};  // m_generation, for the helpers' polling
   std::byte* m_to = nullptr;
   const std::byte* m_from = nullptr;
   std::size_t m_bytes = 0;

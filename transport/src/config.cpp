@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <functional>
 #include <span>
+#include <thread>
 #include <vector>
 
 namespace flyt::transport {
@@ -55,12 +56,25 @@ const std::vector<Key>& keys() {
        1024, [](const TransportConfig& c) { return std::uint64_t(c.regionSlots); },
        [](TransportConfig& c, std::uint64_t v) { c.regionSlots = std::uint32_t(v); }},
       {"copy_threads", "FLYT_COPY_THREADS",
-       "client threads that fill and drain staging slots for large pageable copies (1: the calling thread alone)",
+       "client threads that fill and drain staging slots for large pageable copies (1: the calling thread alone; default 4 with 8 or more CPUs, else 1)",
        1, 64, [](const TransportConfig& c) { return std::uint64_t(c.copyThreads); },
        [](TransportConfig& c, std::uint64_t v) { c.copyThreads = std::uint32_t(v); }},
+      {"reply_spin_us", "FLYT_REPLY_SPIN_US",
+       "client: microseconds it busy-polls for a reply before sleeping (default 20000 with 8 or more CPUs, else 50)",
+       0, 10'000'000, [](const TransportConfig& c) { return std::uint64_t(c.replySpin.count()); },
+       [](TransportConfig& c, std::uint64_t v) { c.replySpin = std::chrono::microseconds(v); }},
   };
   return kTransportKeys;
 }
+
+}  // namespace
+
+bool TransportConfig::manyCpus() {
+  static const bool many = std::thread::hardware_concurrency() >= 8;
+  return many;
+}
+
+namespace {
 
 const Key* findKey(std::string_view name) {
   for (const auto& key : keys()) {

@@ -114,6 +114,7 @@ class ShmChannel final : public Channel {
   std::size_t maxPayloadBytes() const override { return m_config.shmInlinePayloadBytes; }
   std::string describe() const override { return fmt::format("shm://{}#{:016x}", m_name, m_sessionId); }
   bool sharesHostMemory() const override { return true; }
+  void setReceiveSpin(std::chrono::microseconds spin) override { m_receiveSpin = spin; }
 
  private:
   std::unexpected<Error> broken(Errc code, std::string message) {
@@ -154,6 +155,7 @@ class ShmChannel final : public Channel {
   std::vector<ShmChunkClass> m_classes;
   std::uint64_t m_sent = 0;
   std::optional<Error> m_broken;
+  std::chrono::microseconds m_receiveSpin = kSpin;
 };
 
 Result<void> ShmChannel::waitForCredit() {
@@ -297,7 +299,7 @@ Result<Incoming> ShmChannel::receive(std::chrono::milliseconds timeout) {
   const auto deadline = start + timeout;
   do {
     if (auto got = tryTake()) return std::move(*got);
-  } while (Clock::now() - start < kSpin);
+  } while (Clock::now() - start < m_receiveSpin);
   for (;;) {
     if (peerGone()) {
       // sent just before it went; take() pops a lock-free queue, so no lock of the dead peer is taken

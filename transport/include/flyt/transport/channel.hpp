@@ -98,6 +98,12 @@ class Channel {
   // DataRegion (data_region.hpp) and name host memory by BulkRef instead of sending it.
   [[nodiscard]] virtual bool sharesHostMemory() const { return false; }
 
+  // How long receive() busy-polls before it sleeps until a message arrives (channels that cannot
+  // poll ignore it). Polling longer costs the caller's CPU while it waits but saves the wake-up,
+  // which takes from a few to a few hundred microseconds depending on the host. Call it from the
+  // receiving thread, or before receiving starts.
+  virtual void setReceiveSpin(std::chrono::microseconds /*spin*/) {}
+
   // Installs `sink` for inline payloads received from now on (see PayloadSink). Channels that
   // receive payloads into memory of their own (shm) ignore it. Call it from the receiving thread,
   // or before receiving starts.

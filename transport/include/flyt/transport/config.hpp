@@ -30,8 +30,16 @@ struct TransportConfig {
   std::uint64_t regionSlotBytes = 8ULL << 20;
   std::uint32_t regionSlots = 8;
   // Client: threads (the caller included) that fill and drain staging slots for large copies from
-  // and to pageable memory.
-  std::uint32_t copyThreads = 4;
+  // and to pageable memory. Default: 4 on hosts with 8 or more CPUs, else 1.
+  std::uint32_t copyThreads = manyCpus() ? 4 : 1;
+  // Client: how long it busy-polls for a reply before sleeping. NVIDIA's runtime busy-waits in
+  // synchronous calls too (cudaDeviceScheduleAuto on a host with more cores than GPUs); the wake-up
+  // it saves costs tens to hundreds of microseconds on virtual machines. Default: 20 ms on hosts
+  // with 8 or more CPUs; 50 us on smaller ones, where a spinning client takes the worker's CPU.
+  std::chrono::microseconds replySpin{manyCpus() ? 20000 : 50};
+
+  // 8 or more CPUs online: room for a client to spin and copy on several threads beside the worker.
+  [[nodiscard]] static bool manyCpus();
 };
 
 // Parses a TOML file. Syntax errors name the file, line and column.
