@@ -88,3 +88,15 @@ TEST(TransportConfig, SyntaxErrorNamesFileLineAndColumn) {
   ASSERT_FALSE(table);
   EXPECT_NE(table.error().message.find(path + ":2:"), std::string::npos) << table.error().message;
 }
+
+TEST(TransportConfig, ClientCopyKeysParseAndAreBounded) {
+  auto table = toml::parse("[transport]\ncopy_threads = 8\nreply_spin_us = 0\n");
+  auto config = flyt::transport::transportConfigFromToml(table, "client.toml");
+  ASSERT_TRUE(config) << config.error().describe();
+  EXPECT_EQ(config->copyThreads, 8U);
+  EXPECT_EQ(config->replySpin.count(), 0);
+  auto none = toml::parse("[transport]\ncopy_threads = 0\n");
+  auto refused = flyt::transport::transportConfigFromToml(none, "client.toml");
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("copy_threads"), std::string::npos);
+}
