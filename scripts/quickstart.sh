@@ -4,7 +4,8 @@
 #     through Flyt over shared memory (a private node per program), with a pass/fail table.
 #   - On a host without one: a program of memory, copies, streams and events through Flyt on the GPU
 #     stand-in (a test double), since kernels need a GPU.
-# Then the transport benchmark (about a minute; skip it with --no-bench).
+# Then a benchmark (about a minute; skip it with --no-bench): with a GPU, `flytbench memcpy`
+# (Flyt against NVIDIA's runtime); without, the transport benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=1
@@ -24,6 +25,11 @@ else
 fi
 
 if [[ $bench == 1 ]]; then
-  echo "quickstart: transport benchmark (build/bin/flyt_transport_bench)" >&2
-  build/bin/flyt_transport_bench --benchmark_min_time=0.2
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo "quickstart: flytbench memcpy: Flyt against NVIDIA's runtime (about a minute)" >&2
+    build/bin/flytbench memcpy
+  else
+    echo "quickstart: transport benchmark (build/bin/flyt_transport_bench; flytbench needs a GPU)" >&2
+    build/bin/flyt_transport_bench --benchmark_min_time=0.2
+  fi
 fi
