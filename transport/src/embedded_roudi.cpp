@@ -9,22 +9,41 @@
 //     descriptions, so this also sees a RouDi in this very process);
 //   - "can I register?" is answered by connecting to RouDi's unix datagram socket "/tmp/roudi":
 //     connect() on a datagram socket never blocks and fails with ECONNREFUSED when nobody is bound.
+//
+// Why an embedded RouDi may outlive its owner's use of it: a host has one RouDi, and every Flyt
+// process of the host (other nodes, their workers, applications) attaches to whichever process
+// started it. iceoryx 2.0's RouDi destructor destroys every port in the shared management segment
+// (pthread_mutex_destroy on each port's lock) and unlinks the segments, while the other processes
+// still have them mapped and in use: their next publish() then fails to lock with EINVAL and
+// iceoryx aborts the process (POPO__CHUNK_LOCKING_ERROR), an application included. So stopping
+// first stops RouDi's threads (no new registrations or ports; its socket goes away), then looks
+// for live processes other than this one that still hold ports; if there are any, the shared
+// memory is left to them, not destroyed: their sessions keep working until they end, and the
+// next RouDi of the host purges and recreates the segments.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <iostream>
 #include <streambuf>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -34,6 +53,7 @@
 #include "iceoryx_posh/iceoryx_posh_types.hpp"
 #include "iceoryx_posh/internal/roudi/roudi.hpp"
 #include "iceoryx_posh/roudi/iceoryx_roudi_components.hpp"
+#include "iceoryx_posh/roudi/port_pool.hpp"
 #include "iceoryx_posh/runtime/posh_runtime.hpp"
 
 #include "flyt/transport/shm_channel.hpp"
@@ -92,6 +112,70 @@ class CaptureBuf final : public std::streambuf {
   std::string m_text;
 };
 
+// iceoryx's RouDi, with shutdown() (protected there) reachable: it joins RouDi's threads without
+// touching the shared memory.
+class HostRouDi final : public iox::roudi::RouDi {
+ public:
+  explicit HostRouDi(iox::roudi::IceOryxRouDiComponents& components)
+      // No SIGTERM to registered processes (this one included) when RouDi stops.
+      : RouDi(components.rouDiMemoryManager, components.portManager,
+              RoudiStartupParameters{iox::roudi::MonitoringMode::ON, false}) {}
+  void stopThreads() { shutdown(); }
+};
+
+// Whether the runtime `name` belongs to a live process other than this one. Flyt names runtimes
+// "flyt-<pid>-<random>" (ensureRuntime); any other name but RouDi's own counts as live.
+bool liveOtherRuntime(std::string_view name) {
+  if (name == iox::roudi::IPC_CHANNEL_ROUDI_NAME) return false;
+  constexpr std::string_view kPrefix = "flyt-";
+  if (!name.starts_with(kPrefix)) return true;
+  const auto digits = name.substr(kPrefix.size());
+  pid_t pid = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+  if (ec != std::errc{} || pid <= 0) return true;
+  if (pid == ::getpid()) return false;
+  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
+  // A killed child its parent has not reaped yet is dead too: state 'Z' in /proc/<pid>/stat.
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  const std::string line((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto comm = line.rfind(')');
+  return comm == std::string::npos || line.compare(comm, 3, ") Z") != 0;
+}
+
+// The runtimes of live processes other than this one that hold ports in RouDi's shared memory.
+// Call only after HostRouDi::stopThreads(): RouDi no longer changes its port lists then.
+std::set<std::string> otherUsers(iox::roudi::IceOryxRouDiComponents& components) {
+  std::set<std::string> names;
+  auto pool = components.rouDiMemoryManager.portPool();
+  if (!pool.has_value()) return names;
+  const auto note = [&](const auto& ports) {
+    for (const auto* port : ports) {
+      const std::string name(port->m_runtimeName.c_str());
+      if (liveOtherRuntime(name)) names.insert(name);
+    }
+  };
+  note(pool.value()->getPublisherPortDataList());
+  note(pool.value()->getSubscriberPortDataList());
+  return names;
+}
+
+// Tells one RouDi instance from a later one: the socket file each binds anew.
+struct RouDiIdentity {
+  dev_t device;
+  ino_t inode;
+  std::int64_t changedNs;
+  bool operator==(const RouDiIdentity&) const = default;
+};
+std::optional<RouDiIdentity> tryRouDiIdentity() {
+  struct stat st{};
+  if (::stat(kRouDiSocketPath.c_str(), &st) != 0) return std::nullopt;
+  const std::int64_t changedNs = std::int64_t{st.st_ctim.tv_sec} * 1'000'000'000 + st.st_ctim.tv_nsec;
+  return RouDiIdentity{st.st_dev, st.st_ino, changedNs};
+}
+
+std::mutex g_runtimeMutex;
+std::optional<RouDiIdentity> g_registeredWith;  // set once this process registered; g_runtimeMutex
+
 std::atomic<bool> g_ownedHere{false};
 std::mutex g_startMutex;
 
@@ -109,11 +193,10 @@ void quietIceoryxLog() {
 }
 
 Result<void> ensureRuntime() {
-  static std::mutex mutex;
-  static bool registered = false;
-  std::lock_guard lock(mutex);
-  if (registered) return {};
-  if (!rouDiReachable()) {
+  std::lock_guard lock(g_runtimeMutex);
+  if (g_registeredWith) return {};
+  const auto identity = tryRouDiIdentity();  // taken first: a RouDi replaced meanwhile fails later checks
+  if (!identity || !rouDiReachable()) {
     return fail(Errc::kUnavailable,
                 fmt::format("no iceoryx RouDi runs on this host ({} refuses connections); start "
                             "flyt-node or use a tcp:// endpoint",
@@ -123,8 +206,22 @@ Result<void> ensureRuntime() {
   std::random_device random;
   const auto name = fmt::format("flyt-{}-{:08x}", ::getpid(), random());
   iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name.c_str()));
-  registered = true;
+  g_registeredWith = identity;
   log().debug("registered with RouDi as {}", name);
+  return {};
+}
+
+Result<void> checkRuntimeRouDi() {
+  std::lock_guard lock(g_runtimeMutex);
+  if (!g_registeredWith) {
+    return fail(Errc::kUnavailable, "this process is not registered with an iceoryx RouDi");
+  }
+  if (tryRouDiIdentity() != g_registeredWith || !rouDiReachable()) {
+    return fail(Errc::kUnavailable,
+                "the iceoryx RouDi this process registered with has stopped (its owner, maybe another "
+                "flyt-node, exited); iceoryx 2.0 cannot register a process again, so this process can open "
+                "no more shm sessions: restart it, or use a tcp:// endpoint");
+  }
   return {};
 }
 
@@ -151,22 +248,27 @@ bool rouDiReachable() {
 }
 
 struct EmbeddedRouDi::Impl {
-  explicit Impl(const iox::RouDiConfig_t& config)
-      : components(config),
-        roudi(components.rouDiMemoryManager, components.portManager,
-              // No monitoring-driven kills of our own process, and no SIGTERM to registered
-              // processes (this one included) when we stop.
-              iox::roudi::RouDi::RoudiStartupParameters{iox::roudi::MonitoringMode::ON, false}) {}
+  explicit Impl(const iox::RouDiConfig_t& config) : components(config), roudi(components) {}
   ~Impl() { g_ownedHere = false; }
 
   iox::roudi::IceOryxRouDiComponents components;
-  iox::roudi::RouDi roudi;
+  HostRouDi roudi;
 };
 
 EmbeddedRouDi::EmbeddedRouDi(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
 
 EmbeddedRouDi::~EmbeddedRouDi() {
-  if (m_impl) shm::log().info("stopping the embedded RouDi");
+  if (!m_impl) return;
+  shm::log().info("stopping the embedded RouDi");
+  m_impl->roudi.stopThreads();
+  if (const auto users = otherUsers(m_impl->components); !users.empty()) {
+    // See the top of this file. Leaked on purpose: destroying it would destroy their ports.
+    shm::log().warn("{} other process(es) still use this RouDi's shared memory ({}); leaving it to them "
+                    "instead of destroying it",
+                    users.size(), fmt::join(users, ", "));
+    (void)m_impl.release();
+    g_ownedHere = false;
+  }
 }
 
 Result<std::unique_ptr<EmbeddedRouDi>> EmbeddedRouDi::startIfAbsent(const TransportConfig& config) {

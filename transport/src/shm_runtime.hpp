@@ -15,6 +15,12 @@ spdlog::logger& log();
 // Thread-safe; later calls return the first call's success at once.
 [[nodiscard]] Result<void> ensureRuntime();
 
+// kUnavailable unless the RouDi this process registered with still serves. iceoryx 2.0 aborts a
+// process whose port or WaitSet request reaches no RouDi, or a RouDi that started after it
+// registered (a process cannot register twice), so every port creation asks this first. It
+// narrows that window to the request itself. Never blocks; thread-safe.
+[[nodiscard]] Result<void> checkRuntimeRouDi();
+
 // Quietens iceoryx's own logger (it prints to stderr at info level) to warnings. Idempotent.
 void quietIceoryxLog();
 

@@ -101,6 +101,7 @@ bool Ports::connected() const {
 
 Result<std::shared_ptr<Ports>> openPorts(const std::string& name, std::uint64_t sessionId, int side,
                                          ControlMapping control) {
+  if (auto serving = checkRuntimeRouDi(); !serving) return std::unexpected(serving.error());
   const char* out = side == kClientToServer ? "c2s" : "s2c";
   const char* in = side == kClientToServer ? "s2c" : "c2s";
   std::shared_ptr<Ports> ports(

@@ -57,7 +57,9 @@ struct ShmChunkClass {
 // Lifetime: construct it before, and destroy it after, every ShmChannel and Listener of this
 // process (RouDi's destructor invalidates the process's iceoryx pointers). At most one owning
 // instance exists per process; further startIfAbsent calls return a non-owning instance.
-// Thread-safe.
+// Destroying the owning instance stops RouDi (no process can register or open ports any more);
+// while live processes other than this one still hold ports in it, its shared memory is left to
+// them rather than destroyed, and freed by the next RouDi of the host. Thread-safe.
 class EmbeddedRouDi {
  public:
   // Starts RouDi with shmChunkClasses(config) unless one already runs (in this process or another),
