@@ -14,6 +14,8 @@ flyt_require(iceoryx_hoofs libiceoryx-hoofs-dev CONFIG)
 flyt_require(spdlog libspdlog-dev CONFIG)
 flyt_require(tomlplusplus libtomlplusplus-dev CONFIG)
 flyt_require(CLI11 libcli11-dev CONFIG)
+flyt_require(SQLite3 libsqlite3-dev)
+flyt_require(OpenSSL libssl-dev)  # libcrypto: Ed25519 grant signatures
 find_package(Threads REQUIRED)
 # The CUDA 13 toolkit is not a Debian package (scripts/setup.sh finds it). Flyt uses its headers and
 # nvcc; no Flyt library links NVIDIA's runtime or driver.

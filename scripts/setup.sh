@@ -12,7 +12,7 @@ packages=(
   build-essential cmake pkg-config python3
   capnproto libcapnp-dev
   iceoryx libiceoryx-posh-dev libiceoryx-hoofs-dev libacl1-dev  # iceoryx's RouDi headers include <sys/acl.h>
-  libtomlplusplus-dev libspdlog-dev libfmt-dev libsqlite3-dev libcli11-dev
+  libtomlplusplus-dev libspdlog-dev libfmt-dev libsqlite3-dev libssl-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgl-dev libegl-dev libvdpau-dev  # CUDA's GL/EGL/VDPAU interop headers include theirs (api/generate.py)
 )
