@@ -124,9 +124,10 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
 }
 
 Result<OpenedSession> openSession(std::string_view endpoint, const TransportConfig& config,
-                                  std::string_view clientName, std::span<const std::byte> token) {
+                                  std::string_view clientName, std::span<const std::byte> token,
+                                  std::uint64_t sessionId) {
   OpenedSession session;
-  session.sessionId = newSessionId();
+  session.sessionId = sessionId != 0 ? sessionId : newSessionId();
   session.endpoint = std::string(endpoint);
   for (int hop = 0; hop < 2; ++hop) {
     auto where = Endpoint::parse(session.endpoint);

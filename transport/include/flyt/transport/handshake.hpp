@@ -56,11 +56,13 @@ struct OpenedSession {
 };
 
 // Connects to `endpoint`, says Hello, and follows at most one redirect (repeating Hello with the same
-// session id at the new endpoint). Every step is bounded by config.connectTimeout.
+// session id at the new endpoint). Every step is bounded by config.connectTimeout. `sessionId` 0
+// picks a new random id; a cluster client passes the id its grant names, and the grant as `token`.
 [[nodiscard]] Result<OpenedSession> openSession(std::string_view endpoint,
                                                 const TransportConfig& config,
                                                 std::string_view clientName,
-                                                std::span<const std::byte> token = {});
+                                                std::span<const std::byte> token = {},
+                                                std::uint64_t sessionId = 0);
 
 // A random 64-bit session id, never 0.
 [[nodiscard]] std::uint64_t newSessionId();

@@ -1,0 +1,102 @@
+#include "flyt/transport/orchestrator_client.hpp"
+
+#include <capnp/ez-rpc.h>
+#include <fmt/format.h>
+#include <kj/async-io.h>
+#include <kj/timer.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "flyt/transport/endpoint.hpp"
+#include "flyt/wire/cluster.capnp.h"
+
+namespace flyt::transport {
+namespace {
+
+// Exceptions that mean "nobody answered" rather than "the orchestrator said no".
+bool isUnreachable(const kj::Exception& e) {
+  return e.getType() == kj::Exception::Type::DISCONNECTED || e.getType() == kj::Exception::Type::OVERLOADED;
+}
+
+}  // namespace
+
+Result<std::string> orchestratorAddress(std::string_view text) {
+  std::string address(text);
+  if (address.starts_with("tcp://")) address = address.substr(6);
+  if (address.empty()) return fail(Errc::kInvalidArgument, "empty orchestrator address");
+  if (address.find("://") != std::string::npos) {
+    return fail(Errc::kInvalidArgument, fmt::format("orchestrator address '{}' is not tcp://HOST:PORT", text));
+  }
+  const bool bracketed = address.starts_with('[');
+  const auto colon = address.rfind(':');
+  const bool hasPort = colon != std::string::npos && (!bracketed || colon > address.find(']'));
+  if (!hasPort) address += fmt::format(":{}", kOrchestratorPort);
+  return address;
+}
+
+std::string plainRpcMessage(std::string_view description) {
+  std::string text(description);
+  constexpr std::string_view kRemote = "remote exception: ";
+  while (text.starts_with(kRemote)) text.erase(0, kRemote.size());
+  return text;
+}
+
+Result<PlacementInfo> requestPlacement(std::string_view where, const SessionRequestInfo& request,
+                                       std::chrono::milliseconds timeout) {
+  auto address = orchestratorAddress(where);
+  if (!address) return std::unexpected(address.error());
+  Result<PlacementInfo> result = fail(Errc::kUnavailable, "no answer");
+  std::thread worker([&] {
+    kj::Maybe<kj::Exception> thrown = kj::runCatchingExceptions([&] {
+      capnp::EzRpcClient client(address->c_str(), kOrchestratorPort);
+      auto& timer = client.getIoProvider().getTimer();
+      auto orchestrator = client.getMain<wire::Orchestrator>();
+      auto call = orchestrator.openSessionRequest();
+      auto req = call.initRequest();
+      req.setTenant(request.tenant);
+      req.setToken(request.token);
+      req.setClientName(request.clientName);
+      req.setHostId(request.hostId);
+      req.setPid(request.pid);
+      auto deadline = timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([]() -> capnp::Response<wire::Orchestrator::OpenSessionResults> {
+        kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "timed out"));
+      });
+      auto response = call.send().exclusiveJoin(kj::mv(deadline)).wait(client.getWaitScope());
+      auto placement = response.getPlacement();
+      PlacementInfo info;
+      auto grant = placement.getSignedGrant();
+      info.signedGrant.assign(reinterpret_cast<const std::byte*>(grant.begin()),
+                              reinterpret_cast<const std::byte*>(grant.end()));
+      info.sessionId = placement.getSessionId();
+      info.node = placement.getNode().cStr();
+      for (auto endpoint : placement.getEndpoints()) info.endpoints.emplace_back(endpoint.cStr());
+      info.gpuUuid = placement.getGpuUuid().cStr();
+      info.smPercent = placement.getSmPercent();
+      info.memoryBytes = placement.getMemoryBytes();
+      result = std::move(info);
+    });
+    KJ_IF_MAYBE (e, thrown) {
+      const std::string message = plainRpcMessage(e->getDescription().cStr());
+      if (isUnreachable(*e)) {
+        result = fail(Errc::kUnavailable,
+                      fmt::format("cannot reach the orchestrator at {}: {}", *address, message));
+      } else {
+        result = fail(Errc::kInvalidArgument, fmt::format("the orchestrator refused the session: {}", message));
+      }
+    }
+  });
+  worker.join();
+  return result;
+}
+
+std::string hostIdentity() {
+  std::string boot;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) name[0] = '\0';
+  return fmt::format("{}/{}", boot, name);
+}
+
+}  // namespace flyt::transport
