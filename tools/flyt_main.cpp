@@ -33,6 +33,7 @@
 
 #include "flyt/transport/config.hpp"
 #include "flyt/transport/endpoint.hpp"
+#include "flyt/transport/orchestrator_client.hpp"
 #include "flyt/transport/transport.hpp"
 
 namespace {
@@ -48,11 +49,14 @@ constexpr auto kNodeStopGrace = 5s;
 
 constexpr const char* kRunFooter = R"(
 Usage: flyt run [--server URL] [--executor K] [--] PROGRAM ARGS...
+       flyt run --orchestrator HOST:PORT --tenant NAME --token T [--] PROGRAM ARGS...
 
 Examples:
   flyt run -- ./matmul 1024                  private node for this run (shared memory)
   flyt run --server tcp://gpu1:7070 -- ./app a node on another host
   FLYT_SERVER=shm://flyt flyt run -- ./app   the node started by `flyt node` on this host
+  flyt run --orchestrator ctl1:7000 --tenant vm-a --token $TOKEN -- ./app
+                                             cluster: the orchestrator picks the node and GPU
 
 Without --server and FLYT_SERVER, flyt starts a private flyt-node for the run and stops it when
 PROGRAM exits; that needs a GPU on this host. Where there is none, flyt refuses, unless
@@ -250,7 +254,7 @@ int runProgram(const std::vector<std::string>& program, const fs::path& runtime,
     const std::string newPath = libDir + (path && *path ? fmt::format(":{}", path) : std::string());
     ::setenv("LD_PRELOAD", newPreload.c_str(), 1);
     ::setenv("LD_LIBRARY_PATH", newPath.c_str(), 1);
-    ::setenv("FLYT_SERVER", server.c_str(), 1);
+    if (!server.empty()) ::setenv("FLYT_SERVER", server.c_str(), 1);
     execChild(program);
   }
   if (pid < 0) {
@@ -272,8 +276,41 @@ int runProgram(const std::vector<std::string>& program, const fs::path& runtime,
 struct RunOptions {
   std::string server;
   std::string executor = "auto";
+  std::string config;
+  std::string orchestrator;
+  std::string tenant;
+  std::string token;
   std::vector<std::string> program;
 };
+
+// Cluster mode: the options become the environment the interposed library reads (FLYT_CONFIG,
+// FLYT_ORCHESTRATOR, FLYT_TENANT, FLYT_TOKEN), checked here so that a mistake is reported before
+// the program starts. True when an orchestrator is configured (then no node is named or started).
+std::optional<bool> exportClusterSettings(const RunOptions& options) {
+  if (!options.config.empty()) {
+    ::setenv("FLYT_CONFIG", fs::absolute(options.config).c_str(), 1);
+  }
+  for (const auto& [value, name] : {std::pair{&options.orchestrator, "FLYT_ORCHESTRATOR"},
+                                    std::pair{&options.tenant, "FLYT_TENANT"}, std::pair{&options.token, "FLYT_TOKEN"}}) {
+    if (!value->empty()) ::setenv(name, value->c_str(), 1);
+  }
+  std::optional<toml::table> file;
+  const char* path = std::getenv("FLYT_CONFIG");
+  if (path != nullptr && *path != '\0') {
+    auto table = ft::loadTomlFile(path);
+    if (!table) {
+      say("{}", table.error().describe());
+      return std::nullopt;
+    }
+    file = std::move(*table);
+  }
+  auto cluster = ft::clusterClientConfig(file ? &*file : nullptr, path != nullptr ? path : "");
+  if (!cluster) {
+    say("{}", cluster.error().message);
+    return std::nullopt;
+  }
+  return cluster->enabled();
+}
 
 int run(const RunOptions& options, bool executorGiven) {
   const fs::path self = selfDirectory();
@@ -283,6 +320,12 @@ int run(const RunOptions& options, bool executorGiven) {
     say("Flyt's libcudart.so.13 is not at {} (flyt expects <prefix>/bin/flyt and "
         "<prefix>/lib/libcudart.so.13)", (self / ".." / "lib").string());
     return kExitFlytError;
+  }
+  const auto clustered = exportClusterSettings(options);
+  if (!clustered) return kExitFlytError;
+  if (*clustered) {
+    if (!options.server.empty()) say("--server is ignored with an orchestrator: it places the session");
+    return runProgram(options.program, runtime, "");
   }
   std::string server = options.server;
   if (server.empty()) {
@@ -344,6 +387,14 @@ int main(int argc, char** argv) {
   runCommand->add_option("--executor", options.executor,
                          "private node only: auto or cuda (the GPU), standin (the GPU stand-in, a test double)")
       ->check(CLI::IsMember({"auto", "cuda", "standin"}));
+  runCommand->add_option("--config", options.config, "client.toml ([transport], [cluster]); sets FLYT_CONFIG")
+      ->check(CLI::ExistingFile);
+  runCommand->add_option("--orchestrator", options.orchestrator,
+                         "cluster mode: flyt-orchestrator's address HOST:PORT (default: $FLYT_ORCHESTRATOR); "
+                         "it places the session on a node with room for the tenant's quota");
+  runCommand->add_option("--tenant", options.tenant, "cluster mode: the tenant (VM) to run as (default: $FLYT_TENANT)");
+  runCommand->add_option("--token", options.token,
+                         "cluster mode: the tenant's token from `flytctl tenant add` (default: $FLYT_TOKEN)");
   // Everything from PROGRAM on belongs to PROGRAM, options included (`flyt run ./app -n 3`).
   runCommand->prefix_command();
   runCommand->footer(kRunFooter);

@@ -6,6 +6,8 @@
 #include <kj/timer.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
 
@@ -89,6 +91,54 @@ Result<PlacementInfo> requestPlacement(std::string_view where, const SessionRequ
   });
   worker.join();
   return result;
+}
+
+Result<ClusterClientConfig> clusterClientConfig(const toml::table* file, std::string_view sourceName) {
+  ClusterClientConfig config;
+  struct Key {
+    std::string_view name;
+    const char* env;
+    std::string ClusterClientConfig::*field;
+  };
+  static constexpr Key kKeys[] = {{"orchestrator", "FLYT_ORCHESTRATOR", &ClusterClientConfig::orchestrator},
+                                  {"tenant", "FLYT_TENANT", &ClusterClientConfig::tenant},
+                                  {"token", "FLYT_TOKEN", &ClusterClientConfig::token}};
+  const toml::node* node = file != nullptr ? file->get("cluster") : nullptr;
+  if (node != nullptr) {
+    const toml::table* table = node->as_table();
+    if (table == nullptr) {
+      return fail(Errc::kInvalidArgument, fmt::format("{}:{}: 'cluster' must be a table", sourceName,
+                                                      node->source().begin.line));
+    }
+    for (const auto& [name, value] : *table) {
+      const auto* key = std::find_if(std::begin(kKeys), std::end(kKeys),
+                                     [&](const Key& k) { return k.name == name.str(); });
+      const auto line = value.source().begin.line;
+      if (key == std::end(kKeys)) {
+        return fail(Errc::kInvalidArgument,
+                    fmt::format("{}:{}: unknown key 'cluster.{}' (known keys: orchestrator, tenant, token)",
+                                sourceName, line, name.str()));
+      }
+      auto text = value.value<std::string>();
+      if (!value.is_string() || !text) {
+        return fail(Errc::kInvalidArgument, fmt::format("{}:{}: cluster.{} must be a string", sourceName, line,
+                                                        name.str()));
+      }
+      config.*(key->field) = *text;
+    }
+  }
+  for (const auto& key : kKeys) {
+    if (const char* value = std::getenv(key.env); value != nullptr && *value != '\0') config.*(key.field) = value;
+  }
+  if (config.enabled()) {
+    auto address = orchestratorAddress(config.orchestrator);
+    if (!address) return std::unexpected(address.error());
+    if (config.tenant.empty()) {
+      return fail(Errc::kInvalidArgument,
+                  "an orchestrator is configured but no tenant (cluster.tenant in client.toml, or FLYT_TENANT)");
+    }
+  }
+  return config;
 }
 
 std::string hostIdentity() {

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include <toml++/toml.h>
+
 #include "flyt/transport/error.hpp"
 
 namespace flyt::transport {
@@ -44,6 +46,20 @@ struct PlacementInfo {
 
 // "host:port" for capnp's EzRpc from "tcp://host:port" or "host:port"; a missing port is 7000.
 [[nodiscard]] Result<std::string> orchestratorAddress(std::string_view text);
+
+// The application's cluster settings: the `[cluster]` table of client.toml (keys orchestrator,
+// tenant, token), overridden by FLYT_ORCHESTRATOR, FLYT_TENANT and FLYT_TOKEN. Without an
+// orchestrator the application connects to FLYT_SERVER (standalone mode).
+struct ClusterClientConfig {
+  std::string orchestrator;
+  std::string tenant;
+  std::string token;
+  [[nodiscard]] bool enabled() const { return !orchestrator.empty(); }
+};
+
+// `file` may be null (no client.toml). Unknown keys and wrong types name `sourceName`, the line and
+// the key; an orchestrator without a tenant is an error.
+[[nodiscard]] Result<ClusterClientConfig> clusterClientConfig(const toml::table* file, std::string_view sourceName);
 
 // Default orchestrator port.
 inline constexpr std::uint16_t kOrchestratorPort = 7000;
