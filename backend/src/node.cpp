@@ -164,7 +164,7 @@ std::string Node::Impl::workerEndpoint(std::uint64_t sessionId, const transport:
 transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hello,
                                                  const transport::Endpoint& via) {
   WorkerLaunch launch{options.workerPath, workerEndpoint(hello.sessionId, via), hello.sessionId,
-                      options.node.executor, options.configPath};
+                      options.node.executor, options.configPath, options.node.sessionLimits};
   std::optional<SpawnedWorker> worker;
   {
     std::lock_guard lock(mutex);

@@ -4,6 +4,9 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <utility>
 
 #include <array>
 
@@ -13,7 +16,8 @@ namespace {
 using transport::Errc;
 using transport::fail;
 
-constexpr std::array<std::string_view, 3> kNodeKeys = {"shm_name", "tcp", "executor"};
+constexpr std::array<std::string_view, 6> kNodeKeys = {"shm_name", "tcp", "executor", "session_memory_limit",
+                                                       "session_sm_percent", "session_idle_timeout_s"};
 
 std::string where(std::string_view source, const toml::node& node) {
   return fmt::format("{}:{}", source, node.source().begin.line);
@@ -26,8 +30,37 @@ transport::Result<std::string> stringValue(const toml::node& value, std::string_
               fmt::format("{}: node.{} must be a string", where(source, value), key));
 }
 
+// session_*: integers (the memory limit also as a string with a unit).
+transport::Result<void> applyLimitKey(SessionLimits& limits, std::string_view key, const toml::node& value,
+                                      std::string_view source) {
+  auto located = [&](std::string message) {
+    return fail(Errc::kInvalidArgument, fmt::format("{}: node.{}: {}", where(source, value), key, message));
+  };
+  const auto number = value.value<std::int64_t>();
+  if (key == "session_memory_limit") {
+    if (value.is_string()) {
+      auto bytes = parseByteSize(*value.value<std::string>());
+      if (!bytes) return located(bytes.error().message);
+      limits.memoryBytes = *bytes;
+      return {};
+    }
+    if (!value.is_integer() || *number < 0) return located("must be a byte count (integer >= 0, or \"8GiB\")");
+    limits.memoryBytes = static_cast<std::uint64_t>(*number);
+  } else if (key == "session_sm_percent") {
+    if (!value.is_integer()) return located("must be an integer percentage");
+    auto percent = checkSmPercent(*number);
+    if (!percent) return located(percent.error().message);
+    limits.smPercent = *percent;
+  } else {
+    if (!value.is_integer() || *number < 0 || *number > UINT32_MAX) return located("must be seconds (integer >= 0)");
+    limits.idleTimeoutS = static_cast<std::uint32_t>(*number);
+  }
+  return {};
+}
+
 transport::Result<void> applyKey(NodeConfig& config, std::string_view key, const toml::node& value,
                                  std::string_view source) {
+  if (key.starts_with("session_")) return applyLimitKey(config.sessionLimits, key, value, source);
   auto text = stringValue(value, key, source);
   if (!text) return std::unexpected(text.error());
   auto located = [&](const transport::Error& e) {
@@ -49,6 +82,38 @@ transport::Result<void> applyKey(NodeConfig& config, std::string_view key, const
 }
 
 }  // namespace
+
+transport::Result<std::uint64_t> parseByteSize(std::string_view text) {
+  const std::string owned(text);
+  char* end = nullptr;
+  errno = 0;
+  const double number = std::strtod(owned.c_str(), &end);
+  std::string_view unit(end, owned.c_str() + owned.size() - end);
+  while (unit.starts_with(' ')) unit.remove_prefix(1);
+  static constexpr std::array<std::pair<std::string_view, int>, 5> kUnits = {
+      {{"", 0}, {"K", 10}, {"M", 20}, {"G", 30}, {"T", 40}}};
+  int shift = -1;
+  for (const auto& [prefix, bits] : kUnits) {
+    for (std::string_view suffix : {"", "B", "iB"}) {
+      if (!prefix.empty() || suffix != "iB") {
+        if (unit == fmt::format("{}{}", prefix, suffix)) shift = bits;
+      }
+    }
+  }
+  const double bytes = number * double(1ULL << (shift < 0 ? 0 : shift));
+  if (end == owned.c_str() || errno != 0 || shift < 0 || !(number >= 0) || bytes >= 18446744073709551615.0) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("'{}' is not a byte size (e.g. 1073741824, 512MiB, 8GiB)", text));
+  }
+  return static_cast<std::uint64_t>(bytes);
+}
+
+transport::Result<std::uint32_t> checkSmPercent(std::int64_t percent) {
+  if (percent < 0 || percent > 100) {
+    return fail(Errc::kInvalidArgument, fmt::format("an SM share of {} % is not in 0..100", percent));
+  }
+  return static_cast<std::uint32_t>(percent);
+}
 
 transport::Result<ExecutorKind> parseExecutor(std::string_view text) {
   if (text == "auto") return ExecutorKind::kAuto;

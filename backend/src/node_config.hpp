@@ -2,6 +2,7 @@
 // the command line. Private to backend/ (flyt-node, flyt-worker and their tests).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include "flyt/backend/session_handler.hpp"
+#include "flyt/backend/session_limits.hpp"
 #include "flyt/transport/config.hpp"
 #include "flyt/transport/endpoint.hpp"
 
@@ -27,7 +29,18 @@ struct NodeConfig {
       transport::Endpoint{transport::Endpoint::Kind::kTcp, "127.0.0.1", 7070, {}};
   // Executor the workers run sessions on (see ExecutorKind).
   ExecutorKind executor = ExecutorKind::kAuto;
+  // Standalone mode limits: applied to every session of this node (keys session_memory_limit,
+  // session_sm_percent, session_idle_timeout_s; options --session-*). Only memoryBytes, smPercent
+  // and idleTimeoutS are read from the file. Defaults: the whole GPU, no idle timeout.
+  SessionLimits sessionLimits;
 };
+
+// "1073741824", "512MiB", "8GiB", "1.5GiB", "64KiB", "2TiB" (also "8G", "8GB": binary units all the
+// same) -> bytes. "0" is 0 (unlimited where a limit is meant).
+[[nodiscard]] transport::Result<std::uint64_t> parseByteSize(std::string_view text);
+
+// A session's SM share: 0..100 (0 and 100: the whole GPU).
+[[nodiscard]] transport::Result<std::uint32_t> checkSmPercent(std::int64_t percent);
 
 // "auto", "cuda", "standin" <-> ExecutorKind.
 [[nodiscard]] transport::Result<ExecutorKind> parseExecutor(std::string_view text);
@@ -36,7 +49,9 @@ struct NodeConfig {
 // "HOST:PORT" or "tcp://HOST:PORT" -> a TCP endpoint; "none" -> nullopt.
 [[nodiscard]] transport::Result<std::optional<transport::Endpoint>> parseTcpOption(std::string_view text);
 
-// Reads the `[node]` table (keys shm_name, tcp, executor; absent keys keep the defaults in
+// Reads the `[node]` table (keys shm_name, tcp, executor, session_memory_limit (bytes as an integer,
+// or a string parseByteSize takes), session_sm_percent, session_idle_timeout_s; absent keys keep the
+// defaults in
 // `config`). Unknown keys and wrong types are errors naming `sourceName`, the line and the key.
 [[nodiscard]] transport::Result<NodeConfig> nodeConfigFromToml(const toml::table& root,
                                                                std::string_view sourceName,

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "flyt/transport/log.hpp"
@@ -22,6 +23,9 @@ constexpr const char* kFooter = R"(Examples:
   flyt-node --tcp 0.0.0.0:7070               accept TCP sessions from other hosts
   flyt-node --shm gpu0 --tcp none            shared memory only, under another name
   flyt-node --config /etc/flyt/node.toml     keys of [node] and [transport]; options override them
+  flyt-node --session-memory-limit 8GiB --session-sm-percent 50
+                                             standalone mode limits: every session gets 8 GiB and
+                                             half of the GPU's SMs
 
 Environment: FLYT_LOG (log level, overridden by --log) and the FLYT_* transport keys:
 )";
@@ -34,6 +38,9 @@ struct CommandLine {
   std::string executor;
   std::string log = "info";
   int readyFd = -1;
+  std::string sessionMemoryLimit;
+  std::optional<std::int64_t> sessionSmPercent;
+  std::optional<std::uint32_t> sessionIdleTimeoutS;
 };
 
 std::filesystem::path selfDirectory() {
@@ -75,6 +82,18 @@ flyt::transport::Result<NodeOptions> resolveOptions(const CommandLine& cli) {
     if (!executor) return std::unexpected(executor.error());
     options.node.executor = *executor;
   }
+  auto& limits = options.node.sessionLimits;
+  if (!cli.sessionMemoryLimit.empty()) {
+    auto bytes = fb::parseByteSize(cli.sessionMemoryLimit);
+    if (!bytes) return std::unexpected(bytes.error());
+    limits.memoryBytes = *bytes;
+  }
+  if (cli.sessionSmPercent) {
+    auto percent = fb::checkSmPercent(*cli.sessionSmPercent);
+    if (!percent) return std::unexpected(percent.error());
+    limits.smPercent = *percent;
+  }
+  if (cli.sessionIdleTimeoutS) limits.idleTimeoutS = *cli.sessionIdleTimeoutS;
   options.workerPath = cli.worker.empty() ? (selfDirectory() / "flyt-worker").string() : cli.worker;
   return options;
 }
@@ -118,6 +137,13 @@ int main(int argc, char** argv) {
   app.add_option("--ready-fd", cli.readyFd,
                  "when serving, write the endpoints (one line, space-separated) to this descriptor and close "
                  "it, instead of the 'flyt-node: serving' line on stderr");
+  // Standalone mode limits ([node] session_* keys): every session of this node gets them.
+  app.add_option("--session-memory-limit", cli.sessionMemoryLimit,
+                 "device memory each session may allocate: bytes, or 512MiB, 8GiB (default 0: unlimited)");
+  app.add_option("--session-sm-percent", cli.sessionSmPercent,
+                 "share of the GPU's SMs each session gets, 1..99 (default 0 or 100: the whole GPU)");
+  app.add_option("--session-idle-timeout-s", cli.sessionIdleTimeoutS,
+                 "end a session after this many seconds without a call (default 0: never)");
   CLI11_PARSE(app, argc, argv);
 
   // Before the first logger exists, and inherited by the workers.
