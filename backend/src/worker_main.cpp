@@ -2,17 +2,25 @@
 //
 // Listens on --listen, reports the real endpoint on --ready-fd, accepts one channel within
 // connectTimeout, admits only the Hello of --session, and then hands every message to the
-// session's handler until the session ends. Exit status: 0 when the session ended with Goodbye or
-// the application went away; 1 when the session broke (malformed message, transport failure);
-// 2 for bad arguments; 3 when the client never came or was refused. Logs go to stderr; stdout is
-// reserved for forwarding device printf.
+// session's handler until the session ends. The session's limits come as options (--memory-limit,
+// --sm-percent, --idle-timeout-s, --mps; node_workers.hpp); --control-fd is the node's control pipe
+// (a live change of the memory limit), read on a thread of its own (worker_control.hpp).
+//
+// Exit status: 0 when the session ended with Goodbye or the application went away; 1 when the
+// session broke (malformed message, transport failure); 2 for bad arguments; 3 when the client
+// never came or was refused; 4 when the session was released for idleness (no message for
+// --idle-timeout-s seconds: the application's next call fails with cudaErrorDevicesUnavailable, as
+// for a node that went away). Logs go to stderr; stdout is reserved for forwarding device printf.
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
+#include <optional>
 #include <string>
 
 #include "flyt/backend/session_handler.hpp"
@@ -20,6 +28,7 @@
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/transport.hpp"
 #include "node_config.hpp"
+#include "worker_control.hpp"
 
 namespace {
 
@@ -29,6 +38,7 @@ namespace ft = flyt::transport;
 constexpr int kExitBroken = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitNoSession = 3;
+constexpr int kExitIdle = 4;
 
 spdlog::logger& log() { return flyt::logger("worker"); }
 
@@ -38,6 +48,8 @@ struct CommandLine {
   int readyFd = -1;
   std::string executor = "auto";
   std::string config;
+  int controlFd = -1;
+  fb::SessionLimits limits;
 };
 
 ft::Result<std::uint64_t> parseSessionId(std::string_view text) {
@@ -67,11 +79,24 @@ void reportReady(int fd, const std::string& endpoint) {
   }
 }
 
-// After the handshake: one message at a time until the session ends.
+// After the handshake: one message at a time until the session ends, or until it was idle (no
+// message at all) for `idleTimeout` (zero: never).
 int serve(ft::Channel& channel, fb::SessionHandler& handler, std::uint64_t sessionId,
-          const ft::TransportConfig& config) {
+          const ft::TransportConfig& config, std::chrono::seconds idleTimeout) {
+  using Clock = std::chrono::steady_clock;
+  auto lastMessage = Clock::now();
   for (;;) {
-    auto incoming = channel.receive(config.peerTimeout);
+    auto wait = config.peerTimeout;
+    if (idleTimeout.count() > 0) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(lastMessage + idleTimeout - Clock::now());
+      if (left.count() <= 0) {
+        log().info("session {:016x}: released after {} s without a call (idle timeout)", sessionId,
+                   idleTimeout.count());
+        return kExitIdle;
+      }
+      wait = std::min(wait, left);
+    }
+    auto incoming = channel.receive(wait);
     if (!incoming) {
       const auto& error = incoming.error();
       if (error.code == ft::Errc::kTimeout) continue;  // an idle application is not an error
@@ -82,6 +107,7 @@ int serve(ft::Channel& channel, fb::SessionHandler& handler, std::uint64_t sessi
       log().error("session {:016x}: {}", sessionId, error.describe());
       return kExitBroken;
     }
+    lastMessage = Clock::now();
     auto state = handler.handle(*incoming, channel);
     if (!state) {
       if (state.error().code == ft::Errc::kDisconnected) {
@@ -96,6 +122,7 @@ int serve(ft::Channel& channel, fb::SessionHandler& handler, std::uint64_t sessi
       log().info("session {:016x}: ended by the application", sessionId);
       return 0;
     }
+    lastMessage = Clock::now();  // a long call (a big copy, a synchronize) is not idleness
   }
 }
 
@@ -131,7 +158,11 @@ int run(const CommandLine& cli) {
     }
     channel = std::move(*accepted);
   }
-  const fb::SessionOptions options{*executor, *config};
+  fb::SessionOptions options{*executor, *config};
+  options.limits = cli.limits;
+  options.memoryQuota = std::make_shared<fb::MemoryQuota>(cli.limits.memoryBytes);
+  std::optional<fb::ControlReader> control;
+  if (cli.controlFd >= 0) control.emplace(cli.controlFd, options.memoryQuota, *sessionId);
   std::unique_ptr<fb::SessionHandler> handler;
   // The handler is made inside admit so that a refusal (say, --executor cuda without a GPU)
   // reaches the application as the handshake's answer.
@@ -154,7 +185,7 @@ int run(const CommandLine& cli) {
   }
   log().info("session {:016x}: serving client '{}' pid {} on {}", *sessionId, hello->clientName,
              hello->pid, channel->describe());
-  const int status = serve(*channel, *handler, *sessionId, *config);
+  const int status = serve(*channel, *handler, *sessionId, *config, std::chrono::seconds(cli.limits.idleTimeoutS));
   handler.reset();  // release the session's GPU state before the channel goes
   return status;
 }
@@ -174,6 +205,13 @@ int main(int argc, char** argv) {
   app.add_option("--executor", cli.executor, "auto (GPU, else the stand-in), cuda, standin")
       ->check(CLI::IsMember({"auto", "cuda", "standin"}));
   app.add_option("--config", cli.config, "node.toml ([transport] is read)")->check(CLI::ExistingFile);
+  app.add_option("--control-fd", cli.controlFd,
+                 "descriptor of the node's control pipe (memory-limit lines; see node_workers.hpp)");
+  app.add_option("--memory-limit", cli.limits.memoryBytes, "device memory the session may allocate, bytes (0: unlimited)");
+  app.add_option("--sm-percent", cli.limits.smPercent, "share of the GPU's SMs, 1..99 (0 or 100: all)")
+      ->check(CLI::Range(0, 100));
+  app.add_option("--idle-timeout-s", cli.limits.idleTimeoutS, "end the session after this many idle seconds (0: never)");
+  app.add_flag("--mps", cli.limits.mps, "the SM share is enforced by MPS (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)");
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
   return run(cli);

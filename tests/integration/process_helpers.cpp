@@ -90,6 +90,13 @@ std::string Process::stderrText() const {
   return text.str();
 }
 
+bool Process::writeLine(const std::string& line) {
+  if (m_stdin < 0) return false;
+  const std::string text = line + "\n";
+  ::signal(SIGPIPE, SIG_IGN);
+  return ::write(m_stdin, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+}
+
 void Process::closeStdin() {
   if (m_stdin >= 0) ::close(std::exchange(m_stdin, -1));
 }

@@ -33,6 +33,8 @@ class Process {
   [[nodiscard]] std::string readAll(std::chrono::milliseconds timeout);
   // Everything the child wrote to stderr so far.
   [[nodiscard]] std::string stderrText() const;
+  // Writes `line` and a newline to the child's stdin; false when the child no longer reads it.
+  bool writeLine(const std::string& line);
   void closeStdin();
   void signal(int sig) const;
   // The child's waitpid status once it exits within `timeout`; nullopt if it is still running.

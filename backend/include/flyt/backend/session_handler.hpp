@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "flyt/backend/memory_quota.hpp"
+#include "flyt/backend/session_limits.hpp"
 #include "flyt/transport/channel.hpp"
 #include "flyt/transport/handshake.hpp"
 
@@ -39,10 +41,16 @@ struct SessionOptions {
   // Capture the process's stdout (device printf) and send it to the application with each reply.
   // Set for worker processes; the handler then owns fd 1 for the life of the process.
   bool captureOutput = true;
+  // What the session may use. The executor applies the SM share (a green context, or only the
+  // reported count under MPS); the handler charges allocations to `memoryQuota`.
+  SessionLimits limits;
+  // Shared with whoever changes the limit while the session runs (the worker's control thread);
+  // null: a quota of limits.memoryBytes that nobody else changes.
+  std::shared_ptr<MemoryQuota> memoryQuota;
 };
 
 // Creates the handler for a session whose Hello was `hello`. Fails when the requested executor is
-// unavailable (kCuda without a GPU), with a message naming why.
+// unavailable (kCuda without a GPU, or the SM share cannot be set up), with a message naming why.
 [[nodiscard]] transport::Result<std::unique_ptr<SessionHandler>> makeSessionHandler(
     const transport::HelloInfo& hello, const SessionOptions& options);
 

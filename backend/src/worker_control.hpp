@@ -1,0 +1,43 @@
+// The worker's end of the control pipe (protocol: node_workers.hpp): a thread that reads the node's
+// lines and applies them to the running session.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <thread>
+
+#include "flyt/backend/memory_quota.hpp"
+
+namespace flyt::backend {
+
+// One understood control line.
+struct ControlCommand {
+  std::uint64_t memoryLimit = 0;  // `memory-limit <bytes>`
+};
+
+// Parses one line without its '\n'; nullopt when it is not a command of the protocol.
+[[nodiscard]] std::optional<ControlCommand> parseControlLine(std::string_view line);
+
+// Reads `fd` (owned from construction) on its own thread until EOF or destruction, setting the
+// quota's limit for every `memory-limit` line. Unknown or overlong lines are logged and skipped; EOF
+// or a read error ends the reading only. The destructor stops the thread and closes `fd`.
+class ControlReader {
+ public:
+  ControlReader(int fd, std::shared_ptr<MemoryQuota> quota, std::uint64_t sessionId);
+  ~ControlReader();
+  ControlReader(const ControlReader&) = delete;
+  ControlReader& operator=(const ControlReader&) = delete;
+
+ private:
+  void run();
+
+  int m_fd;
+  int m_stop[2] = {-1, -1};  // a self-pipe: the destructor's wake-up
+  std::shared_ptr<MemoryQuota> m_quota;
+  std::uint64_t m_sessionId;
+  std::thread m_thread;
+};
+
+}  // namespace flyt::backend
