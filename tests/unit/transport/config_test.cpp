@@ -1,4 +1,5 @@
 #include "flyt/transport/config.hpp"
+#include "flyt/transport/orchestrator_client.hpp"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -99,4 +100,41 @@ TEST(TransportConfig, ClientCopyKeysParseAndAreBounded) {
   auto refused = flyt::transport::transportConfigFromToml(none, "client.toml");
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("copy_threads"), std::string::npos);
+}
+
+TEST(ClusterClientConfig, ShippedClientTomlMeansStandaloneAndTheEnvironmentOverridesIt) {
+  const std::string path = std::string(FLYT_CONFIG_DIR) + "/client.toml";
+  auto table = flyt::transport::loadTomlFile(path);
+  ASSERT_TRUE(table) << table.error().describe();
+  ::unsetenv("FLYT_ORCHESTRATOR");
+  ::unsetenv("FLYT_TENANT");
+  ::unsetenv("FLYT_TOKEN");
+  auto config = flyt::transport::clusterClientConfig(&*table, path);
+  ASSERT_TRUE(config) << config.error().describe();
+  EXPECT_FALSE(config->enabled());
+
+  ::setenv("FLYT_ORCHESTRATOR", "ctl1", 1);
+  auto noTenant = flyt::transport::clusterClientConfig(&*table, path);
+  ASSERT_FALSE(noTenant);
+  EXPECT_NE(noTenant.error().message.find("tenant"), std::string::npos);
+  ::setenv("FLYT_TENANT", "vm-a", 1);
+  auto clustered = flyt::transport::clusterClientConfig(&*table, path);
+  ASSERT_TRUE(clustered) << clustered.error().describe();
+  EXPECT_TRUE(clustered->enabled());
+  EXPECT_EQ(clustered->tenant, "vm-a");
+  EXPECT_EQ(*flyt::transport::orchestratorAddress(clustered->orchestrator), "ctl1:7000");
+  ::unsetenv("FLYT_ORCHESTRATOR");
+  ::unsetenv("FLYT_TENANT");
+}
+
+TEST(ClusterClientConfig, UnknownKeysAndWrongTypesNameFileLineAndKey) {
+  auto table = toml::parse("[cluster]\ntenant = 'a'\ntennant = 'b'\n");
+  auto refused = flyt::transport::clusterClientConfig(&table, "client.toml");
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("client.toml:3"), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("cluster.tennant"), std::string::npos);
+  auto typed = toml::parse("[cluster]\ntoken = 5\n");
+  auto wrongType = flyt::transport::clusterClientConfig(&typed, "client.toml");
+  ASSERT_FALSE(wrongType);
+  EXPECT_NE(wrongType.error().message.find("cluster.token must be a string"), std::string::npos);
 }
