@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <list>
@@ -18,6 +19,9 @@
 #include "flyt/transport/segment.hpp"
 #include "flyt/transport/shm_channel.hpp"
 #include "flyt/transport/transport.hpp"
+#include "cluster_agent.hpp"
+#include "flyt/transport/grant.hpp"
+#include "flyt/transport/orchestrator_client.hpp"
 #include "node_workers.hpp"
 
 namespace flyt::backend {
@@ -43,6 +47,8 @@ struct Session {
   std::uint32_t clientPid = 0;
   std::string via;  // the node endpoint the client came in on
   Clock::time_point started;
+  int controlFd = -1;  // the worker's control pipe (live memory quota), owned
+  std::string endReason;  // set when the node itself ends the session ("killed by the orchestrator")
 };
 
 struct Handshake {
@@ -76,6 +82,20 @@ struct Node::Impl {
   std::uint64_t spawned = 0;
   bool reaperStop = false;
   std::thread reaper;
+
+  // Cluster mode (options.node.orchestrator set): the link to the orchestrator, this node's GPUs,
+  // and the session ids whose grants were used (a grant admits one session, once), with expiry.
+  std::unique_ptr<ClusterAgent> agent;
+  std::string nodeName;
+  std::vector<GpuInfo> gpus;
+  bool mps = false;
+  std::map<std::uint64_t, std::int64_t> usedGrants;
+
+  transport::Result<SessionLimits> sessionLimits(const transport::HelloInfo& hello);
+  transport::Result<void> startCluster();
+  std::vector<std::uint64_t> liveSessions();
+  void killSession(std::uint64_t sessionId);
+  void setMemoryQuota(std::uint64_t sessionId, std::uint64_t bytes);
 
   transport::Result<void> listenOn(const transport::Endpoint& endpoint);
   void acceptLoop(Serving& slot);
@@ -161,10 +181,41 @@ std::string Node::Impl::workerEndpoint(std::uint64_t sessionId, const transport:
   return transport::Endpoint{transport::Endpoint::Kind::kTcp, via.host, 0, {}}.toString();
 }
 
+// Standalone: the node's session limits for everyone. Cluster: what the session's grant says, once
+// the grant verified with the orchestrator's key (caller holds `mutex`).
+transport::Result<SessionLimits> Node::Impl::sessionLimits(const transport::HelloInfo& hello) {
+  SessionLimits limits = options.node.sessionLimits;
+  if (!agent) {
+    limits.mps = mps && limits.sharesSms();
+    return limits;
+  }
+  const auto key = agent->publicKey();
+  if (key.empty()) {
+    return fail(Errc::kUnavailable, "this node has not registered with its orchestrator yet; try again shortly");
+  }
+  const auto now = transport::unixMillis();
+  auto grant = transport::checkGrantFor(key, hello.token, nodeName, hello.sessionId, now);
+  if (!grant) return std::unexpected(grant.error());
+  std::erase_if(usedGrants, [&](const auto& used) { return used.second < now; });
+  if (!usedGrants.emplace(hello.sessionId, grant->expiresAtMs).second) {
+    return fail(Errc::kInvalidArgument, fmt::format("the grant for session {:016x} was already used", hello.sessionId));
+  }
+  const bool known = std::any_of(gpus.begin(), gpus.end(), [&](const GpuInfo& gpu) { return gpu.uuid == grant->gpuUuid; });
+  if (!known) return fail(Errc::kInvalidArgument, fmt::format("this node has no GPU {}", grant->gpuUuid));
+  limits.gpuUuid = grant->gpuUuid.starts_with("GPU-standin-") ? "" : grant->gpuUuid;
+  limits.memoryBytes = grant->memoryBytes;
+  limits.smPercent = grant->smPercent;
+  limits.idleTimeoutS = grant->idleTimeoutS;
+  limits.mps = mps && limits.sharesSms();
+  log().info("session {:016x}: grant of tenant '{}': GPU {}, {}% of its SMs, {} bytes", hello.sessionId,
+             grant->tenant, grant->gpuUuid, grant->smPercent, grant->memoryBytes);
+  return limits;
+}
+
 transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hello,
                                                  const transport::Endpoint& via) {
   WorkerLaunch launch{options.workerPath, workerEndpoint(hello.sessionId, via), hello.sessionId,
-                      options.node.executor, options.configPath, options.node.sessionLimits};
+                      options.node.executor, options.configPath, {}};
   std::optional<SpawnedWorker> worker;
   {
     std::lock_guard lock(mutex);
@@ -175,6 +226,13 @@ transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hel
                     fmt::format("session {:016x} is already served", hello.sessionId));
       }
     }
+    auto limits = sessionLimits(hello);
+    if (!limits) {
+      log().warn("session {:016x} from '{}' pid {} refused: {}", hello.sessionId, hello.clientName, hello.pid,
+                 limits.error().message);
+      return std::unexpected(limits.error());
+    }
+    launch.limits = *limits;
     auto spawnedWorker = spawnWorker(launch);
     if (!spawnedWorker) {
       log().error("session {:016x}: cannot start {}: {}", hello.sessionId, launch.workerPath,
@@ -182,8 +240,8 @@ transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hel
       return fail(Errc::kUnavailable, "the node could not start a worker");
     }
     worker.emplace(std::move(*spawnedWorker));
-    workers.emplace(worker->pid(), Session{hello.sessionId, hello.clientName, hello.pid,
-                                           via.toString(), Clock::now()});
+    workers.emplace(worker->pid(), Session{hello.sessionId, hello.clientName, hello.pid, via.toString(),
+                                           Clock::now(), worker->releaseControlFd(), {}});
     ++spawned;
   }
   changed.notify_all();
@@ -196,6 +254,7 @@ transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hel
   }
   log().info("session {:016x} started: client '{}' pid {} via {}, worker pid {} at {}",
              hello.sessionId, hello.clientName, hello.pid, via.toString(), worker->pid(), *endpoint);
+  if (agent) agent->sessionStarted();
   return *endpoint;
 }
 
@@ -231,6 +290,11 @@ void Node::Impl::onWorkerExit(pid_t pid, int status) {
   workers.erase(it);
   lock.unlock();
   changed.notify_all();
+  if (session.controlFd >= 0) ::close(session.controlFd);
+  if (agent) {
+    agent->sessionEnded(session.id, !session.endReason.empty() ? session.endReason
+                                    : fmt::format("worker {}", describeWaitStatus(status)));
+  }
   const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   const bool terminated = WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM && stopping.load();
   const double seconds = std::chrono::duration<double>(Clock::now() - session.started).count();
@@ -253,6 +317,76 @@ void Node::Impl::stopWorkers() {
   reaperStop = true;
   lock.unlock();
   changed.notify_all();
+}
+
+std::vector<std::uint64_t> Node::Impl::liveSessions() {
+  std::lock_guard lock(mutex);
+  std::vector<std::uint64_t> ids;
+  for (const auto& [pid, session] : workers) ids.push_back(session.id);
+  return ids;
+}
+
+// The worker's death ends the session: its client's next call fails with cudaErrorDevicesUnavailable.
+void Node::Impl::killSession(std::uint64_t sessionId) {
+  std::lock_guard lock(mutex);
+  for (auto& [pid, session] : workers) {
+    if (session.id != sessionId) continue;
+    session.endReason = "killed on the orchestrator's order";
+    ::kill(pid, SIGKILL);
+  }
+}
+
+void Node::Impl::setMemoryQuota(std::uint64_t sessionId, std::uint64_t bytes) {
+  std::lock_guard lock(mutex);
+  for (auto& [pid, session] : workers) {
+    if (session.id != sessionId || session.controlFd < 0) continue;
+    if (auto sent = sendMemoryLimit(session.controlFd, bytes); !sent) {
+      log().warn("session {:016x}: cannot change its memory quota: {}", sessionId, sent.error().describe());
+    }
+  }
+}
+
+// Registers with the orchestrator in the background (the node serves standalone sessions of
+// nobody meanwhile: every Hello is refused until the orchestrator's key is known).
+transport::Result<void> Node::Impl::startCluster() {
+  nodeName = options.node.name;
+  if (nodeName.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    nodeName = host;
+  }
+  std::string executor;
+  gpus = discoverGpus(options.node.executor == ExecutorKind::kStandIn, nodeName, mps, &executor);
+  NodeIdentity identity{nodeName, transport::hostIdentity(), {}, {}, executor, gpus};
+  for (const auto& slot : serving) {
+    if (slot.endpoint.kind == transport::Endpoint::Kind::kShm) {
+      identity.shmEndpoint = slot.endpoint.toString();
+      continue;
+    }
+    std::string host = slot.endpoint.host;
+    if (host == "0.0.0.0" || host == "::") {
+      char name[256] = {};
+      ::gethostname(name, sizeof name - 1);
+      host = name;
+    }
+    identity.tcpEndpoint = fmt::format("tcp://{}:{}", host, slot.endpoint.port);
+  }
+  if (!options.node.advertise.empty()) {
+    auto address = transport::orchestratorAddress(options.node.advertise);
+    if (!address) return std::unexpected(address.error());
+    identity.tcpEndpoint = "tcp://" + *address;
+  }
+  for (const auto& gpu : gpus) {
+    log().info("offering {} ({}, {} SMs, {} MiB{})", gpu.uuid, gpu.name, gpu.smCount, gpu.memoryBytes >> 20,
+               gpu.mps ? ", MPS" : "");
+  }
+  auto started = ClusterAgent::start(
+      options.node.orchestrator, std::move(identity),
+      ClusterHooks{[this] { return liveSessions(); }, [this](std::uint64_t id) { killSession(id); },
+                   [this](std::uint64_t id, std::uint64_t bytes) { setMemoryQuota(id, bytes); }});
+  if (!started) return std::unexpected(started.error());
+  agent = std::move(*started);
+  return {};
 }
 
 Node::Node(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
@@ -290,6 +424,9 @@ transport::Result<std::unique_ptr<Node>> Node::start(NodeOptions options) {
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   Impl& self = *node->m_impl;
   self.reaper = std::thread([&self] { self.reapLoop(); });
+  if (!self.options.node.orchestrator.empty()) {
+    if (auto ok = self.startCluster(); !ok) return std::unexpected(ok.error());
+  }
   for (auto& slot : self.serving) slot.acceptor = std::thread([&self, &slot] { self.acceptLoop(slot); });
   return node;
 }
@@ -314,6 +451,7 @@ void Node::stop() {
     self.stopWorkers();
     self.reaper.join();
   }
+  if (self.agent) self.agent->stop();  // after the workers: the last heartbeat reports their end
   self.roudi.reset();  // last: every channel and listener of this process is gone
 }
 

@@ -1,9 +1,12 @@
 #include "node_config.hpp"
 
+#include "flyt/transport/orchestrator_client.hpp"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <utility>
@@ -16,8 +19,9 @@ namespace {
 using transport::Errc;
 using transport::fail;
 
-constexpr std::array<std::string_view, 6> kNodeKeys = {"shm_name", "tcp", "executor", "session_memory_limit",
-                                                       "session_sm_percent", "session_idle_timeout_s"};
+constexpr std::array<std::string_view, 10> kNodeKeys = {
+    "shm_name",           "tcp",          "executor", "session_memory_limit", "session_sm_percent",
+    "session_idle_timeout_s", "orchestrator", "name",     "advertise",            "mps"};
 
 std::string where(std::string_view source, const toml::node& node) {
   return fmt::format("{}:{}", source, node.source().begin.line);
@@ -66,7 +70,22 @@ transport::Result<void> applyKey(NodeConfig& config, std::string_view key, const
   auto located = [&](const transport::Error& e) {
     return fail(e.code, fmt::format("{}: node.{}: {}", where(source, value), key, e.message));
   };
-  if (key == "shm_name") {
+  if (key == "orchestrator" || key == "advertise") {
+    if (!text->empty()) {
+      auto address = transport::orchestratorAddress(*text);  // HOST[:PORT], as both are
+      if (!address) return located(address.error());
+    }
+    (key == "orchestrator" ? config.orchestrator : config.advertise) = *text;
+  } else if (key == "name") {
+    if (auto ok = checkNodeName(*text); !ok) return located(ok.error());
+    config.name = *text;
+  } else if (key == "mps") {
+    if (*text != "auto" && *text != "off" && *text != "manage") {
+      return located(transport::Error{Errc::kInvalidArgument,
+                                      fmt::format("'{}' is not auto, off or manage", *text)});
+    }
+    config.mps = *text;
+  } else if (key == "shm_name") {
     if (auto ok = checkNodeShmName(*text); !ok) return located(ok.error());
     config.shmName = *text;
   } else if (key == "tcp") {
@@ -142,6 +161,17 @@ transport::Result<std::optional<transport::Endpoint>> parseTcpOption(std::string
     return fail(Errc::kInvalidArgument, fmt::format("'{}' is not a TCP address", text));
   }
   return std::optional<transport::Endpoint>(*endpoint);
+}
+
+transport::Result<void> checkNodeName(std::string_view name) {
+  const bool ok = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+  if (!ok) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("node name '{}' must be 1-64 characters of A-Z a-z 0-9 . _ -", name));
+  }
+  return {};
 }
 
 transport::Result<void> checkNodeShmName(std::string_view name) {

@@ -33,6 +33,17 @@ struct NodeConfig {
   // session_sm_percent, session_idle_timeout_s; options --session-*). Only memoryBytes, smPercent
   // and idleTimeoutS are read from the file. Defaults: the whole GPU, no idle timeout.
   SessionLimits sessionLimits;
+  // Cluster mode: flyt-orchestrator's address ("HOST:PORT"); empty: standalone (every session is
+  // admitted, with sessionLimits). With an orchestrator, only sessions it granted are admitted.
+  std::string orchestrator;
+  // The node's name in the cluster (default: the host name).
+  std::string name;
+  // The TCP address clients on other hosts are told ("HOST:PORT"); default: the tcp address, with
+  // the host name in place of a wildcard (0.0.0.0, ::).
+  std::string advertise;
+  // SM shares: "auto" (MPS when its control daemon runs, else green contexts), "off" (green
+  // contexts), "manage" (flyt-node starts the MPS control daemon and stops it when it stops).
+  std::string mps = "auto";
 };
 
 // "1073741824", "512MiB", "8GiB", "1.5GiB", "64KiB", "2TiB" (also "8G", "8GB": binary units all the
@@ -56,6 +67,9 @@ struct NodeConfig {
 [[nodiscard]] transport::Result<NodeConfig> nodeConfigFromToml(const toml::table& root,
                                                                std::string_view sourceName,
                                                                NodeConfig config = {});
+
+// Checks a node name: 1-64 of [A-Za-z0-9._-].
+[[nodiscard]] transport::Result<void> checkNodeName(std::string_view name);
 
 // Checks a node shm name: a valid endpoint name, short enough for the workers' names.
 [[nodiscard]] transport::Result<void> checkNodeShmName(std::string_view name);

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "flyt/transport/log.hpp"
+#include "flyt/transport/orchestrator_client.hpp"
 #include "node.hpp"
 
 namespace {
@@ -23,6 +24,9 @@ constexpr const char* kFooter = R"(Examples:
   flyt-node --tcp 0.0.0.0:7070               accept TCP sessions from other hosts
   flyt-node --shm gpu0 --tcp none            shared memory only, under another name
   flyt-node --config /etc/flyt/node.toml     keys of [node] and [transport]; options override them
+  flyt-node --orchestrator ctl1:7000 --tcp 0.0.0.0:7070
+                                             cluster mode: register with flyt-orchestrator, admit
+                                             only sessions it granted, enforce their quotas
   flyt-node --session-memory-limit 8GiB --session-sm-percent 50
                                              standalone mode limits: every session gets 8 GiB and
                                              half of the GPU's SMs
@@ -41,6 +45,10 @@ struct CommandLine {
   std::string sessionMemoryLimit;
   std::optional<std::int64_t> sessionSmPercent;
   std::optional<std::uint32_t> sessionIdleTimeoutS;
+  std::string orchestrator;
+  std::string name;
+  std::string advertise;
+  std::string mps;
 };
 
 std::filesystem::path selfDirectory() {
@@ -94,6 +102,17 @@ flyt::transport::Result<NodeOptions> resolveOptions(const CommandLine& cli) {
     limits.smPercent = *percent;
   }
   if (cli.sessionIdleTimeoutS) limits.idleTimeoutS = *cli.sessionIdleTimeoutS;
+  if (!cli.orchestrator.empty()) options.node.orchestrator = cli.orchestrator == "none" ? "" : cli.orchestrator;
+  if (!cli.advertise.empty()) options.node.advertise = cli.advertise;
+  if (!cli.mps.empty()) options.node.mps = cli.mps;
+  if (!cli.name.empty()) {
+    if (auto ok = fb::checkNodeName(cli.name); !ok) return std::unexpected(ok.error());
+    options.node.name = cli.name;
+  }
+  if (!options.node.orchestrator.empty()) {
+    auto address = ft::orchestratorAddress(options.node.orchestrator);
+    if (!address) return std::unexpected(address.error());
+  }
   options.workerPath = cli.worker.empty() ? (selfDirectory() / "flyt-worker").string() : cli.worker;
   return options;
 }
@@ -132,6 +151,16 @@ int main(int argc, char** argv) {
   app.add_option("--executor", cli.executor,
                  "where workers run calls: auto (GPU, else the stand-in), cuda, standin")
       ->check(CLI::IsMember({"auto", "cuda", "standin"}));
+  app.add_option("--orchestrator", cli.orchestrator,
+                 "cluster mode: flyt-orchestrator's address HOST:PORT ('none': standalone, the default)");
+  app.add_option("--name", cli.name, "the node's name in the cluster (default: the host name)");
+  app.add_option("--advertise", cli.advertise,
+                 "TCP address HOST:PORT given to clients on other hosts (default: the --tcp address, the host "
+                 "name in place of 0.0.0.0)");
+  app.add_option("--mps", cli.mps,
+                 "SM shares: auto (MPS if its control daemon runs, else green contexts), off, manage (start and "
+                 "stop the MPS control daemon)")
+      ->check(CLI::IsMember({"auto", "off", "manage"}));
   app.add_option("--log", cli.log, "log level: trace, debug, info, warn, error, off (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--ready-fd", cli.readyFd,
