@@ -40,12 +40,12 @@ std::string refusal(const std::vector<GpuUsage>& usage, const std::vector<NodeRe
   if (unavailable.size() == nodes.size()) {
     return fmt::format("{}: {}", allDown ? "no GPU node is up" : "no GPU node can take the session", details);
   }
-  const std::string memory =
-      request.overheadBytes == 0
-          ? formatBytes(request.memoryBytes)
-          : fmt::format("{} ({} quota + {} per-session overhead)", formatBytes(request.memoryBytes + request.overheadBytes),
-                        formatBytes(request.memoryBytes), formatBytes(request.overheadBytes));
-  return fmt::format("no GPU has {}% of its SMs and {} free: {}", request.smPercent, memory, details);
+  const std::string why = request.overheadBytes == 0
+                              ? std::string()
+                              : fmt::format(" ({} quota + {} per-session overhead)", formatBytes(request.memoryBytes),
+                                            formatBytes(request.overheadBytes));
+  return fmt::format("no GPU has {}% of its SMs and {} free{}: {}", request.smPercent,
+                     formatBytes(request.memoryBytes + request.overheadBytes), why, details);
 }
 
 }  // namespace
