@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <vector>
 
 namespace flyt::backend {
 
@@ -16,6 +17,14 @@ class AllocationTable {
   }
   // True when `base` is the start of an allocation (and removes it).
   bool remove(const void* base) { return m_ranges.erase(address(base)) == 1; }
+  // The size of the allocation starting at `base`, which is removed; 0 when there is none.
+  std::size_t take(const void* base) {
+    auto it = m_ranges.find(address(base));
+    if (it == m_ranges.end()) return 0;
+    const std::size_t bytes = it->second;
+    m_ranges.erase(it);
+    return bytes;
+  }
   [[nodiscard]] bool isBase(const void* base) const { return m_ranges.contains(address(base)); }
 
   // True when [pointer, pointer + bytes) lies inside one allocation. Overflow-safe.
@@ -29,6 +38,11 @@ class AllocationTable {
   }
 
   [[nodiscard]] std::size_t count() const { return m_ranges.size(); }
+  [[nodiscard]] std::vector<void*> bases() const {
+    std::vector<void*> out;
+    for (const auto& [base, bytes] : m_ranges) out.push_back(reinterpret_cast<void*>(base));
+    return out;
+  }
 
  private:
   static std::uintptr_t address(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }

@@ -1,12 +1,22 @@
 // The GPU executor: NVIDIA's runtime (linked statically into the worker), called with the decoded
 // arguments. The runtime loads the driver (libcuda.so.1) itself on first use, so the worker starts on
 // machines without a driver and this factory reports why there is no GPU instead.
+//
+// SM share: with SessionLimits::wantsGreenContext() the executor makes a green context of the
+// granted SMs current on the worker's one CUDA thread (green_context.hpp) before any other CUDA
+// work, so the primary context is never used. Under MPS, the daemon applies
+// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (set by the node) and the executor only reports the share.
+// cudaDeviceReset under a green context does not destroy it (the runtime's reset is the primary
+// context's, and recreating the partition could land on other SMs): the dispatcher has already
+// released every allocation, stream, event and module of the session, and the reset synchronises.
 #include <cuda.h>  // driver types only: the driver's functions come from cudaGetDriverEntryPointByVersion
 #include <fmt/format.h>
 
+#include <optional>
 #include <string>
 
 #include "flyt/backend/executor.hpp"
+#include "green_context.hpp"
 
 namespace flyt::backend {
 namespace {
@@ -16,9 +26,11 @@ using KernelGetParamInfo = CUresult (*)(CUkernel, std::size_t, std::size_t*, std
 
 class CudaExecutor final : public Executor {
  public:
-  explicit CudaExecutor(std::string description) : m_description(std::move(description)) {}
+  CudaExecutor(std::string description, std::optional<GreenContext> green, std::uint32_t grantedSms)
+      : m_description(std::move(description)), m_green(green), m_grantedSms(grantedSms) {}
 
   std::string_view describe() const override { return m_description; }
+  std::uint32_t multiprocessorGrant() const override { return m_grantedSms; }
 
 #define FLYT_PASS_THROUGH(name, params, args) \
   cudaError_t name params override { return ::name args; }
@@ -129,6 +141,7 @@ class CudaExecutor final : public Executor {
   }
   // Recreates the primary context at once, as at start: the session's next module load needs it.
   cudaError_t deviceReset() override {
+    if (m_green) return ::cudaDeviceSynchronize();
     if (const cudaError_t reset = ::cudaDeviceReset(); reset != cudaSuccess) return reset;
     return ::cudaFree(nullptr);
   }
@@ -140,34 +153,54 @@ class CudaExecutor final : public Executor {
 
  private:
   std::string m_description;
+  std::optional<GreenContext> m_green;  // kept for the process's life: the worker's one session runs on it
+  std::uint32_t m_grantedSms;
   KernelGetParamInfo m_paramInfo = nullptr;
 };
 
 }  // namespace
 
-std::unique_ptr<Executor> makeCudaExecutor(std::string* whyNot) {
+transport::Result<std::unique_ptr<Executor>> makeCudaExecutor(const SessionLimits& limits) {
+  using transport::Errc;
   int count = 0;
   const cudaError_t error = ::cudaGetDeviceCount(&count);
   if (error != cudaSuccess || count == 0) {
-    if (whyNot != nullptr) {
-      *whyNot = error != cudaSuccess
-                    ? fmt::format("cudaGetDeviceCount: {} ({})", ::cudaGetErrorName(error),
-                                  ::cudaGetErrorString(error))
-                    : std::string("the CUDA driver reports no device");
-    }
-    return nullptr;
+    return transport::fail(Errc::kUnavailable,
+                           error != cudaSuccess ? fmt::format("cudaGetDeviceCount: {} ({})", ::cudaGetErrorName(error),
+                                                              ::cudaGetErrorString(error))
+                                                : std::string("the CUDA driver reports no device"));
   }
-  // Create the primary context now: loading modules and reading kernel layouts need a current
-  // context, and the session's first call should not pay for it.
-  if (const cudaError_t init = ::cudaFree(nullptr); init != cudaSuccess) {
-    if (whyNot != nullptr) {
-      *whyNot = fmt::format("creating the CUDA context: {}", ::cudaGetErrorName(init));
+  // The partition before anything creates the primary context: the runtime then adopts it.
+  std::optional<GreenContext> green;
+  if (limits.wantsGreenContext()) {
+    auto made = makeGreenContext(0, limits.smPercent);
+    if (!made) {
+      return transport::fail(Errc::kUnsupported,
+                             fmt::format("cannot confine the session to {} % of the SMs: {}", limits.smPercent,
+                                         made.error().message));
     }
-    return nullptr;
+    green = *made;
+  }
+  // Create the context now: loading modules and reading kernel layouts need a current context, and
+  // the session's first call should not pay for it.
+  if (const cudaError_t init = ::cudaFree(nullptr); init != cudaSuccess) {
+    return transport::fail(Errc::kUnavailable, fmt::format("creating the CUDA context: {}", ::cudaGetErrorName(init)));
   }
   cudaDeviceProp prop{};
   (void)::cudaGetDeviceProperties(&prop, 0);
-  return std::make_unique<CudaExecutor>(fmt::format("cuda ({}, {} device(s))", prop.name, count));
+  std::uint32_t granted = 0;
+  std::string share;
+  if (green) {
+    granted = green->smCount;
+    share = fmt::format(", green context of {} of {} SMs", green->smCount, green->deviceSmCount);
+  } else if (limits.sharesSms()) {
+    // MPS limits the threads, not the SM count the runtime reports: report the grant.
+    granted = mpsSmCount(static_cast<std::uint32_t>(prop.multiProcessorCount), limits.smPercent);
+    share = fmt::format(", MPS active thread percentage {} ({} of {} SMs)", limits.smPercent, granted,
+                        prop.multiProcessorCount);
+  }
+  return std::unique_ptr<Executor>(std::make_unique<CudaExecutor>(
+      fmt::format("cuda ({}, {} device(s){})", prop.name, count, share), green, granted));
 }
 
 }  // namespace flyt::backend

@@ -5,6 +5,24 @@
 //
 // Reply rule (schema/session.capnp): a batch that wants a reply gets one Reply holding the results
 // of every earlier call that failed since the last reply, then the result of its last call.
+//
+// Memory quota (memory_quota.hpp): the device allocations this worker serves are cudaMalloc,
+// cudaMallocAsync (the requested size), cudaMallocPitch (pitch * height, as returned) and
+// cudaMalloc3D (pitch * height * depth); each is charged to the session's quota, and given back by
+// cudaFree/cudaFreeAsync and cudaDeviceReset. A request beyond the quota fails with
+// cudaErrorMemoryAllocation before the executor is asked and leaves the session as it was. (Pitched
+// allocations are checked first with their unpadded size, which is all that is known before the
+// call; one whose padded size then does not fit is freed again and refused the same way.) Managed
+// memory, arrays and memory pools are not served (cudaErrorNotSupported), so nothing else can
+// allocate device memory. Not charged: module globals (__device__/__constant__ variables: the
+// module's image, fixed by the program, not asked for at run time) and the context's own memory;
+// host memory the worker registers (data-region segments, staging buffers, the application's
+// pinned memory) is host memory that the GPU reads over the bus, not device memory.
+// With a quota, cudaMemGetInfo reports total = quota and free = min(quota - used, the GPU's free),
+// cudaGetDeviceProperties totalGlobalMem = quota; with an SM share, multiProcessorCount (and
+// cudaDevAttrMultiProcessorCount) is the granted SM count. The client caches device properties
+// per session; the SM share cannot change while a session lives, but a live change of the memory
+// limit leaves the cached totalGlobalMem stale: cudaMemGetInfo is the live answer.
 #include <fmt/format.h>
 #include <kj/exception.h>
 
@@ -137,8 +155,9 @@ class PinnedBuffer {
 class CallDispatcher final : public SessionHandler {
  public:
   CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId,
-                 std::unique_ptr<OutputCapture> output)
-      : m_executor(std::move(executor)), m_sessionId(sessionId), m_output(std::move(output)) {}
+                 std::unique_ptr<OutputCapture> output, std::shared_ptr<MemoryQuota> quota)
+      : m_executor(std::move(executor)), m_sessionId(sessionId), m_output(std::move(output)),
+        m_quota(std::move(quota)) {}
 
   ~CallDispatcher() override {
     // Unregister region segments and the staging buffer while the executor (the context) lives.
@@ -333,15 +352,101 @@ class CallDispatcher final : public SessionHandler {
       return malformed(fmt::format("{}: arguments of the wrong size", api::methodInfo(M).name));
     }
     if (auto refusal = validate<M>(slots); refusal) return malformed(std::move(*refusal));
+    if constexpr (kAllocates<M>) {
+      if (const std::uint64_t least = leastBytes<M>(slots); !m_quota->fits(least)) {
+        return overQuota(api::methodInfo(M).name, least);
+      }
+    }
     Outcome out;
     out.error = std::apply([&](auto&... slot) { return (m_executor.get()->*function)(slot.pass()...); },
                            slots);
     if (out.error == cudaSuccess) {
+      if constexpr (kAllocates<M>) {
+        if (auto refusal = charge<M>(slots); refusal) return std::move(*refusal);
+      }
+      answerWithLimits<M>(slots);
       remember<M>(slots);
       api::ArgWriter writer(out.results);
       std::apply([&](const auto&... slot) { (slot.encode(writer), ...); }, slots);
     }
     return out;
+  }
+
+  // ---- the memory quota and the SM share ----------------------------------------------------------
+
+  template <Method M>
+  static constexpr bool kAllocates = M == Method::cudaMalloc || M == Method::cudaMallocAsync ||
+                                     M == Method::cudaMallocPitch || M == Method::cudaMalloc3D;
+
+  static std::uint64_t product(std::uint64_t a, std::uint64_t b) {
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;  // saturating: never fits a quota
+  }
+
+  // What an allocation costs at least, known before it is made.
+  template <Method M, class Slots>
+  static std::uint64_t leastBytes(const Slots& slots) {
+    if constexpr (M == Method::cudaMalloc || M == Method::cudaMallocAsync) {
+      return std::get<1>(slots).value;
+    } else if constexpr (M == Method::cudaMallocPitch) {
+      return product(std::get<2>(slots).value, std::get<3>(slots).value);
+    } else {
+      const cudaExtent& extent = std::get<1>(slots).value;
+      return product(product(extent.width, extent.height), extent.depth);
+    }
+  }
+
+  // The base and size of an allocation just made.
+  template <Method M, class Slots>
+  static std::pair<void*, std::uint64_t> madeAllocation(const Slots& slots) {
+    if constexpr (M == Method::cudaMalloc || M == Method::cudaMallocAsync) {
+      return {std::get<0>(slots).value, std::get<1>(slots).value};
+    } else if constexpr (M == Method::cudaMallocPitch) {
+      return {std::get<0>(slots).value, product(std::get<1>(slots).value, std::get<3>(slots).value)};
+    } else {
+      const cudaPitchedPtr& made = std::get<0>(slots).value;
+      return {made.ptr, product(product(made.pitch, made.ysize), std::get<1>(slots).value.depth)};
+    }
+  }
+
+  // Charges an allocation just made; one that does not fit (a pitch wider than the width, a limit
+  // lowered meanwhile) is freed again and refused.
+  template <Method M, class Slots>
+  std::optional<Outcome> charge(const Slots& slots) {
+    const auto [base, bytes] = madeAllocation<M>(slots);
+    if (m_quota->tryCharge(bytes)) return std::nullopt;
+    if constexpr (M == Method::cudaMallocAsync) {
+      (void)m_executor->cudaFreeAsync(base, std::get<2>(slots).value);
+    } else {
+      (void)m_executor->cudaFree(base);
+    }
+    return overQuota(api::methodInfo(M).name, bytes);
+  }
+
+  Outcome overQuota(std::string_view name, std::uint64_t bytes) const {
+    Outcome out;
+    out.error = cudaErrorMemoryAllocation;
+    out.detail = fmt::format("{} of {} bytes: beyond the session's memory quota ({} of {} bytes in use)", name,
+                             bytes, m_quota->used(), m_quota->limit());
+    log().debug("session {:016x}: refused {}", m_sessionId, out.detail);
+    return out;
+  }
+
+  // The SMs this session may use; 0: the whole device (report what it says).
+  std::uint32_t grantedSms() const { return m_executor->multiprocessorGrant(); }
+
+  // Answers about the device's size describe the session's share of it.
+  template <Method M, class Slots>
+  void answerWithLimits(Slots& slots) {
+    if constexpr (M == Method::cudaMemGetInfo) {
+      if (m_quota->limited()) {
+        std::get<0>(slots).value = std::min<std::uint64_t>(std::get<0>(slots).value, m_quota->remaining());
+        std::get<1>(slots).value = m_quota->limit();
+      }
+    } else if constexpr (M == Method::cudaDeviceGetAttribute) {
+      if (std::get<1>(slots).value == cudaDevAttrMultiProcessorCount && grantedSms() != 0) {
+        std::get<0>(slots).value = static_cast<int>(grantedSms());
+      }
+    }
   }
 
   bool knownStream(cudaStream_t stream) const {
@@ -403,10 +508,12 @@ class CallDispatcher final : public SessionHandler {
   void remember(Slots& slots) {
     if constexpr (M == Method::cudaMalloc || M == Method::cudaMallocAsync) {
       m_allocations.add(std::get<0>(slots).value, std::get<1>(slots).value);
-    } else if constexpr (M == Method::cudaMallocPitch) {
-      m_allocations.add(std::get<0>(slots).value, std::get<1>(slots).value * std::get<3>(slots).value);
+    } else if constexpr (M == Method::cudaMallocPitch || M == Method::cudaMalloc3D) {
+      const auto [base, bytes] = madeAllocation<M>(slots);
+      m_allocations.add(base, bytes);
     } else if constexpr (M == Method::cudaFree || M == Method::cudaFreeAsync) {
-      m_allocations.remove(std::get<0>(slots).value);
+      // validate() has checked that it is an allocation of the session (never a module global).
+      m_quota->release(m_allocations.take(std::get<0>(slots).value));
     } else if constexpr (M == Method::cudaStreamCreate || M == Method::cudaStreamCreateWithFlags ||
                          M == Method::cudaStreamCreateWithPriority) {
       m_streams.insert(std::get<0>(slots).value);
@@ -547,7 +654,10 @@ class CallDispatcher final : public SessionHandler {
     cudaDeviceProp prop{};
     Outcome out;
     out.error = m_executor->deviceProperties(&prop, device);
-    if (out.error == cudaSuccess) api::ArgWriter(out.results).put(prop);
+    if (out.error != cudaSuccess) return out;
+    if (m_quota->limited()) prop.totalGlobalMem = m_quota->limit();
+    if (grantedSms() != 0) prop.multiProcessorCount = static_cast<int>(grantedSms());
+    api::ArgWriter(out.results).put(prop);
     return out;
   }
 
@@ -761,14 +871,25 @@ class CallDispatcher final : public SessionHandler {
   // session's allocations, streams and events die with it.
   Outcome serveDeviceReset(api::ArgReader& args) {
     if (!args.exhausted()) return malformed("cudaDeviceReset: trailing arguments");
+    releaseSessionResources();
     m_modules.forgetAll();
     Outcome out;
     out.error = m_executor->deviceReset();
     m_allocations = AllocationTable{};
+    m_quota->releaseAll();
     m_streams.clear();
     m_events.clear();
     log().info("session {:016x}: device reset ({})", m_sessionId, ::cudaGetErrorName(out.error));
     return out;
+  }
+
+  // Frees what the session allocated and created (module globals excepted: unloading frees them).
+  void releaseSessionResources() {
+    for (void* base : m_allocations.bases()) {
+      if (!m_modules.isGlobal(base)) (void)m_executor->cudaFree(base);
+    }
+    for (cudaStream_t stream : m_streams) (void)m_executor->cudaStreamDestroy(stream);
+    for (cudaEvent_t event : m_events) (void)m_executor->cudaEventDestroy(event);
   }
 
   // args {u64 pointer}; results: struct cudaPointerAttributes. Answered from the session's tables
@@ -793,6 +914,7 @@ class CallDispatcher final : public SessionHandler {
   ModuleCache m_modules{*m_executor};  // after m_executor: destroyed first, unloading through it
   std::uint64_t m_sessionId;
   std::unique_ptr<OutputCapture> m_output;  // null when stdout could not be captured
+  std::shared_ptr<MemoryQuota> m_quota;  // never null
   AllocationTable m_allocations;
   std::set<cudaStream_t> m_streams;
   std::set<cudaEvent_t> m_events;
@@ -811,18 +933,22 @@ class CallDispatcher final : public SessionHandler {
 Result<std::unique_ptr<SessionHandler>> makeSessionHandler(const transport::HelloInfo& hello,
                                                            const SessionOptions& options) {
   std::unique_ptr<Executor> executor;
-  std::string whyNot;
-  if (options.executor != ExecutorKind::kStandIn) executor = makeCudaExecutor(&whyNot);
-  if (!executor && options.executor == ExecutorKind::kCuda) {
-    return transport::fail(transport::Errc::kUnavailable, fmt::format("no GPU: {}", whyNot));
-  }
-  if (!executor) {
-    if (options.executor == ExecutorKind::kAuto) {
-      log().warn("no GPU ({}): session {:016x} runs on the GPU stand-in (test double)", whyNot,
+  if (options.executor != ExecutorKind::kStandIn) {
+    auto made = makeCudaExecutor(options.limits);
+    if (made) {
+      executor = std::move(*made);
+    } else if (options.executor == ExecutorKind::kCuda || made.error().code != transport::Errc::kUnavailable) {
+      // A GPU whose share cannot be enforced is refused, never run whole (nor on the stand-in).
+      return transport::fail(transport::Errc::kUnavailable,
+                             made.error().code == transport::Errc::kUnavailable
+                                 ? fmt::format("no GPU: {}", made.error().message)
+                                 : made.error().message);
+    } else {
+      log().warn("no GPU ({}): session {:016x} runs on the GPU stand-in (test double)", made.error().message,
                  hello.sessionId);
     }
-    executor = makeStandInExecutor();
   }
+  if (!executor) executor = makeStandInExecutor(options.limits);
   log().info("session {:016x} from {} (pid {}) on {}", hello.sessionId, hello.clientName, hello.pid,
              executor->describe());
   std::unique_ptr<OutputCapture> output;
@@ -834,8 +960,15 @@ Result<std::unique_ptr<SessionHandler>> makeSessionHandler(const transport::Hell
       log().warn("device printf stays on the worker's stdout: {}", started.error().describe());
     }
   }
-  return std::unique_ptr<SessionHandler>(
-      std::make_unique<CallDispatcher>(std::move(executor), hello.sessionId, std::move(output)));
+  auto quota = options.memoryQuota ? options.memoryQuota : std::make_shared<MemoryQuota>(options.limits.memoryBytes);
+  if (quota->limited() || executor->multiprocessorGrant() != 0) {
+    log().info("session {:016x}: memory quota {}, SMs {}", hello.sessionId,
+               quota->limited() ? fmt::format("{} bytes", quota->limit()) : std::string("none"),
+               executor->multiprocessorGrant() != 0 ? fmt::format("{}", executor->multiprocessorGrant())
+                                                     : std::string("all"));
+  }
+  return std::unique_ptr<SessionHandler>(std::make_unique<CallDispatcher>(std::move(executor), hello.sessionId,
+                                                                          std::move(output), std::move(quota)));
 }
 
 }  // namespace flyt::backend

@@ -65,6 +65,13 @@ struct StandInEvent {
 
 class StandInExecutor final : public Executor {
  public:
+  // The share a green context (granularity 8, as on compute capability 9.x) or MPS would give.
+  explicit StandInExecutor(const SessionLimits& limits)
+      : m_grantedSms(!limits.sharesSms() ? 0
+                     : limits.mps        ? mpsSmCount(kStandInMultiprocessors, limits.smPercent)
+                                         : greenContextSmCount(kStandInMultiprocessors, limits.smPercent, 8)) {}
+  std::uint32_t multiprocessorGrant() const override { return m_grantedSms; }
+
   ~StandInExecutor() override {
     for (auto& [pointer, bytes] : m_allocations) std::free(pointer);
     for (auto& [handle, module] : m_modules) {
@@ -90,7 +97,7 @@ class StandInExecutor final : public Executor {
   cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) override {
     if (device != 0) return cudaErrorInvalidDevice;
     switch (attr) {
-      case cudaDevAttrMultiProcessorCount: *value = 4; break;
+      case cudaDevAttrMultiProcessorCount: *value = int(kStandInMultiprocessors); break;
       case cudaDevAttrWarpSize: *value = 32; break;
       case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
       case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
@@ -153,6 +160,17 @@ class StandInExecutor final : public Executor {
   cudaError_t cudaMallocPitch(void** devPtr, size_t* pitch, size_t width, size_t height) override {
     *pitch = (width + kAlignment - 1) / kAlignment * kAlignment;
     return cudaMalloc(devPtr, *pitch * height);
+  }
+  // Like the GPU: pitch = width rounded up to the alignment, rows * slices of it.
+  cudaError_t cudaMalloc3D(cudaPitchedPtr* made, cudaExtent extent) override {
+    const std::size_t pitch = (extent.width + kAlignment - 1) / kAlignment * kAlignment;
+    if (extent.height != 0 && extent.depth != 0 && pitch > kTotalMemory / extent.height / extent.depth) {
+      return cudaErrorMemoryAllocation;
+    }
+    void* pointer = nullptr;
+    if (auto error = cudaMalloc(&pointer, pitch * extent.height * extent.depth); error != cudaSuccess) return error;
+    *made = cudaPitchedPtr{pointer, pitch, extent.width, extent.height};
+    return cudaSuccess;
   }
   cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t) override {
     return cudaMalloc(devPtr, size);
@@ -258,7 +276,7 @@ class StandInExecutor final : public Executor {
     *prop = cudaDeviceProp{};
     std::strncpy(prop->name, "Flyt GPU stand-in (test double)", sizeof prop->name - 1);
     prop->totalGlobalMem = kTotalMemory;
-    prop->multiProcessorCount = 4;
+    prop->multiProcessorCount = int(kStandInMultiprocessors);
     prop->warpSize = 32;
     prop->maxThreadsPerBlock = 1024;
     prop->major = 9;
@@ -442,6 +460,7 @@ class StandInExecutor final : public Executor {
     return it == m_events.end() ? nullptr : it->second.get();
   }
 
+  std::uint32_t m_grantedSms;
   std::map<void*, std::size_t> m_allocations;
   std::size_t m_used = 0;
   std::map<cudaLimit, std::size_t> m_limits;
@@ -459,6 +478,8 @@ class StandInExecutor final : public Executor {
 
 }  // namespace
 
-std::unique_ptr<Executor> makeStandInExecutor() { return std::make_unique<StandInExecutor>(); }
+std::unique_ptr<Executor> makeStandInExecutor(const SessionLimits& limits) {
+  return std::make_unique<StandInExecutor>(limits);
+}
 
 }  // namespace flyt::backend

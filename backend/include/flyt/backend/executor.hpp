@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "flyt/api/specs.hpp"
+#include "flyt/backend/session_limits.hpp"
+#include "flyt/transport/error.hpp"
 
 namespace flyt::backend {
 
@@ -30,6 +32,10 @@ class Executor {
 
   // "cuda (NVIDIA H200)" or "stand-in (host memory; test double, no GPU)", for logs.
   [[nodiscard]] virtual std::string_view describe() const = 0;
+
+  // The SMs the session was granted (SessionLimits::smPercent: a green context's real SM count, or
+  // the share under MPS); 0 when it has the whole device. Reported as multiProcessorCount.
+  [[nodiscard]] virtual std::uint32_t multiprocessorGrant() const { return 0; }
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-parameter"  // the defaults ignore their arguments
@@ -90,8 +96,9 @@ class Executor {
   virtual cudaError_t setKernelAttribute(cudaKernel_t kernel, cudaFuncAttribute attribute, int value) = 0;
   virtual cudaError_t occupancy(int* blocks, cudaKernel_t kernel, int blockSize, std::size_t dynamicSharedMem,
                                 unsigned flags) = 0;
-  // cudaDeviceReset. The caller has unloaded every module first; afterwards every allocation, stream
-  // and event of the session is gone.
+  // cudaDeviceReset. The caller has unloaded every module and released every allocation, stream and
+  // event of the session first (so that a reset that cannot destroy the context, as under a green
+  // context, still leaves nothing of the session's behind).
   virtual cudaError_t deviceReset() = 0;
 
   // A module's __device__/__constant__ variable. `registeredBytes` is its size as the application
@@ -100,11 +107,18 @@ class Executor {
                                 void** address, std::size_t* bytes) = 0;
 };
 
-// The GPU through NVIDIA's runtime, or an error naming why there is none (no driver, no device).
-[[nodiscard]] std::unique_ptr<Executor> makeCudaExecutor(std::string* whyNot);
+// The GPU through NVIDIA's runtime, with the SM share of `limits` applied (a green context of the
+// granted SMs made current on the calling thread, which must be the one that runs every call; under
+// MPS nothing but the reported count). kUnavailable: there is no GPU (no driver, no device), the
+// message says why; kUnsupported: there is one but the SM share cannot be set up on it (an old
+// driver): the session must be refused, not run on the whole GPU.
+[[nodiscard]] transport::Result<std::unique_ptr<Executor>> makeCudaExecutor(const SessionLimits& limits);
 
 // The host-memory stand-in: device memory is host memory, kernels are not executed. A test double
-// for machines without a GPU (CI); every session that uses it logs so at warn level.
-[[nodiscard]] std::unique_ptr<Executor> makeStandInExecutor();
+// for machines without a GPU (CI); every session that uses it logs so at warn level. It reports
+// kStandInMultiprocessors SMs and a share of them as a green context (granularity 8, as on
+// Hopper) or MPS would.
+inline constexpr std::uint32_t kStandInMultiprocessors = 132;
+[[nodiscard]] std::unique_ptr<Executor> makeStandInExecutor(const SessionLimits& limits);
 
 }  // namespace flyt::backend
