@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "flyt/backend/executor.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
 #include "flyt/wire/cluster.capnp.h"
@@ -252,8 +253,8 @@ std::vector<GpuInfo> discoverGpus(bool standIn, const std::string& nodeName, boo
   }
   // Must match what the stand-in executor reports (backend/src/standin_executor.cpp).
   *executorName = "standin";
-  gpus.push_back(GpuInfo{fmt::format("GPU-standin-{}", nodeName), "Flyt GPU stand-in (test double)", 4,
-                         16ULL << 30, false});
+  gpus.push_back(GpuInfo{fmt::format("GPU-standin-{}", nodeName), "Flyt GPU stand-in (test double)",
+                         kStandInMultiprocessors, 16ULL << 30, false});
   return gpus;
 }
 

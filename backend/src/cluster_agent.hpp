@@ -72,8 +72,8 @@ class ClusterAgent {
 };
 
 // The GPUs this node offers: NVIDIA's runtime's view (without creating a context) unless the
-// executor is the stand-in or no GPU is found, then one stand-in GPU (4 SMs, 16 GiB, as the
-// stand-in executor reports). `mps` marks every GPU as served by MPS.
+// executor is the stand-in or no GPU is found, then one stand-in GPU (kStandInMultiprocessors SMs,
+// 16 GiB, as the stand-in executor reports). `mps` marks every GPU as served by MPS.
 [[nodiscard]] std::vector<GpuInfo> discoverGpus(bool standIn, const std::string& nodeName, bool mps,
                                                 std::string* executorName);
 

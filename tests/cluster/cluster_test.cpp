@@ -10,12 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 #include <string>
 
 #include "flyt/transport/config.hpp"
@@ -155,10 +157,12 @@ class Cluster : public ::testing::Test {
     std::filesystem::create_directories(dir);
     orchestrator = std::make_unique<Orchestrator>(dir);
     ASSERT_TRUE(orchestrator->start()) << orchestrator->log();
+    // One after the other: the first node starts the host's RouDi, the second attaches to it (two
+    // nodes starting RouDi at the same instant race in iceoryx).
     for (const char* name : {"node-a", "node-b"}) {
       nodes.push_back(std::make_unique<Node>(name, orchestrator->address));
+      ASSERT_TRUE(nodes.back()->registered()) << nodes.back()->log() << orchestrator->log();
     }
-    for (auto& node : nodes) ASSERT_TRUE(node->registered()) << node->log() << orchestrator->log();
   }
   void TearDown() override {
     apps.clear();
@@ -204,7 +208,7 @@ TEST_F(Cluster, PlacesSessionsBestFitOnBothNodesEnforcesTheQuotaAndRefusesWhenFu
   // The worker reports the grant, not the (stand-in) GPU.
   EXPECT_EQ(first.field("total"), 256 * kMiB) << first.ready;
   EXPECT_GE(first.field("sms"), 1u);
-  EXPECT_LT(first.field("sms"), 4u) << first.ready;
+  EXPECT_LE(first.field("sms"), 132u * 60 / 100) << first.ready;  // the stand-in has 132 SMs
   App& second = startApp("big", token);
   ASSERT_TRUE(second.started()) << debugText();
   const std::string sessions = sessionsJson();
