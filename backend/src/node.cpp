@@ -22,6 +22,7 @@
 #include "cluster_agent.hpp"
 #include "flyt/transport/grant.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
+#include "mps.hpp"
 #include "node_workers.hpp"
 
 namespace flyt::backend {
@@ -88,11 +89,13 @@ struct Node::Impl {
   std::unique_ptr<ClusterAgent> agent;
   std::string nodeName;
   std::vector<GpuInfo> gpus;
-  bool mps = false;
+  bool mps = false;          // SM shares go through the host's MPS control daemon
+  bool startedMps = false;   // mps = "manage" and this node started the daemon: it stops it
   std::map<std::uint64_t, std::int64_t> usedGrants;
 
   transport::Result<SessionLimits> sessionLimits(const transport::HelloInfo& hello);
   transport::Result<void> startCluster();
+  void setUpMps();
   std::vector<std::uint64_t> liveSessions();
   void killSession(std::uint64_t sessionId);
   void setMemoryQuota(std::uint64_t sessionId, std::uint64_t bytes);
@@ -291,16 +294,19 @@ void Node::Impl::onWorkerExit(pid_t pid, int status) {
   lock.unlock();
   changed.notify_all();
   if (session.controlFd >= 0) ::close(session.controlFd);
+  const bool idle = WIFEXITED(status) && WEXITSTATUS(status) == kWorkerExitIdle;
   if (agent) {
     agent->sessionEnded(session.id, !session.endReason.empty() ? session.endReason
-                                    : fmt::format("worker {}", describeWaitStatus(status)));
+                                    : idle ? std::string("released for idleness")
+                                           : fmt::format("worker {}", describeWaitStatus(status)));
   }
-  const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  const bool clean = (WIFEXITED(status) && WEXITSTATUS(status) == 0) || idle;
   const bool terminated = WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM && stopping.load();
   const double seconds = std::chrono::duration<double>(Clock::now() - session.started).count();
   log().log(clean || terminated ? spdlog::level::info : spdlog::level::warn,
-            "session {:016x} ended: client '{}' pid {}, worker pid {} {} after {:.1f} s", session.id,
-            session.clientName, session.clientPid, pid, describeWaitStatus(status), seconds);
+            "session {:016x} ended: client '{}' pid {}, worker pid {} {} after {:.1f} s{}", session.id,
+            session.clientName, session.clientPid, pid, describeWaitStatus(status), seconds,
+            idle ? " (released for idleness)" : "");
 }
 
 void Node::Impl::stopWorkers() {
@@ -317,6 +323,23 @@ void Node::Impl::stopWorkers() {
   reaperStop = true;
   lock.unlock();
   changed.notify_all();
+}
+
+// [node] mps: "auto" uses a running MPS control daemon, "manage" starts one (and stop() stops it),
+// "off" never uses MPS. Without MPS, SM shares are green contexts in the workers.
+void Node::Impl::setUpMps() {
+  const auto& mode = options.node.mps;
+  if (mode == "manage" && !mpsControlRunning()) {
+    if (auto started = startMpsDaemon(); started) {
+      startedMps = true;
+      log().info("started the MPS control daemon (pipe directory {})", mpsPipeDirectory());
+    } else {
+      log().warn("cannot start the MPS control daemon: {}; SM shares use green contexts",
+                 started.error().describe());
+    }
+  }
+  mps = mode != "off" && mpsControlRunning();
+  if (mps) log().info("SM shares are enforced by MPS (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)");
 }
 
 std::vector<std::uint64_t> Node::Impl::liveSessions() {
@@ -407,6 +430,7 @@ transport::Result<std::unique_ptr<Node>> Node::start(NodeOptions options) {
   }
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  impl->setUpMps();
   auto roudi = transport::EmbeddedRouDi::startIfAbsent(impl->options.transport);
   if (!roudi) return std::unexpected(roudi.error());
   impl->roudi = std::move(*roudi);
@@ -452,6 +476,13 @@ void Node::stop() {
     self.reaper.join();
   }
   if (self.agent) self.agent->stop();  // after the workers: the last heartbeat reports their end
+  if (self.startedMps) {
+    if (auto stopped = stopMpsDaemon(); !stopped) {
+      log().warn("stopping the MPS control daemon: {}", stopped.error().describe());
+    } else {
+      log().info("stopped the MPS control daemon");
+    }
+  }
   self.roudi.reset();  // last: every channel and listener of this process is gone
 }
 

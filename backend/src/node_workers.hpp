@@ -18,6 +18,9 @@
 
 namespace flyt::backend {
 
+// flyt-worker's exit status when it released its session for idleness (worker_main.cpp).
+inline constexpr int kWorkerExitIdle = 4;
+
 struct WorkerLaunch {
   std::string workerPath;        // the flyt-worker executable
   std::string listen;            // endpoint the worker listens on ("tcp://h:0" allowed)

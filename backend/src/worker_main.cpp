@@ -28,6 +28,7 @@
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/transport.hpp"
 #include "node_config.hpp"
+#include "node_workers.hpp"
 #include "worker_control.hpp"
 
 namespace {
@@ -38,7 +39,7 @@ namespace ft = flyt::transport;
 constexpr int kExitBroken = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitNoSession = 3;
-constexpr int kExitIdle = 4;
+constexpr int kExitIdle = fb::kWorkerExitIdle;
 
 spdlog::logger& log() { return flyt::logger("worker"); }
 
