@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,10 +71,31 @@ std::string mpsPipeDirectory() {
   return dir != nullptr && *dir != '\0' ? std::string(dir) : std::string("/tmp/nvidia-mps");
 }
 
+// A control FIFO/socket left by a daemon that died must not count: MPS would then not apply the
+// active thread percentage and a session would get the whole GPU. So the daemon must answer: a
+// socket accepts a connection, a FIFO has a reader (open for writing without blocking succeeds).
 bool mpsControlRunning() {
   struct stat info {};
   const std::string control = mpsPipeDirectory() + "/control";
-  return ::stat(control.c_str(), &info) == 0 && S_ISFIFO(info.st_mode);
+  if (::stat(control.c_str(), &info) != 0) return false;
+  if (S_ISFIFO(info.st_mode)) {  // older drivers
+    const int fd = ::open(control.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return false;  // ENXIO: nobody reads it
+    ::close(fd);
+    return true;
+  }
+  if (!S_ISSOCK(info.st_mode)) return false;  // the CUDA 13 driver's (seen on the H200 host)
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (control.size() >= sizeof address.sun_path) return false;
+  std::memcpy(address.sun_path, control.c_str(), control.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  // A bound socket of another type (the daemon's is not SOCK_STREAM) answers EPROTOTYPE; a stale
+  // one, whatever its type, ECONNREFUSED.
+  const bool answered = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 || errno == EPROTOTYPE;
+  ::close(fd);
+  return answered;
 }
 
 transport::Result<void> startMpsDaemon(std::chrono::milliseconds wait) {

@@ -17,7 +17,7 @@ namespace flyt::backend {
 // $CUDA_MPS_PIPE_DIRECTORY, or /tmp/nvidia-mps when it is unset or empty.
 [[nodiscard]] std::string mpsPipeDirectory();
 
-// True when <pipe directory>/control exists and is a FIFO: an MPS control daemon serves this host
+// True when <pipe directory>/control exists and is a FIFO or a socket: an MPS control daemon serves this host
 // (for this environment's pipe directory). A stale FIFO of a daemon that died also counts; the
 // workers' context creation then fails and says so.
 [[nodiscard]] bool mpsControlRunning();

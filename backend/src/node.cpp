@@ -96,6 +96,8 @@ struct Node::Impl {
   transport::Result<SessionLimits> sessionLimits(const transport::HelloInfo& hello);
   transport::Result<void> startCluster();
   void setUpMps();
+  void discoverNodeGpus();
+  std::string executorName;  // "cuda" or "standin", what the node offers
   std::vector<std::uint64_t> liveSessions();
   void killSession(std::uint64_t sessionId);
   void setMemoryQuota(std::uint64_t sessionId, std::uint64_t bytes);
@@ -371,16 +373,18 @@ void Node::Impl::setMemoryQuota(std::uint64_t sessionId, std::uint64_t bytes) {
 
 // Registers with the orchestrator in the background (the node serves standalone sessions of
 // nobody meanwhile: every Hello is refused until the orchestrator's key is known).
-transport::Result<void> Node::Impl::startCluster() {
+void Node::Impl::discoverNodeGpus() {
   nodeName = options.node.name;
   if (nodeName.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     nodeName = host;
   }
-  std::string executor;
-  gpus = discoverGpus(options.node.executor == ExecutorKind::kStandIn, nodeName, mps, &executor);
-  NodeIdentity identity{nodeName, transport::hostIdentity(), {}, {}, executor, gpus};
+  gpus = discoverGpus(options.node.executor == ExecutorKind::kStandIn, nodeName, false, &executorName);
+}
+
+transport::Result<void> Node::Impl::startCluster() {
+  NodeIdentity identity{nodeName, transport::hostIdentity(), {}, {}, executorName, gpus};
   for (const auto& slot : serving) {
     if (slot.endpoint.kind == transport::Endpoint::Kind::kShm) {
       identity.shmEndpoint = slot.endpoint.toString();
@@ -430,7 +434,11 @@ transport::Result<std::unique_ptr<Node>> Node::start(NodeOptions options) {
   }
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
+  // GPUs are discovered before an MPS daemon is started: a process that initialised CUDA while the
+  // daemon ran is one of its clients, and the daemon's "quit" at stop() would wait for the node.
+  if (!impl->options.node.orchestrator.empty()) impl->discoverNodeGpus();
   impl->setUpMps();
+  for (auto& gpu : impl->gpus) gpu.mps = impl->mps;
   auto roudi = transport::EmbeddedRouDi::startIfAbsent(impl->options.transport);
   if (!roudi) return std::unexpected(roudi.error());
   impl->roudi = std::move(*roudi);

@@ -13,6 +13,7 @@ namespace {
 
 using detail::need;
 using detail::refuse;
+using detail::refuseForNow;
 
 spdlog::logger& log() { return flyt::logger("orchestrator"); }
 
@@ -37,7 +38,7 @@ kj::Promise<void> OrchestratorService::openSession(OpenSessionContext context) {
   }
   const std::uint32_t held = tenantSessions(tenant->name);
   if (held >= tenant->maxSessions) {
-    refuse(fmt::format("tenant '{}' already holds {} session{} (max_sessions {}): end one, or raise the limit "
+    refuseForNow(fmt::format("tenant '{}' already holds {} session{} (max_sessions {}): end one, or raise the limit "
                        "with flytctl tenant set {} --max-sessions N",
                        tenant->name, held, held == 1 ? "" : "s", tenant->maxSessions, tenant->name));
   }
@@ -57,7 +58,7 @@ kj::Promise<void> OrchestratorService::openSession(OpenSessionContext context) {
                       nodes, unavailable, wanted, m_config.placement);
   if (!chosen) {
     log().warn("session of tenant {} refused: {}", tenant->name, chosen.error().message);
-    refuse(chosen.error().message);
+    refuseForNow(chosen.error().message);
   }
 
   std::uint64_t id = need(randomSessionId());

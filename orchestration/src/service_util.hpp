@@ -17,6 +17,13 @@ namespace flyt::orchestration::detail {
   kj::throwFatalException(kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::heapString(message)));
 }
 
+// A refusal that may go away by itself (no room now, the tenant's sessions all in use): the
+// exception's type is OVERLOADED, so that a client can retry for a while (a session that just
+// ended is released by its node's next heartbeat, a few milliseconds later).
+[[noreturn]] inline void refuseForNow(const std::string& message) {
+  kj::throwFatalException(kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__, kj::heapString(message)));
+}
+
 template <class T>
 T need(transport::Result<T> result) {
   if (!result) refuse(result.error().describe());

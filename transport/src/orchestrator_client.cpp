@@ -18,8 +18,25 @@ namespace flyt::transport {
 namespace {
 
 // Exceptions that mean "nobody answered" rather than "the orchestrator said no".
-bool isUnreachable(const kj::Exception& e) {
-  return e.getType() == kj::Exception::Type::DISCONNECTED || e.getType() == kj::Exception::Type::OVERLOADED;
+bool isUnreachable(const kj::Exception& e) { return e.getType() == kj::Exception::Type::DISCONNECTED; }
+
+// The orchestrator's "not now" (no room, the tenant's sessions all in use): worth asking again
+// until the deadline, since a session that just ended is released within a heartbeat.
+bool isForNow(const kj::Exception& e) { return e.getType() == kj::Exception::Type::OVERLOADED; }
+
+constexpr auto kRetryForNow = std::chrono::milliseconds(100);
+
+PlacementInfo placementOf(wire::Placement::Reader placement) {
+  PlacementInfo info;
+  auto grant = placement.getSignedGrant();
+  info.signedGrant.assign(reinterpret_cast<const std::byte*>(grant.begin()), reinterpret_cast<const std::byte*>(grant.end()));
+  info.sessionId = placement.getSessionId();
+  info.node = placement.getNode().cStr();
+  for (auto endpoint : placement.getEndpoints()) info.endpoints.emplace_back(endpoint.cStr());
+  info.gpuUuid = placement.getGpuUuid().cStr();
+  info.smPercent = placement.getSmPercent();
+  info.memoryBytes = placement.getMemoryBytes();
+  return info;
 }
 
 }  // namespace
@@ -55,29 +72,33 @@ Result<PlacementInfo> requestPlacement(std::string_view where, const SessionRequ
       capnp::EzRpcClient client(address->c_str(), kOrchestratorPort);
       auto& timer = client.getIoProvider().getTimer();
       auto orchestrator = client.getMain<wire::Orchestrator>();
-      auto call = orchestrator.openSessionRequest();
-      auto req = call.initRequest();
-      req.setTenant(request.tenant);
-      req.setToken(request.token);
-      req.setClientName(request.clientName);
-      req.setHostId(request.hostId);
-      req.setPid(request.pid);
-      auto deadline = timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([]() -> capnp::Response<wire::Orchestrator::OpenSessionResults> {
-        kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "timed out"));
-      });
-      auto response = call.send().exclusiveJoin(kj::mv(deadline)).wait(client.getWaitScope());
-      auto placement = response.getPlacement();
-      PlacementInfo info;
-      auto grant = placement.getSignedGrant();
-      info.signedGrant.assign(reinterpret_cast<const std::byte*>(grant.begin()),
-                              reinterpret_cast<const std::byte*>(grant.end()));
-      info.sessionId = placement.getSessionId();
-      info.node = placement.getNode().cStr();
-      for (auto endpoint : placement.getEndpoints()) info.endpoints.emplace_back(endpoint.cStr());
-      info.gpuUuid = placement.getGpuUuid().cStr();
-      info.smPercent = placement.getSmPercent();
-      info.memoryBytes = placement.getMemoryBytes();
-      result = std::move(info);
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      for (;;) {
+        auto call = orchestrator.openSessionRequest();
+        auto req = call.initRequest();
+        req.setTenant(request.tenant);
+        req.setToken(request.token);
+        req.setClientName(request.clientName);
+        req.setHostId(request.hostId);
+        req.setPid(request.pid);
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        auto bound = timer.afterDelay(std::max<std::int64_t>(left.count(), 1) * kj::MILLISECONDS)
+                         .then([]() -> capnp::Response<wire::Orchestrator::OpenSessionResults> {
+                           kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "timed out"));
+                         });
+        kj::Maybe<kj::Exception> refused = kj::runCatchingExceptions([&] {
+          auto response = call.send().exclusiveJoin(kj::mv(bound)).wait(client.getWaitScope());
+          result = placementOf(response.getPlacement());
+        });
+        KJ_IF_MAYBE (e, refused) {
+          if (isForNow(*e) && std::chrono::steady_clock::now() + kRetryForNow < deadline) {
+            timer.afterDelay(kRetryForNow.count() * kj::MILLISECONDS).wait(client.getWaitScope());
+            continue;
+          }
+          kj::throwFatalException(kj::mv(*e));
+        }
+        return;
+      }
     });
     KJ_IF_MAYBE (e, thrown) {
       const std::string message = plainRpcMessage(e->getDescription().cStr());

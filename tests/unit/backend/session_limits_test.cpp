@@ -1,10 +1,15 @@
 // Session limits without a GPU: the SM share arithmetic, the memory quota, the control protocol's
 // parsing, and MPS daemon detection and control against a stand-in nvidia-cuda-mps-control (a
 // shell script on PATH) in a private pipe directory.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -97,8 +102,9 @@ TEST(NodeConfig, ByteSizesTakeBinaryUnits) {
 
 namespace {
 
-// A private pipe directory and a stand-in nvidia-cuda-mps-control first on PATH: "-d" makes the
-// control FIFO, "quit" on stdin removes it.
+// A private pipe directory and a stand-in nvidia-cuda-mps-control first on PATH: "-d" starts a
+// process listening on the control socket (as the CUDA 13 driver's daemon does), "quit" on stdin
+// stops it and removes the socket.
 class MpsDaemon : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -106,9 +112,15 @@ class MpsDaemon : public ::testing::Test {
     std::filesystem::create_directories(m_root / "bin");
     std::filesystem::create_directories(m_root / "pipes");
     const auto script = m_root / "bin" / "nvidia-cuda-mps-control";
-    std::ofstream(script) << "#!/bin/sh\n"
-                             "if [ \"$1\" = -d ]; then mkfifo \"$CUDA_MPS_PIPE_DIRECTORY/control\"; exit $?; fi\n"
-                             "read command; [ \"$command\" = quit ] && rm -f \"$CUDA_MPS_PIPE_DIRECTORY/control\"\n";
+    std::ofstream(script)
+        << "#!/bin/sh\n"
+           "dir=$CUDA_MPS_PIPE_DIRECTORY\n"
+           "if [ \"$1\" = -d ]; then\n"
+           "  python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); "
+           "s.listen(8); time.sleep(600)' \"$dir/control\" </dev/null >/dev/null 2>&1 &\n"
+           "  echo $! > \"$dir/daemon.pid\"; exit 0\n"
+           "fi\n"
+           "read command; [ \"$command\" = quit ] && kill \"$(cat \"$dir/daemon.pid\")\" && rm -f \"$dir/control\"\n";
     std::filesystem::permissions(script, std::filesystem::perms::owner_all);
     m_path = std::getenv("PATH") ? std::getenv("PATH") : "";
     ::setenv("PATH", ((m_root / "bin").string() + ":" + m_path).c_str(), 1);
@@ -131,13 +143,30 @@ TEST_F(MpsDaemon, PipeDirectoryComesFromTheEnvironmentWithNvidiasDefault) {
   EXPECT_EQ(fb::mpsPipeDirectory(), "/tmp/nvidia-mps");
 }
 
-TEST_F(MpsDaemon, OnlyAControlFifoCountsAsARunningDaemon) {
+TEST_F(MpsDaemon, OnlyAControlPipeOrSocketADaemonServesCounts) {
+  const auto control = m_root / "pipes" / "control";
   EXPECT_FALSE(fb::mpsControlRunning());
-  std::ofstream(m_root / "pipes" / "control") << "not a fifo";
+  std::ofstream(control) << "not a fifo";
   EXPECT_FALSE(fb::mpsControlRunning());
-  std::filesystem::remove(m_root / "pipes" / "control");
-  ASSERT_EQ(::mkfifo((m_root / "pipes" / "control").c_str(), 0600), 0);
+  std::filesystem::remove(control);
+  // A FIFO nobody reads (its daemon died) does not count; one with a reader does.
+  ASSERT_EQ(::mkfifo(control.c_str(), 0600), 0);
+  EXPECT_FALSE(fb::mpsControlRunning());
+  const int reader = ::open(control.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
   EXPECT_TRUE(fb::mpsControlRunning());
+  ::close(reader);
+  std::filesystem::remove(control);
+  // A socket: listening counts, a stale one left by a dead daemon does not.
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, control.c_str(), sizeof address.sun_path - 1);
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  EXPECT_TRUE(fb::mpsControlRunning());
+  ::close(listener);
+  EXPECT_FALSE(fb::mpsControlRunning());
 }
 
 TEST_F(MpsDaemon, StartWaitsForTheControlFifoAndStopSaysQuit) {

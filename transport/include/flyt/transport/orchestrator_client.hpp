@@ -39,8 +39,10 @@ struct PlacementInfo {
 };
 
 // Asks the orchestrator at `address` for a session. Bounded by `timeout` (connecting included).
-// kUnavailable when the orchestrator cannot be reached, kInvalidArgument when it refuses (unknown
-// tenant, wrong token, no room), with its reason as the message.
+// While the orchestrator answers "not now" (no room, the tenant's sessions all in use), asks again
+// every 100 ms until the timeout: a session that just ended is released by its node's next
+// heartbeat. kUnavailable when the orchestrator cannot be reached, kInvalidArgument when it
+// refuses (unknown tenant, wrong token, still no room at the deadline), with its reason.
 [[nodiscard]] Result<PlacementInfo> requestPlacement(std::string_view address, const SessionRequestInfo& request,
                                                      std::chrono::milliseconds timeout);
 
