@@ -5,6 +5,10 @@
 //       runtime cannot win) and FLYT_SERVER naming the node. Without --server and FLYT_SERVER, a
 //       private flyt-node (shared memory only, unique name) is started for the run and stopped
 //       afterwards. Exits with PROGRAM's status, or 128 + the signal that killed it.
+//   flyt run --orchestrator HOST:PORT --tenant NAME --token T [--config client.toml] -- PROGRAM ...
+//       Cluster mode: the interposed library asks flyt-orchestrator for a placement and a signed
+//       grant and connects to the node it names (FLYT_ORCHESTRATOR, FLYT_TENANT, FLYT_TOKEN,
+//       FLYT_CONFIG carry the options to it); no node is started.
 //   flyt node [flyt-node options]
 //       Runs a node in the foreground (exec of flyt-node).
 //

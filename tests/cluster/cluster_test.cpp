@@ -132,6 +132,15 @@ struct App {
                                  token, "--", FLYT_CLUSTER_CLIENT_PATH},
         std::vector<std::string>{"FLYT_LOG=info"});
   }
+  // Ends the application the way it ends by itself (stdin closed: it frees, syncs and exits), so
+  // that no program, worker or iceoryx port outlives the test; a SIGKILL only if it hangs.
+  ~App() {
+    process->closeStdin();
+    (void)process->wait(5s);
+  }
+  App(const App&) = delete;
+  App& operator=(const App&) = delete;
+
   [[nodiscard]] bool started() {
     auto line = process->readLine(15s);
     if (!line || !line->starts_with("ready ")) return false;
