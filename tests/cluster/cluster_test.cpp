@@ -175,6 +175,10 @@ class Cluster : public ::testing::Test {
   }
   void TearDown() override {
     apps.clear();
+    // SIGTERM, as a service manager would: a node stops its workers (a SIGKILLed one would leave
+    // them running).
+    for (auto& node : nodes) node->process->signal(SIGTERM);
+    for (auto& node : nodes) (void)node->process->wait(10s);
     nodes.clear();
     orchestrator.reset();
     std::filesystem::remove_all(dir);
