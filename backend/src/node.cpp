@@ -63,6 +63,22 @@ struct Serving {
   std::thread acceptor;
 };
 
+bool isLoopback(std::string_view host) {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+// Without auth_token, anyone who reaches the port can run code on this node's GPU as this user.
+// Not refused (a trusted private network may be the point), but said loudly.
+void warnIfOpen(const transport::Endpoint& tcp, const transport::TransportConfig& config) {
+  if (!config.authToken.empty()) {
+    log().info("TCP clients on {} must prove they hold auth_token", tcp.toString());
+  } else if (!isLoopback(tcp.host)) {
+    log().warn("!!! {} is reachable from other hosts and no auth_token is set: ANYONE who can reach it can "
+               "run sessions on this node. Set [transport] auth_token_file (or FLYT_AUTH_TOKEN) !!!",
+               tcp.toString());
+  }
+}
+
 }  // namespace
 
 struct Node::Impl {
@@ -167,7 +183,7 @@ void Node::Impl::startHandshake(std::unique_ptr<transport::Channel> channel,
   entry.thread = std::thread([this, &entry, via, ch = std::move(channel)]() mutable {
     auto hello = transport::serverHandshake(
         *ch, options.transport.connectTimeout,
-        [&](const transport::HelloInfo& info) { return admit(info, via); });
+        [&](const transport::HelloInfo& info) { return admit(info, via); }, options.transport.authToken);
     if (!hello) {
       // A probe (connect, then close) is how `flyt run` checks that a node is up: not worth a warning.
       const auto level = hello.error().code == Errc::kDisconnected ? spdlog::level::debug
@@ -451,6 +467,7 @@ transport::Result<std::unique_ptr<Node>> Node::start(NodeOptions options) {
   if (auto ok = impl->listenOn(*shm); !ok) return std::unexpected(ok.error());
   if (config.tcp) {
     if (auto ok = impl->listenOn(*config.tcp); !ok) return std::unexpected(ok.error());
+    warnIfOpen(*config.tcp, impl->options.transport);
   }
   // From here on the Node owns the threads: an early return destroys it, which stops them.
   std::unique_ptr<Node> node(new Node(std::move(impl)));

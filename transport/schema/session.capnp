@@ -28,6 +28,17 @@
 # the first failure it stops, and status/message say why (the session is then unusable for region
 # copies). On the ack the client unlinks the segments' names, so no file outlives both processes.
 # `removed` asks the server to unregister and unmap segments the client no longer uses; no ack.
+#
+# Authentication (TCP only; see transport/src/handshake.cpp). When the server has a shared secret
+# (transport.auth_token) and the channel crosses hosts (anything but shm, which is same-host and
+# guarded by the files' permissions), it answers Hello with `authChallenge` instead of Welcome:
+# a fresh random nonce, and its own proof over the client's nonce (Hello.authNonce). The client
+# answers `authResponse` with its proof over the server's nonce; the server checks it in constant
+# time and goes on with Welcome, or refuses with a Welcome whose status is unsupported and whose
+# message says authentication failed. A welcomed client that has a secret then checks the server's
+# proof and leaves (Goodbye) if it is wrong, or if a TCP server sent no challenge at all. Proofs are HMAC-SHA256(secret, nonce || sessionId (8 bytes, little
+# endian) || label), label "flyt-tcp-v1 client" or "flyt-tcp-v1 server", so the secret never
+# travels and neither side's proof can be replayed for another nonce, session or direction.
 
 @0xdd4240d9edbf56be;
 
@@ -59,6 +70,7 @@ struct Hello {
   clientName @2 :Text;      # program name, for logs and session listings
   pid @3 :UInt32;           # client process id in its own namespace, for logs only
   token @4 :Data;           # authentication material; empty when the server requires none
+  authNonce @5 :Data;       # 32 random bytes the server proves its secret over (AuthChallenge)
 }
 
 struct Welcome {
@@ -133,5 +145,16 @@ struct Envelope {
     goodbye @4 :Goodbye;
     regionUpdate @5 :RegionUpdate;   # client -> server
     regionAck @6 :RegionAck;         # server -> client
+    authChallenge @7 :AuthChallenge; # server -> client, after Hello, when the server requires auth
+    authResponse @8 :AuthResponse;   # client -> server, the answer to authChallenge
   }
+}
+
+struct AuthChallenge {
+  nonce @0 :Data;         # 32 fresh random bytes the client must prove the secret over
+  serverProof @1 :Data;   # the server's proof over Hello.authNonce (empty if Hello had none)
+}
+
+struct AuthResponse {
+  proof @0 :Data;         # the client's proof over AuthChallenge.nonce; empty: it has no secret
 }

@@ -2,7 +2,13 @@
 
 #include <toml++/toml.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <cstdlib>
 #include <fmt/format.h>
 #include <functional>
@@ -13,7 +19,8 @@
 namespace flyt::transport {
 namespace {
 
-// How one key reads and writes its TransportConfig field, as an unsigned integer with bounds.
+// How one key reads and writes its TransportConfig field: an unsigned integer with bounds (get,
+// set), or a string (setText, which checks it; such keys have no get and print no default).
 struct Key {
   std::string_view name;  // under [transport]
   std::string_view env;   // FLYT_ variable
@@ -22,7 +29,18 @@ struct Key {
   std::uint64_t max;
   std::function<std::uint64_t(const TransportConfig&)> get;
   std::function<void(TransportConfig&, std::uint64_t)> set;
+  std::function<Result<void>(TransportConfig&, std::string_view)> setText = {};
 };
+
+Result<void> setAuthToken(TransportConfig& config, std::string_view token) {
+  if (token.size() < kMinAuthTokenBytes) {
+    return fail(Errc::kInvalidArgument,
+                fmt::format("auth_token is {} bytes; it must have at least {} (e.g. `openssl rand -hex 32`)",
+                            token.size(), kMinAuthTokenBytes));
+  }
+  config.authToken = std::string(token);
+  return {};
+}
 
 using std::chrono::milliseconds;
 
@@ -63,6 +81,17 @@ const std::vector<Key>& keys() {
        "client: microseconds it busy-polls for a reply before sleeping (default 20000 with 8 or more CPUs, else 50)",
        0, 10'000'000, [](const TransportConfig& c) { return std::uint64_t(c.replySpin.count()); },
        [](TransportConfig& c, std::uint64_t v) { c.replySpin = std::chrono::microseconds(v); }},
+      {"auth_token", "FLYT_AUTH_TOKEN",
+       "shared secret of TCP authentication (at least 16 bytes); a node with one admits only TCP clients that prove they hold it, a client with one talks only to nodes that prove it; empty: none (shm is never authenticated)",
+       0, 0, nullptr, nullptr, setAuthToken},
+      {"auth_token_file", "FLYT_AUTH_TOKEN_FILE",
+       "file holding auth_token, readable only by its owner (mode 0600); preferred over auth_token",
+       0, 0, nullptr, nullptr,
+       [](TransportConfig& c, std::string_view path) -> Result<void> {
+         auto token = readAuthTokenFile(std::string(path));
+         if (!token) return std::unexpected(token.error());
+         return setAuthToken(c, *token);
+       }},
   };
   return kTransportKeys;
 }
@@ -127,6 +156,18 @@ Result<TransportConfig> transportConfigFromToml(const toml::table& root, std::st
                   fmt::format("{}: unknown key 'transport.{}' (known keys: {})",
                               where(sourceName, value.source()), name.str(), known));
     }
+    if (key->setText) {
+      const auto text = value.value<std::string>();
+      if (!value.is_string() || !text) {
+        return fail(Errc::kInvalidArgument, fmt::format("{}: transport.{} must be a string",
+                                                        where(sourceName, value.source()), name.str()));
+      }
+      if (auto ok = key->setText(config, *text); !ok) {
+        return fail(ok.error().code, fmt::format("{}: transport.{}: {}", where(sourceName, value.source()),
+                                                 name.str(), ok.error().message));
+      }
+      continue;
+    }
     const auto integer = value.value<std::int64_t>();
     if (!value.is_integer() || !integer || *integer < 0) {
       return fail(Errc::kInvalidArgument,
@@ -144,8 +185,14 @@ Result<TransportConfig> applyTransportEnv(TransportConfig config) {
   for (const auto& key : keys()) {
     const char* text = std::getenv(std::string(key.env).c_str());
     if (text == nullptr || *text == '\0') continue;
-    std::uint64_t value = 0;
     const std::string_view sv(text);
+    if (key.setText) {
+      if (auto ok = key.setText(config, sv); !ok) {
+        return fail(ok.error().code, fmt::format("environment {}: {}", key.env, ok.error().message));
+      }
+      continue;
+    }
+    std::uint64_t value = 0;
     auto [end, ec] = std::from_chars(sv.data(), sv.data() + sv.size(), value);
     if (ec != std::errc() || end != sv.data() + sv.size()) {
       return fail(Errc::kInvalidArgument,
@@ -164,10 +211,39 @@ std::string describeTransportKeys() {
   const TransportConfig defaults;
   std::string out;
   for (const auto& key : keys()) {
-    out += fmt::format("transport.{} ({}, default {}): {}\n", key.name, key.env, key.get(defaults),
-                       key.doc);
+    const std::string byDefault = key.get ? fmt::format("default {}", key.get(defaults)) : "default none";
+    out += fmt::format("transport.{} ({}, {}): {}\n", key.name, key.env, byDefault, key.doc);
   }
   return out;
+}
+
+Result<std::string> readAuthTokenFile(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    const int error = errno;
+    return fail(Errc::kSystem, fmt::format("auth_token_file '{}': {}", path, std::strerror(error)), error);
+  }
+  struct stat info {};
+  std::string text;
+  std::string problem;
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    problem = "is not a regular file";
+  } else if (info.st_uid != ::geteuid()) {
+    problem = fmt::format("belongs to uid {}, not to this user (uid {})", info.st_uid, ::geteuid());
+  } else if ((info.st_mode & 077) != 0) {
+    problem = fmt::format("has mode {:04o}: others may read it; chmod 600 it", info.st_mode & 07777);
+  } else if (info.st_size > 4096) {
+    problem = "is larger than 4096 bytes";
+  } else {
+    text.resize(static_cast<std::size_t>(info.st_size));
+    const auto got = ::read(fd, text.data(), text.size());
+    if (got != static_cast<ssize_t>(text.size())) problem = "could not be read whole";
+  }
+  ::close(fd);
+  if (!problem.empty()) return fail(Errc::kInvalidArgument, fmt::format("auth_token_file '{}' {}", path, problem));
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return fail(Errc::kInvalidArgument, fmt::format("auth_token_file '{}' is empty", path));
+  return text.substr(first, text.find_last_not_of(" \t\r\n") - first + 1);
 }
 
 }  // namespace flyt::transport

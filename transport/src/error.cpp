@@ -13,6 +13,7 @@ std::string_view errcName(Errc code) noexcept {
     case Errc::kInvalidArgument: return "invalid argument";
     case Errc::kUnavailable: return "unavailable";
     case Errc::kSystem: return "system error";
+    case Errc::kUnauthenticated: return "unauthenticated";
   }
   return "unknown";
 }

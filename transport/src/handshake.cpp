@@ -2,8 +2,14 @@
 
 #include <fmt/format.h>
 #include <kj/exception.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <unistd.h>
 
+#include <array>
+#include <optional>
 #include <random>
 
 #include "flyt/transport/transport.hpp"
@@ -24,33 +30,124 @@ Result<void> sendWelcome(Channel& channel, std::uint64_t sessionId, wire::Transp
   });
 }
 
-}  // namespace
 
-Result<WelcomeInfo> clientHandshake(Channel& channel, std::uint64_t sessionId, std::string_view clientName,
-                             std::chrono::milliseconds timeout, std::span<const std::byte> token,
-                             std::uint32_t protocolVersion) {
-  const std::uint32_t version = protocolVersion != 0 ? protocolVersion : wire::PROTOCOL_VERSION;
-  const std::string name(clientName);
+// Authentication (see handshake.hpp and schema/session.capnp): nonces and proofs are 32 bytes.
+constexpr std::size_t kNonceBytes = 32;
+constexpr std::string_view kClientLabel = "flyt-tcp-v1 client";
+constexpr std::string_view kServerLabel = "flyt-tcp-v1 server";
+// What a refused client is told; the details (missing or wrong) stay in the server's log.
+constexpr std::string_view kRefusal = "authentication failed: wrong or missing token (auth_token)";
+constexpr std::string_view kSetting = "auth_token ([transport] auth_token / auth_token_file, or FLYT_AUTH_TOKEN)";
+
+using Bytes = std::vector<std::byte>;
+
+// shm is same-host: the files' permissions guard it (see handshake.hpp).
+bool authenticates(const Channel& channel, std::string_view secret) {
+  return !secret.empty() && !channel.sharesHostMemory();
+}
+
+Bytes randomNonce() {
+  Bytes nonce(kNonceBytes);
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), int(nonce.size())) != 1) {
+    std::random_device device;  // OpenSSL's generator failed: never send a predictable nonce
+    for (auto& b : nonce) b = std::byte(device());
+  }
+  return nonce;
+}
+
+// HMAC-SHA256(secret, nonce || sessionId (little endian) || label).
+Bytes authProof(std::string_view secret, std::span<const std::byte> nonce, std::uint64_t sessionId,
+                std::string_view label) {
+  Bytes data(nonce.begin(), nonce.end());
+  for (int i = 0; i < 8; ++i) data.push_back(std::byte(sessionId >> (8 * i)));
+  for (char c : label) data.push_back(std::byte(c));
+  Bytes out(EVP_MAX_MD_SIZE);
+  unsigned length = 0;
+  HMAC(EVP_sha256(), secret.data(), int(secret.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), reinterpret_cast<unsigned char*>(out.data()), &length);
+  out.resize(length);
+  return out;
+}
+
+bool sameProof(std::span<const std::byte> got, std::span<const std::byte> expected) {
+  return got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0;
+}
+
+kj::ArrayPtr<const capnp::byte> wireBytes(std::span<const std::byte> bytes) {
+  return kj::arrayPtr(reinterpret_cast<const capnp::byte*>(bytes.data()), bytes.size());
+}
+
+Bytes toBytes(capnp::Data::Reader data) {
+  return Bytes(reinterpret_cast<const std::byte*>(data.begin()), reinterpret_cast<const std::byte*>(data.end()));
+}
+
+struct Challenge {
+  Bytes nonce;
+  Bytes serverProof;
+};
+
+// The AuthChallenge in `incoming`, or nullopt when it holds something else.
+std::optional<Challenge> readChallenge(Incoming& incoming) {
+  std::optional<Challenge> challenge;
+  (void)kj::runCatchingExceptions([&] {
+    auto envelope = incoming.root<wire::Envelope>();
+    if (!envelope.isAuthChallenge()) return;
+    auto body = envelope.getAuthChallenge();
+    challenge = Challenge{toBytes(body.getNonce()), toBytes(body.getServerProof())};
+  });
+  return challenge;
+}
+
+Result<void> sendGoodbye(Channel& channel, std::string_view reason) {
+  return channel.send([&](capnp::MessageBuilder& builder) {
+    builder.initRoot<wire::Envelope>().initGoodbye().setReason(kj::StringPtr(std::string(reason).c_str()));
+  });
+}
+
+// Server: challenges the client of `hello` and checks its answer. The error says what was wrong
+// (for the server's log); the client is told only kRefusal.
+Result<void> challengeClient(Channel& channel, const HelloInfo& hello, std::string_view secret,
+                             std::chrono::milliseconds timeout) {
+  const Bytes nonce = randomNonce();
   auto sent = channel.send([&](capnp::MessageBuilder& builder) {
-    auto hello = builder.initRoot<wire::Envelope>().initHello();
-    hello.setProtocolVersion(version);
-    hello.setSessionId(sessionId);
-    hello.setClientName(name.c_str());
-    hello.setPid(static_cast<std::uint32_t>(::getpid()));
-    hello.setToken(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(token.data()), token.size()));
+    auto challenge = builder.initRoot<wire::Envelope>().initAuthChallenge();
+    challenge.setNonce(wireBytes(nonce));
+    if (hello.authNonce.size() == kNonceBytes) {
+      challenge.setServerProof(wireBytes(authProof(secret, hello.authNonce, hello.sessionId, kServerLabel)));
+    }
   });
   if (!sent) return std::unexpected(sent.error());
-
   auto incoming = channel.receive(timeout);
   if (!incoming) {
-    auto error = incoming.error();
-    error.message = fmt::format("handshake with {}: {}", channel.describe(), error.message);
-    return std::unexpected(error);
+    return fail(incoming.error().code, fmt::format("no answer to the authentication challenge: {}",
+                                                   incoming.error().message));
   }
+  std::optional<Bytes> proof;
+  std::string goodbye;
+  (void)kj::runCatchingExceptions([&] {
+    auto envelope = incoming->root<wire::Envelope>();
+    if (envelope.isAuthResponse()) proof = toBytes(envelope.getAuthResponse().getProof());
+    if (envelope.isGoodbye()) goodbye = envelope.getGoodbye().getReason().cStr();
+  });
+  if (!goodbye.empty()) return fail(Errc::kUnauthenticated, fmt::format("the client left: {}", goodbye));
+  if (!proof) return fail(Errc::kUnauthenticated, "the client answered the challenge with something else");
+  if (proof->empty()) return fail(Errc::kUnauthenticated, "missing token: the client has no auth_token");
+  if (!sameProof(*proof, authProof(secret, nonce, hello.sessionId, kClientLabel))) {
+    return fail(Errc::kUnauthenticated, "wrong token: the client's proof does not match this auth_token");
+  }
+  return {};
+}
+
+}  // namespace
+
+namespace {
+
+// The Welcome in `incoming`: its redirect when it admits `sessionId`, else why the server refused.
+Result<WelcomeInfo> readWelcome(Incoming& incoming, std::uint64_t sessionId) {
   Error refused{Errc::kMalformed, ""};
   WelcomeInfo info;
   kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
-    auto envelope = incoming->root<wire::Envelope>();
+    auto envelope = incoming.root<wire::Envelope>();
     if (!envelope.isWelcome()) {
       refused.message = "server answered the handshake with something other than Welcome";
       return;
@@ -79,8 +176,85 @@ Result<WelcomeInfo> clientHandshake(Channel& channel, std::uint64_t sessionId, s
   return info;
 }
 
+Result<Incoming> receiveReply(Channel& channel, std::chrono::milliseconds timeout) {
+  auto incoming = channel.receive(timeout);
+  if (!incoming) {
+    auto error = incoming.error();
+    error.message = fmt::format("handshake with {}: {}", channel.describe(), error.message);
+    return std::unexpected(error);
+  }
+  return incoming;
+}
+
+// Client: answers `challenge` (an empty proof when it has no secret, so that the server logs why it
+// refuses) and reads the Welcome. A refusal here is an authentication failure.
+Result<WelcomeInfo> answerChallenge(Channel& channel, const Challenge& challenge, std::uint64_t sessionId,
+                                    std::string_view secret, std::chrono::milliseconds timeout) {
+  auto sent = channel.send([&](capnp::MessageBuilder& builder) {
+    auto response = builder.initRoot<wire::Envelope>().initAuthResponse();
+    if (!secret.empty()) response.setProof(wireBytes(authProof(secret, challenge.nonce, sessionId, kClientLabel)));
+  });
+  if (!sent) return std::unexpected(sent.error());
+  auto incoming = receiveReply(channel, timeout);
+  if (!incoming) return std::unexpected(incoming.error());
+  auto welcome = readWelcome(*incoming, sessionId);
+  if (welcome) return welcome;
+  if (secret.empty()) {
+    return fail(Errc::kUnauthenticated,
+                fmt::format("{} requires authentication and this client has no token: set {} to the node's",
+                            channel.describe(), kSetting));
+  }
+  return fail(Errc::kUnauthenticated,
+              fmt::format("{} refused authentication ({}): this client's {} must equal the node's",
+                          channel.describe(), welcome.error().message, kSetting));
+}
+
+}  // namespace
+
+Result<WelcomeInfo> clientHandshake(Channel& channel, std::uint64_t sessionId, std::string_view clientName,
+                             std::chrono::milliseconds timeout, std::span<const std::byte> token,
+                             std::uint32_t protocolVersion, std::string_view authToken) {
+  const std::uint32_t version = protocolVersion != 0 ? protocolVersion : wire::PROTOCOL_VERSION;
+  const std::string name(clientName);
+  const bool mutual = authenticates(channel, authToken);
+  const Bytes nonce = mutual ? randomNonce() : Bytes{};
+  auto sent = channel.send([&](capnp::MessageBuilder& builder) {
+    auto hello = builder.initRoot<wire::Envelope>().initHello();
+    hello.setProtocolVersion(version);
+    hello.setSessionId(sessionId);
+    hello.setClientName(name.c_str());
+    hello.setPid(static_cast<std::uint32_t>(::getpid()));
+    hello.setToken(wireBytes(token));
+    if (mutual) hello.setAuthNonce(wireBytes(nonce));
+  });
+  if (!sent) return std::unexpected(sent.error());
+
+  auto incoming = receiveReply(channel, timeout);
+  if (!incoming) return std::unexpected(incoming.error());
+  const auto challenge = readChallenge(*incoming);
+  if (!challenge) {
+    auto welcome = readWelcome(*incoming, sessionId);
+    if (!welcome || !mutual) return welcome;
+    (void)sendGoodbye(channel, "the node did not authenticate itself");
+    return fail(Errc::kUnauthenticated,
+                fmt::format("{} did not authenticate itself although this client has an auth_token: the node "
+                            "has none configured, or it is not the node you meant; set the same {} on both",
+                            channel.describe(), kSetting));
+  }
+  auto welcome = answerChallenge(channel, *challenge, sessionId, authToken, timeout);
+  if (!welcome || !mutual) return welcome;
+  if (!sameProof(challenge->serverProof, authProof(authToken, nonce, sessionId, kServerLabel))) {
+    (void)sendGoodbye(channel, "the node's proof of auth_token is wrong");
+    return fail(Errc::kUnauthenticated,
+                fmt::format("{} failed to prove it holds this client's auth_token: it is not the node you "
+                            "meant; nothing was sent to it",
+                            channel.describe()));
+  }
+  return welcome;
+}
+
 Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds timeout,
-                                  const AdmitSession& admit) {
+                                  const AdmitSession& admit, std::string_view authToken) {
   auto incoming = channel.receive(timeout);
   if (!incoming) return std::unexpected(incoming.error());
   HelloInfo info;
@@ -94,9 +268,8 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
     info.sessionId = hello.getSessionId();
     info.clientName = hello.getClientName().cStr();
     info.pid = hello.getPid();
-    auto token = hello.getToken();
-    info.token.assign(reinterpret_cast<const std::byte*>(token.begin()),
-                      reinterpret_cast<const std::byte*>(token.end()));
+    info.token = toBytes(hello.getToken());
+    info.authNonce = toBytes(hello.getAuthNonce());
   });
   if (problem != nullptr || !isHello) {
     (void)sendWelcome(channel, 0, wire::TransportStatus::MALFORMED, "expected Hello");
@@ -107,6 +280,15 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
                                  info.protocolVersion, wire::PROTOCOL_VERSION);
     (void)sendWelcome(channel, info.sessionId, wire::TransportStatus::UNSUPPORTED, why);
     return fail(Errc::kUnsupported, why);
+  }
+  if (authenticates(channel, authToken)) {
+    auto authenticated = challengeClient(channel, info, authToken, timeout);
+    if (!authenticated) {
+      (void)sendWelcome(channel, info.sessionId, wire::TransportStatus::UNSUPPORTED, kRefusal);
+      return fail(Errc::kUnauthenticated,
+                  fmt::format("authentication of session {:016x} from {} failed: {}", info.sessionId,
+                              channel.describe(), authenticated.error().message));
+    }
   }
   std::string redirect;
   if (admit) {
@@ -134,8 +316,8 @@ Result<OpenedSession> openSession(std::string_view endpoint, const TransportConf
     if (!where) return std::unexpected(where.error());
     auto channel = connect(*where, config);
     if (!channel) return std::unexpected(channel.error());
-    auto welcome =
-        clientHandshake(**channel, session.sessionId, clientName, config.connectTimeout, token);
+    auto welcome = clientHandshake(**channel, session.sessionId, clientName, config.connectTimeout, token, 0,
+                                   config.authToken);
     if (!welcome) return std::unexpected(welcome.error());
     if (welcome->redirect.empty()) {
       session.channel = std::move(*channel);

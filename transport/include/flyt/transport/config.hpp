@@ -15,6 +15,9 @@
 
 namespace flyt::transport {
 
+// Shortest auth_token accepted, bytes (`openssl rand -hex 32` makes a good one).
+inline constexpr std::size_t kMinAuthTokenBytes = 16;
+
 struct TransportConfig {
   // A dead or silent peer is reported within this bound (receive of an expected reply, handshake).
   std::chrono::milliseconds peerTimeout{2000};
@@ -37,6 +40,11 @@ struct TransportConfig {
   // it saves costs tens to hundreds of microseconds on virtual machines. Default: 20 ms on hosts
   // with 8 or more CPUs; 50 us on smaller ones, where a spinning client takes the worker's CPU.
   std::chrono::microseconds replySpin{manyCpus() ? 20000 : 50};
+  // Shared secret of TCP authentication (see handshake.hpp); empty: none. A server with one
+  // admits a TCP client only after it proved it holds the same secret; a client with one talks only
+  // to a server that proved the same. Never sent over the wire. Set by auth_token or read from
+  // auth_token_file (a file only its owner may read); at least kMinAuthTokenBytes long.
+  std::string authToken;
 
   // 8 or more CPUs online: room for a client to spin and copy on several threads beside the worker.
   [[nodiscard]] static bool manyCpus();
@@ -56,6 +64,10 @@ struct TransportConfig {
 
 // Defaults + environment: what a process uses when it has no file.
 [[nodiscard]] Result<TransportConfig> transportConfigFromEnv();
+
+// Reads an auth_token_file: a regular file owned by this user that no one else may read or write
+// (mode 0600 or 0400). Surrounding white space is dropped. The error names the file and the problem.
+[[nodiscard]] Result<std::string> readAuthTokenFile(const std::string& path);
 
 // One line per key: "transport.peer_timeout_ms (FLYT_PEER_TIMEOUT_MS, default 2000): ...".
 [[nodiscard]] std::string describeTransportKeys();

@@ -21,6 +21,7 @@ enum class Errc : std::uint8_t {
   kInvalidArgument,  // a caller passed something unusable (bad endpoint, bad config value)
   kUnavailable,      // a required service is not running (e.g. no RouDi and none may be started)
   kSystem,           // a system call failed; Error::sysErrno says which errno
+  kUnauthenticated,  // a peer did not prove it holds the shared secret (auth_token), or refused ours
 };
 
 [[nodiscard]] std::string_view errcName(Errc code) noexcept;
