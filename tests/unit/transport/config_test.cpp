@@ -1,9 +1,12 @@
 #include "flyt/transport/config.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
+#include <unistd.h>
 
 #include <cstdio>
 
@@ -137,4 +140,36 @@ TEST(ClusterClientConfig, UnknownKeysAndWrongTypesNameFileLineAndKey) {
   auto wrongType = flyt::transport::clusterClientConfig(&typed, "client.toml");
   ASSERT_FALSE(wrongType);
   EXPECT_NE(wrongType.error().message.find("cluster.token must be a string"), std::string::npos);
+}
+
+TEST(TransportConfig, ReadsTheAuthTokenFromAFileOnlyItsOwnerMayRead) {
+  const std::string path = "/tmp/flyt-config-test-token-" + std::to_string(::getpid());
+  {
+    std::FILE* file = std::fopen(path.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    std::fputs("a-token-from-a-file-0123456789\n", file);
+    std::fclose(file);
+  }
+  ::chmod(path.c_str(), 0644);
+  auto shared = flyt::transport::readAuthTokenFile(path);
+  ASSERT_FALSE(shared);
+  EXPECT_NE(shared.error().message.find("chmod 600"), std::string::npos) << shared.error().message;
+  ::chmod(path.c_str(), 0600);
+  auto table = toml::parse(fmt::format("[transport]\nauth_token_file = \"{}\"\n", path));
+  auto config = flyt::transport::transportConfigFromToml(table, "x.toml");
+  ::unlink(path.c_str());
+  ASSERT_TRUE(config) << config.error().describe();
+  EXPECT_EQ(config->authToken, "a-token-from-a-file-0123456789");
+}
+
+TEST(TransportConfig, RefusesAShortAuthTokenAndTakesOneFromTheEnvironment) {
+  auto table = toml::parse("[transport]\nauth_token = \"short\"\n");
+  auto config = flyt::transport::transportConfigFromToml(table, "x.toml");
+  ASSERT_FALSE(config);
+  EXPECT_NE(config.error().message.find("transport.auth_token"), std::string::npos) << config.error().message;
+  ::setenv("FLYT_AUTH_TOKEN", "an-environment-token-0123456789", 1);
+  auto fromEnv = flyt::transport::transportConfigFromEnv();
+  ::unsetenv("FLYT_AUTH_TOKEN");
+  ASSERT_TRUE(fromEnv) << fromEnv.error().describe();
+  EXPECT_EQ(fromEnv->authToken, "an-environment-token-0123456789");
 }
