@@ -31,12 +31,13 @@ struct NodeUnderTest {
   std::string tcp;
   std::unique_ptr<Process> process;
 
-  NodeUnderTest() {
+  explicit NodeUnderTest(std::vector<std::string> env = {}) {
     static std::atomic<int> counter{0};
     shmName = "flyt-it-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    process = std::make_unique<Process>(std::vector<std::string>{
-        FLYT_NODE_PATH, "--shm", shmName, "--tcp", "127.0.0.1:0", "--executor", "standin", "--log",
-        "info"});
+    process = std::make_unique<Process>(
+        std::vector<std::string>{FLYT_NODE_PATH, "--shm", shmName, "--tcp", "127.0.0.1:0", "--executor",
+                                 "standin", "--log", "info"},
+        std::move(env));
   }
 
   // Waits for "flyt-node: serving shm://... and tcp://..." on stderr.
@@ -144,6 +145,51 @@ TEST(FlytNode, ServesShmAndTcpSessionsConcurrentlyEachThroughItsOwnWorker) {
   EXPECT_TRUE(node.logged("worker pid " + std::to_string(tcpWorker) + " exited with status 0"))
       << node.log();
   ::close(stalled);
+}
+
+// `flyt run --server TCP -- python3` calling cudaGetDeviceCount through Flyt's runtime, with
+// FLYT_AUTH_TOKEN set to `token` ("" = unset). Returns the cudaError_t it printed, or -1, and its stderr.
+std::pair<int, std::string> cudaCallThroughFlyt(const std::string& tcp, const std::string& token) {
+  Process flyt({FLYT_TOOL_PATH, "run", "--server", tcp, "--", "/usr/bin/python3", "-c",
+                "import ctypes; n = ctypes.c_int(); "
+                "print(ctypes.CDLL('libcudart.so.13').cudaGetDeviceCount(ctypes.byref(n)))"},
+               {"FLYT_SERVER=", "FLYT_AUTH_TOKEN=" + token});
+  const std::string out = flyt.readAll(20s);
+  (void)flyt.wait(20s);
+  std::smatch match;
+  const int error = std::regex_search(out, match, std::regex(R"((\d+)\s*$)")) ? std::stoi(match[1]) : -1;
+  return {error, flyt.stderrText()};
+}
+
+TEST(FlytNode, AdmitsTcpClientsOnlyWithItsAuthTokenAndShmClientsAsBefore) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "needs /usr/bin/python3 to call the CUDA runtime";
+  flyt::test::holdHostRouDiLock();
+  const std::string token = "integration-test-token-0123456789";
+  NodeUnderTest node({"FLYT_AUTH_TOKEN=" + token});
+  ASSERT_TRUE(node.ready()) << node.log();
+  EXPECT_TRUE(node.logged("must prove they hold auth_token")) << node.log();
+
+  auto [admitted, admittedErr] = cudaCallThroughFlyt(node.tcp, token);
+  EXPECT_EQ(admitted, 0) << admittedErr << node.log();
+  EXPECT_TRUE(eventually([&] { return node.logged("started: client 'python3'"); }, 5s)) << node.log();
+
+  auto [missing, missingErr] = cudaCallThroughFlyt(node.tcp, "");
+  EXPECT_NE(missing, 0) << missingErr;
+  EXPECT_NE(missingErr.find("requires authentication"), std::string::npos) << missingErr;
+  EXPECT_NE(missingErr.find("FLYT_AUTH_TOKEN"), std::string::npos) << missingErr;
+  EXPECT_TRUE(eventually([&] { return node.logged("missing token"); }, 5s)) << node.log();
+
+  auto [wrong, wrongErr] = cudaCallThroughFlyt(node.tcp, "not-the-token-but-long-enough");
+  EXPECT_NE(wrong, 0) << wrongErr;
+  EXPECT_NE(wrongErr.find("authentication failed: wrong or missing token (auth_token)"), std::string::npos)
+      << wrongErr;
+  EXPECT_TRUE(eventually([&] { return node.logged("wrong token"); }, 5s)) << node.log();
+  EXPECT_TRUE(node.logged("<- 127.0.0.1:")) << "the refusal names no peer address: " << node.log();
+
+  Client overShm(node.shm);  // same host, guarded by file permissions: no token asked
+  ASSERT_TRUE(overShm.opened()) << overShm.process->stderrText() << node.log();
+  overShm.process->closeStdin();
+  EXPECT_TRUE(overShm.process->wait(5s).has_value());
 }
 
 TEST(FlytNode, ReapsTheWorkerOfAClientKilledMidSession) {
