@@ -500,6 +500,24 @@ class CallDispatcher final : public SessionHandler {
                          m_allocations.contains(std::get<0>(slots).value, pitch * (height - 1) + width));
       if (!fits) return std::string("2D memset outside this session's allocations");
     }
+    // Generated and passed straight to the runtime by the CUDA executor, so their device pointers
+    // must be checked here like cudaMemset's (a hostile client could otherwise write anywhere in
+    // the worker's context).
+    if constexpr (M == Method::cudaMemset3D || M == Method::cudaMemset3DAsync) {
+      const cudaPitchedPtr& target = std::get<0>(slots).value;
+      const cudaExtent& extent = std::get<2>(slots).value;
+      if (extent.width != 0 && extent.height != 0 && extent.depth != 0 &&
+          !holds3D(target.ptr, target.pitch, target.ysize, extent)) {
+        return std::string("3D memset outside this session's allocations");
+      }
+    }
+    if constexpr (M == Method::cudaMemcpyPeer) {
+      const std::uint64_t count = std::get<4>(slots).value;
+      if (!m_allocations.contains(std::get<0>(slots).value, count) ||
+          !m_allocations.contains(std::get<2>(slots).value, count)) {
+        return fmt::format("cudaMemcpyPeer of {} bytes outside this session's allocations", count);
+      }
+    }
     return std::nullopt;
   }
 
@@ -659,6 +677,17 @@ class CallDispatcher final : public SessionHandler {
     if (grantedSms() != 0) prop.multiProcessorCount = static_cast<int>(grantedSms());
     api::ArgWriter(out.results).put(prop);
     return out;
+  }
+
+  // True when `depth` slices of `ysize` rows `pitch` apart, each of `width` bytes used in its first
+  // `height` rows, lie in one allocation starting at `pointer`.
+  bool holds3D(const void* pointer, std::uint64_t pitch, std::uint64_t ysize, const cudaExtent& extent) const {
+    if (extent.width > pitch || extent.height > ysize || ysize == 0) return false;
+    const std::uint64_t slice = product(pitch, ysize);
+    const std::uint64_t lastRow = product(pitch, extent.height - 1);
+    const std::uint64_t lastSlice = product(slice, extent.depth - 1);
+    if (lastRow > UINT64_MAX - extent.width || lastSlice > UINT64_MAX - (lastRow + extent.width)) return false;
+    return m_allocations.contains(pointer, lastSlice + lastRow + extent.width);
   }
 
   // True when `height` rows of `width` bytes, `pitch` apart from `pointer`, lie in one allocation.

@@ -225,6 +225,19 @@ ModuleCache::Result<void> ModuleCache::checkGeometry(dim3 grid, dim3 block) {
   return {};
 }
 
+// Dynamic shared memory beyond what a block can have is refused here rather than left to the
+// runtime: the stand-in would accept it, and the figure reaches the driver unchecked otherwise.
+ModuleCache::Result<void> ModuleCache::checkSharedMemory(std::uint64_t sharedMem) const {
+  const std::uint64_t limit =
+      std::max<std::uint64_t>(m_limits.sharedMemPerBlockOptin, m_limits.sharedMemPerBlock);
+  if (sharedMem > limit) {
+    return failed(cudaErrorInvalidValue,
+                  fmt::format("launch with {} bytes of dynamic shared memory, the device allows {}", sharedMem,
+                              limit));
+  }
+  return {};
+}
+
 ModuleCache::Result<void> ModuleCache::launch(std::uint64_t kernel, dim3 grid, dim3 block, std::uint64_t sharedMem,
                                               cudaStream_t stream, std::span<const std::byte> params,
                                               const Executor::LaunchOptions* options) {
@@ -236,6 +249,7 @@ ModuleCache::Result<void> ModuleCache::launch(std::uint64_t kernel, dim3 grid, d
                                  k.paramBytes));
   }
   if (auto geometry = checkGeometry(grid, block); !geometry) return geometry;
+  if (auto shared = checkSharedMemory(sharedMem); !shared) return shared;
   // An aligned copy: the parameter block arrives at any offset inside the message.
   struct alignas(16) Block16 {
     std::byte bytes[16];

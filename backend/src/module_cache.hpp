@@ -4,7 +4,7 @@
 // Modules and kernels are named on the wire by ids this cache hands out (1, 2, ...), never by the
 // runtime's handles, so a client can only reach what its own session loaded. Every launch is
 // checked here before it reaches the executor: known kernel, parameter block of the kernel's exact
-// size, grid and block within the device's limits. One cache per session, used by one thread.
+// size, grid, block and dynamic shared memory within the device's limits. One cache per session, used by one thread.
 //
 // The node's fatbin cache (FatbinStore) outlives sessions and workers: a directory of images named
 // by their FNV-1a hash, `$FLYT_CACHE_DIR` when set (set to the empty string: no cache), otherwise
@@ -125,7 +125,8 @@ class ModuleCache {
 
   Result<std::uint64_t> load(Upload upload);
   Result<std::uint64_t> loadChecked(std::uint64_t hash, std::vector<std::byte> image);
-  Result<void> checkGeometry(dim3 grid, dim3 block);
+  Result<void> checkGeometry(dim3 grid, dim3 block);  // also reads the device's limits, once
+  Result<void> checkSharedMemory(std::uint64_t sharedMem) const;  // after checkGeometry
 
   Executor& m_executor;
   FatbinStore m_store;
