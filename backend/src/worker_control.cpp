@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -33,8 +34,8 @@ std::optional<ControlCommand> parseControlLine(std::string_view line) {
   return command;
 }
 
-ControlReader::ControlReader(int fd, std::shared_ptr<MemoryQuota> quota, std::uint64_t sessionId)
-    : m_fd(fd), m_quota(std::move(quota)), m_sessionId(sessionId) {
+ControlReader::ControlReader(int fd, std::shared_ptr<MemoryQuota> quota, std::uint64_t sessionId, int nodePidFd)
+    : m_fd(fd), m_nodePidFd(nodePidFd), m_quota(std::move(quota)), m_sessionId(sessionId) {
   if (::pipe2(m_stop, O_CLOEXEC) != 0) {
     // Without a wake-up the thread could not be joined: read nothing rather than hang at exit.
     log().warn("session {:016x}: no control pipe reader ({})", m_sessionId, std::strerror(errno));
@@ -48,7 +49,7 @@ ControlReader::~ControlReader() {
     (void)!::write(m_stop[1], "x", 1);
     m_thread.join();
   }
-  for (int fd : {m_fd, m_stop[0], m_stop[1]}) {
+  for (int fd : {m_fd, m_nodePidFd, m_stop[0], m_stop[1]}) {
     if (fd >= 0) ::close(fd);
   }
 }
@@ -56,21 +57,31 @@ ControlReader::~ControlReader() {
 void ControlReader::run() {
   std::string pending;
   bool skipping = false;  // inside an overlong line, until its '\n'
+  bool reading = true;    // until the control pipe's EOF; the node is watched on
   for (;;) {
-    pollfd fds[2] = {{m_fd, POLLIN, 0}, {m_stop[0], POLLIN, 0}};
-    if (::poll(fds, 2, -1) < 0) {
+    // A negative fd is skipped by poll: a closed control pipe or no pidfd.
+    pollfd fds[3] = {{reading ? m_fd : -1, POLLIN, 0}, {m_stop[0], POLLIN, 0}, {m_nodePidFd, POLLIN, 0}};
+    if (::poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       log().warn("session {:016x}: polling the control pipe: {}", m_sessionId, std::strerror(errno));
       return;
     }
     if (fds[1].revents != 0) return;
+    if (fds[2].revents != 0) {
+      log().warn("session {:016x}: the node that started this worker is gone: ending the session", m_sessionId);
+      ::kill(::getpid(), SIGTERM);
+      return;
+    }
+    if (fds[0].revents == 0) continue;
     char buffer[256];
     const ssize_t got = ::read(m_fd, buffer, sizeof buffer);
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) {
       // The node closed its end (or went away): the session keeps its last limits.
       log().debug("session {:016x}: control pipe closed", m_sessionId);
-      return;
+      if (m_nodePidFd < 0) return;
+      reading = false;
+      continue;
     }
     pending.append(buffer, std::size_t(got));
     for (auto end = pending.find('\n'); end != std::string::npos; end = pending.find('\n')) {

@@ -23,9 +23,16 @@ struct ControlCommand {
 // Reads `fd` (owned from construction) on its own thread until EOF or destruction, setting the
 // quota's limit for every `memory-limit` line. Unknown or overlong lines are logged and skipped; EOF
 // or a read error ends the reading only. The destructor stops the thread and closes `fd`.
+//
+// `nodePidFd` (owned; -1 for none) is a pidfd of the process that started the worker (the node).
+// When it becomes readable the node has died, however it died (SIGKILL included): the thread sends
+// the worker SIGTERM, as the node's own stop() would have, so that no worker outlives its node and
+// the session's GPU memory is released by the worker's exit. A pidfd, not PR_SET_PDEATHSIG: the
+// node forks workers on short-lived handshake threads, and the death signal follows the forking
+// thread, not the process.
 class ControlReader {
  public:
-  ControlReader(int fd, std::shared_ptr<MemoryQuota> quota, std::uint64_t sessionId);
+  ControlReader(int fd, std::shared_ptr<MemoryQuota> quota, std::uint64_t sessionId, int nodePidFd = -1);
   ~ControlReader();
   ControlReader(const ControlReader&) = delete;
   ControlReader& operator=(const ControlReader&) = delete;
@@ -34,6 +41,7 @@ class ControlReader {
   void run();
 
   int m_fd;
+  int m_nodePidFd;
   int m_stop[2] = {-1, -1};  // a self-pipe: the destructor's wake-up
   std::shared_ptr<MemoryQuota> m_quota;
   std::uint64_t m_sessionId;
