@@ -152,6 +152,9 @@ class PinnedBuffer {
   bool m_registered = false;
 };
 
+// More calls than any client batches (interpose/src/client.cpp sends at most 256), with room to spare.
+constexpr unsigned kMaxCallsPerBatch = 4096;
+
 class CallDispatcher final : public SessionHandler {
  public:
   CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId,
@@ -245,6 +248,14 @@ class CallDispatcher final : public SessionHandler {
   Result<SessionState> handleBatch(wire::Batch::Reader batch, std::span<const std::byte> payload,
                                    transport::Channel& channel) {
     auto calls = batch.getCalls();
+    // A list of empty Call structs costs Cap'n Proto one word each, so a message of a few dozen
+    // bytes can announce millions of calls, each executed and (when failed) answered with a result
+    // (found by fuzz/dispatch_fuzz.cpp). The client sends at most 256 (interpose/src/client.cpp).
+    if (calls.size() > kMaxCallsPerBatch) {
+      return transport::fail(transport::Errc::kMalformed,
+                             fmt::format("session {:016x}: a batch of {} calls (at most {})", m_sessionId,
+                                         calls.size(), kMaxCallsPerBatch));
+    }
     Outcome last;
     for (unsigned i = 0; i < calls.size(); ++i) {
       Outcome outcome = execute(calls[i], payload);
