@@ -4,7 +4,9 @@
 // connectTimeout, admits only the Hello of --session, and then hands every message to the
 // session's handler until the session ends. The session's limits come as options (--memory-limit,
 // --sm-percent, --idle-timeout-s, --mps; node_workers.hpp); --control-fd is the node's control pipe
-// (a live change of the memory limit), read on a thread of its own (worker_control.hpp).
+// (a live change of the memory limit), read on a thread of its own (worker_control.hpp). A worker
+// given --control-fd also watches the process that started it (its node) and ends with SIGTERM when
+// that process dies, SIGKILL included: no worker outlives its node.
 //
 // Exit status: 0 when the session ended with Goodbye or the application went away; 1 when the
 // session broke (malformed message, transport failure); 2 for bad arguments; 3 when the client
@@ -12,7 +14,11 @@
 // --idle-timeout-s seconds: the application's next call fails with cudaErrorDevicesUnavailable, as
 // for a node that went away). Logs go to stderr; stdout is reserved for forwarding device printf.
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -51,7 +57,27 @@ struct CommandLine {
   std::string config;
   int controlFd = -1;
   fb::SessionLimits limits;
+  pid_t parent = -1;  // getppid() at start: the node, when --control-fd says a node started us
 };
+
+// A pidfd of the node that started this worker (ControlReader watches it), or -1 when it cannot be
+// had. kDisconnected when the node died before the worker got to look.
+ft::Result<int> watchNode(pid_t parent) {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, parent, 0));
+  if (fd < 0) {
+    if (errno == ESRCH) return ft::fail(ft::Errc::kDisconnected, fmt::format("the node (pid {}) is gone", parent));
+    log().warn("pidfd_open of the node (pid {}): {}; the worker will not notice the node's death",
+               parent, std::strerror(errno));
+    return -1;
+  }
+  // A node that died before pidfd_open may have left its pid to another process: then getppid()
+  // already names the reaper instead.
+  if (::getppid() != parent) {
+    ::close(fd);
+    return ft::fail(ft::Errc::kDisconnected, fmt::format("the node (pid {}) is gone", parent));
+  }
+  return fd;
+}
 
 ft::Result<std::uint64_t> parseSessionId(std::string_view text) {
   std::uint64_t id = 0;
@@ -163,7 +189,14 @@ int run(const CommandLine& cli) {
   options.limits = cli.limits;
   options.memoryQuota = std::make_shared<fb::MemoryQuota>(cli.limits.memoryBytes);
   std::optional<fb::ControlReader> control;
-  if (cli.controlFd >= 0) control.emplace(cli.controlFd, options.memoryQuota, *sessionId);
+  if (cli.controlFd >= 0) {
+    auto node = watchNode(cli.parent);
+    if (!node) {
+      log().error("session {:016x}: {}", *sessionId, node.error().describe());
+      return kExitNoSession;
+    }
+    control.emplace(cli.controlFd, options.memoryQuota, *sessionId, *node);
+  }
   std::unique_ptr<fb::SessionHandler> handler;
   // The handler is made inside admit so that a refusal (say, --executor cuda without a GPU)
   // reaches the application as the handshake's answer.
@@ -178,7 +211,8 @@ int run(const CommandLine& cli) {
                                      if (!made) return std::unexpected(made.error());
                                      handler = std::move(*made);
                                      return std::string();
-                                   });
+                                   },
+                                   config->authToken);
   if (!hello) {
     log().error("session {:016x}: handshake on {} failed: {}", *sessionId, channel->describe(),
                 hello.error().describe());
@@ -213,6 +247,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100));
   app.add_option("--idle-timeout-s", cli.limits.idleTimeoutS, "end the session after this many idle seconds (0: never)");
   app.add_flag("--mps", cli.limits.mps, "the SM share is enforced by MPS (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE)");
+  cli.parent = ::getppid();
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
   return run(cli);
