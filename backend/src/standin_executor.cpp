@@ -189,6 +189,8 @@ class StandInExecutor final : public Executor {
     return cudaMemset(devPtr, value, count);
   }
   cudaError_t cudaMemset2D(void* devPtr, size_t pitch, int value, size_t width, size_t height) override {
+    // Zero-width rows touch nothing: do not walk 2^57 of them (found by the dispatch fuzzer).
+    if (width == 0) return cudaSuccess;
     for (size_t row = 0; row < height; ++row) {
       std::memset(static_cast<char*>(devPtr) + row * pitch, value, width);
     }
@@ -265,6 +267,7 @@ class StandInExecutor final : public Executor {
   cudaError_t unregisterHostMemory(void*) override { return cudaSuccess; }
   cudaError_t copy2DOnStream(void* to, std::size_t toPitch, const void* from, std::size_t fromPitch,
                              std::size_t width, std::size_t height, cudaMemcpyKind, cudaStream_t) override {
+    if (width == 0) return cudaSuccess;  // as cudaMemset2D: nothing to copy, however many rows
     for (std::size_t row = 0; row < height; ++row) {
       std::memmove(static_cast<char*>(to) + row * toPitch, static_cast<const char*>(from) + row * fromPitch,
                    width);

@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "flyt/api/codec.hpp"
 
 #include "flyt/api/methods.hpp"
 #include "flyt/backend/session_handler.hpp"
@@ -61,6 +66,61 @@ TEST(DispatcherLimits, RefusesABatchOfMoreCallsThanAnyClientSends) {
   EXPECT_NE(state.error().message.find("100000 calls"), std::string::npos) << state.error().message;
   // Nothing was executed, so nothing is answered.
   EXPECT_FALSE(session.client->receive(milliseconds(0)).has_value());
+}
+
+// Sends one call with `args` (the codec's bytes) in a batch that wants a reply, lets the handler
+// serve it, and returns the last result's CUDA error and result bytes.
+std::pair<int, std::vector<std::byte>> callOnce(Session& session, flyt::api::Method method,
+                                                const std::vector<std::byte>& args, std::uint64_t sequence) {
+  auto sent = session.client->send([&](capnp::MessageBuilder& message) {
+    auto batch = message.initRoot<flyt::wire::Envelope>().initBatch();
+    batch.setWantsReply(true);
+    auto call = batch.initCalls(1)[0];
+    call.setSequence(sequence);
+    call.setMethod(static_cast<std::uint32_t>(method));
+    call.getArgs().setAs<capnp::Data>(
+        kj::arrayPtr(reinterpret_cast<const capnp::byte*>(args.data()), args.size()));
+  });
+  EXPECT_TRUE(sent.has_value());
+  auto incoming = session.server->receive(milliseconds(1000));
+  EXPECT_TRUE(incoming.has_value());
+  auto state = session.handler->handle(*incoming, *session.server);
+  EXPECT_TRUE(state.has_value());
+  auto reply = session.client->receive(milliseconds(1000));
+  EXPECT_TRUE(reply.has_value());
+  if (!reply) return {-1, {}};
+  auto results = reply->root<flyt::wire::Envelope>().getReply().getResults();
+  auto last = results[results.size() - 1];
+  auto bytes = last.getResults().getAs<capnp::Data>();
+  return {last.getCudaError(), {reinterpret_cast<const std::byte*>(bytes.begin()),
+                                reinterpret_cast<const std::byte*>(bytes.end())}};
+}
+
+template <class... T>
+std::vector<std::byte> encode(const T&... values) {
+  std::vector<std::byte> out;
+  flyt::api::ArgWriter writer(out);
+  (writer.put(values), ...);
+  return out;
+}
+
+// A zero-width 2D memset of 2^57 rows touches no byte: the stand-in must answer at once instead of
+// walking the rows (the dispatch fuzzer's hang, fuzz/dispatch_fuzz.cpp).
+TEST(DispatcherLimits, ZeroWidth2DMemsetOfCountlessRowsIsAnsweredAtOnce) {
+  auto session = openSession();
+  auto [mallocError, pointerBytes] =
+      callOnce(session, flyt::api::Method::cudaMalloc, encode(std::uint64_t{4096}), 1);
+  ASSERT_EQ(mallocError, 0);
+  ASSERT_EQ(pointerBytes.size(), sizeof(std::uint64_t));
+  std::uint64_t pointer = 0;
+  std::memcpy(&pointer, pointerBytes.data(), sizeof pointer);
+  const auto started = std::chrono::steady_clock::now();
+  auto [error, unused] = callOnce(session, flyt::api::Method::cudaMemset2D,
+                                  encode(pointer, std::uint64_t{6400}, std::int32_t{11264}, std::uint64_t{0},
+                                         std::uint64_t{144116287604261185ULL}),
+                                  2);
+  EXPECT_EQ(error, 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
 }
 
 }  // namespace
