@@ -54,6 +54,11 @@ const std::vector<Key>& keys() {
        "how long a client waits for a server to accept and answer the handshake", 10, 3'600'000,
        [](const TransportConfig& c) { return std::uint64_t(c.connectTimeout.count()); },
        [](TransportConfig& c, std::uint64_t v) { c.connectTimeout = milliseconds(v); }},
+      {"session_start_timeout_ms", "FLYT_SESSION_START_TIMEOUT_MS",
+       "how long a client waits for its session's worker to create its GPU context and answer (after "
+       "the node's redirect); many sessions starting at once on one GPU take seconds",
+       10, 3'600'000, [](const TransportConfig& c) { return std::uint64_t(c.sessionStartTimeout.count()); },
+       [](TransportConfig& c, std::uint64_t v) { c.sessionStartTimeout = milliseconds(v); }},
       {"max_message_bytes", "FLYT_MAX_MESSAGE_BYTES",
        "largest Cap'n Proto message accepted in one frame; larger frames are rejected as malformed",
        4096, 1ULL << 31, [](const TransportConfig& c) { return c.maxMessageBytes; },

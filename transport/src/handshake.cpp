@@ -10,6 +10,7 @@
 
 #include <array>
 #include <optional>
+#include <algorithm>
 #include <random>
 
 #include "flyt/transport/transport.hpp"
@@ -316,8 +317,9 @@ Result<OpenedSession> openSession(std::string_view endpoint, const TransportConf
     if (!where) return std::unexpected(where.error());
     auto channel = connect(*where, config);
     if (!channel) return std::unexpected(channel.error());
-    auto welcome = clientHandshake(**channel, session.sessionId, clientName, config.connectTimeout, token, 0,
-                                   config.authToken);
+    // The second hop reaches the worker, which answers once its GPU context exists.
+    const auto bound = hop == 0 ? config.connectTimeout : std::max(config.connectTimeout, config.sessionStartTimeout);
+    auto welcome = clientHandshake(**channel, session.sessionId, clientName, bound, token, 0, config.authToken);
     if (!welcome) return std::unexpected(welcome.error());
     if (welcome->redirect.empty()) {
       session.channel = std::move(*channel);

@@ -74,6 +74,7 @@ TEST(TransportConfig, ShippedConfigFilesLoadAndMatchTheDefaults) {
     const TransportConfig defaults;
     EXPECT_EQ(config->peerTimeout, defaults.peerTimeout) << path;
     EXPECT_EQ(config->connectTimeout, defaults.connectTimeout) << path;
+    EXPECT_EQ(config->sessionStartTimeout, defaults.sessionStartTimeout) << path;
     EXPECT_EQ(config->maxMessageBytes, defaults.maxMessageBytes) << path;
     EXPECT_EQ(config->maxPayloadBytes, defaults.maxPayloadBytes) << path;
     EXPECT_EQ(config->shmInlinePayloadBytes, defaults.shmInlinePayloadBytes) << path;

@@ -23,6 +23,9 @@ struct TransportConfig {
   std::chrono::milliseconds peerTimeout{2000};
   // How long connect() waits for the server (TCP connect + handshake, shm service discovery).
   std::chrono::milliseconds connectTimeout{2000};
+  // The handshake with the session's worker, after the node's redirect: the worker creates its CUDA
+  // context before it answers, which took over 2 s for 16 sessions starting at once on an H200.
+  std::chrono::milliseconds sessionStartTimeout{30000};
   // Largest Cap'n Proto message accepted in one frame, bytes.
   std::uint64_t maxMessageBytes = 64ULL << 20;
   // Largest inline payload accepted after one TCP frame, bytes.
