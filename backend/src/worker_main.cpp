@@ -19,6 +19,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -46,6 +47,8 @@ constexpr int kExitBroken = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitNoSession = 3;
 constexpr int kExitIdle = fb::kWorkerExitIdle;
+// How long exit handlers may take after the session ended (see main()).
+constexpr auto kExitGrace = std::chrono::seconds(2);
 
 spdlog::logger& log() { return flyt::logger("worker"); }
 
@@ -250,5 +253,15 @@ int main(int argc, char** argv) {
   cli.parent = ::getppid();
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
-  return run(cli);
+  const int status = run(cli);
+  // iceoryx deregisters this process from RouDi in a static destructor and waits for the answer
+  // without a bound; a RouDi that is gone or stalled (its node was killed) would keep the worker
+  // alive forever after its session ended. Exit handlers get this long; then the process ends
+  // anyway (RouDi's keep-alive monitoring removes what it still holds).
+  std::thread([status] {
+    std::this_thread::sleep_for(kExitGrace);
+    std::fflush(nullptr);
+    std::_Exit(status);
+  }).detach();
+  return status;
 }
