@@ -5,14 +5,14 @@
 #include <charconv>
 
 #include "flyt/orchestration/service.hpp"
-#include "flyt/orchestration/units.hpp"
+#include "flyt/transport/units.hpp"
 #include "flyt/transport/grant.hpp"
 #include "flytctl_output.hpp"
 
 namespace flyt::flytctl {
 namespace {
 
-using orchestration::formatBytes;
+using transport::formatBytes;
 using transport::Errc;
 using transport::fail;
 using transport::Result;
@@ -37,7 +37,7 @@ std::string describeTenant(wire::Tenant::Reader tenant) {
 }
 
 Result<std::uint64_t> memoryOption(const std::string& text) {
-  auto bytes = orchestration::parseSize(text);
+  auto bytes = transport::parseSize(text);
   if (!bytes) return fail(Errc::kInvalidArgument, fmt::format("--memory: {}", bytes.error().message));
   if (*bytes == 0) return fail(Errc::kInvalidArgument, "--memory must be larger than 0");
   return bytes;

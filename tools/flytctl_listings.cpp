@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 
 #include "flyt/orchestration/service.hpp"
-#include "flyt/orchestration/units.hpp"
+#include "flyt/transport/units.hpp"
 #include "flyt/transport/grant.hpp"
 #include "flytctl_commands.hpp"
 #include "flytctl_output.hpp"
@@ -10,7 +10,7 @@
 namespace flyt::flytctl {
 namespace {
 
-using orchestration::formatBytes;
+using transport::formatBytes;
 using transport::Result;
 
 void writeNode(JsonWriter& out, wire::NodeStatus::Reader node) {

@@ -1,6 +1,7 @@
 #include "node_config.hpp"
 
 #include "flyt/transport/orchestrator_client.hpp"
+#include "flyt/transport/units.hpp"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -43,7 +44,7 @@ transport::Result<void> applyLimitKey(SessionLimits& limits, std::string_view ke
   const auto number = value.value<std::int64_t>();
   if (key == "session_memory_limit") {
     if (value.is_string()) {
-      auto bytes = parseByteSize(*value.value<std::string>());
+      auto bytes = transport::parseSize(*value.value<std::string>());
       if (!bytes) return located(bytes.error().message);
       limits.memoryBytes = *bytes;
       return {};
@@ -101,31 +102,6 @@ transport::Result<void> applyKey(NodeConfig& config, std::string_view key, const
 }
 
 }  // namespace
-
-transport::Result<std::uint64_t> parseByteSize(std::string_view text) {
-  const std::string owned(text);
-  char* end = nullptr;
-  errno = 0;
-  const double number = std::strtod(owned.c_str(), &end);
-  std::string_view unit(end, owned.c_str() + owned.size() - end);
-  while (unit.starts_with(' ')) unit.remove_prefix(1);
-  static constexpr std::array<std::pair<std::string_view, int>, 5> kUnits = {
-      {{"", 0}, {"K", 10}, {"M", 20}, {"G", 30}, {"T", 40}}};
-  int shift = -1;
-  for (const auto& [prefix, bits] : kUnits) {
-    for (std::string_view suffix : {"", "B", "iB"}) {
-      if (!prefix.empty() || suffix != "iB") {
-        if (unit == fmt::format("{}{}", prefix, suffix)) shift = bits;
-      }
-    }
-  }
-  const double bytes = number * double(1ULL << (shift < 0 ? 0 : shift));
-  if (end == owned.c_str() || errno != 0 || shift < 0 || !(number >= 0) || bytes >= 18446744073709551615.0) {
-    return fail(Errc::kInvalidArgument,
-                fmt::format("'{}' is not a byte size (e.g. 1073741824, 512MiB, 8GiB)", text));
-  }
-  return static_cast<std::uint64_t>(bytes);
-}
 
 transport::Result<std::uint32_t> checkSmPercent(std::int64_t percent) {
   if (percent < 0 || percent > 100) {

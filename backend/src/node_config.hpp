@@ -46,9 +46,6 @@ struct NodeConfig {
   std::string mps = "auto";
 };
 
-// "1073741824", "512MiB", "8GiB", "1.5GiB", "64KiB", "2TiB" (also "8G", "8GB": binary units all the
-// same) -> bytes. "0" is 0 (unlimited where a limit is meant).
-[[nodiscard]] transport::Result<std::uint64_t> parseByteSize(std::string_view text);
 
 // A session's SM share: 0..100 (0 and 100: the whole GPU).
 [[nodiscard]] transport::Result<std::uint32_t> checkSmPercent(std::int64_t percent);
@@ -61,7 +58,7 @@ struct NodeConfig {
 [[nodiscard]] transport::Result<std::optional<transport::Endpoint>> parseTcpOption(std::string_view text);
 
 // Reads the `[node]` table (keys shm_name, tcp, executor, session_memory_limit (bytes as an integer,
-// or a string parseByteSize takes), session_sm_percent, session_idle_timeout_s; absent keys keep the
+// or a string transport::parseSize takes: "8GiB"), session_sm_percent, session_idle_timeout_s; absent keys keep the
 // defaults in
 // `config`). Unknown keys and wrong types are errors naming `sourceName`, the line and the key.
 [[nodiscard]] transport::Result<NodeConfig> nodeConfigFromToml(const toml::table& root,

@@ -13,6 +13,7 @@
 
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
+#include "flyt/transport/units.hpp"
 #include "node.hpp"
 
 namespace {
@@ -92,7 +93,7 @@ flyt::transport::Result<NodeOptions> resolveOptions(const CommandLine& cli) {
   }
   auto& limits = options.node.sessionLimits;
   if (!cli.sessionMemoryLimit.empty()) {
-    auto bytes = fb::parseByteSize(cli.sessionMemoryLimit);
+    auto bytes = ft::parseSize(cli.sessionMemoryLimit);
     if (!bytes) return std::unexpected(bytes.error());
     limits.memoryBytes = *bytes;
   }

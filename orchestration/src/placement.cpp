@@ -6,9 +6,11 @@
 #include <map>
 #include <tuple>
 
-#include "flyt/orchestration/units.hpp"
+#include "flyt/transport/units.hpp"
 
 namespace flyt::orchestration {
+
+using transport::formatBytes;
 namespace {
 
 bool fits(const GpuUsage& gpu, const PlacementRequest& request) {

@@ -4,11 +4,13 @@
 #include "flyt/orchestration/placement.hpp"
 #include "flyt/orchestration/service.hpp"
 #include "flyt/orchestration/token.hpp"
-#include "flyt/orchestration/units.hpp"
+#include "flyt/transport/units.hpp"
 #include "flyt/transport/log.hpp"
 #include "service_util.hpp"
 
 namespace flyt::orchestration {
+
+using transport::formatBytes;
 namespace {
 
 using detail::need;

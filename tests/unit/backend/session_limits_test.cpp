@@ -16,6 +16,7 @@
 #include <string>
 
 #include "flyt/backend/memory_quota.hpp"
+#include "flyt/transport/units.hpp"
 #include "flyt/backend/session_limits.hpp"
 #include "mps.hpp"
 #include "node_config.hpp"
@@ -88,16 +89,17 @@ TEST(WorkerControl, ParsesMemoryLimitLinesAndNothingElse) {
 }
 
 TEST(NodeConfig, ByteSizesTakeBinaryUnits) {
-  EXPECT_EQ(fb::parseByteSize("1073741824").value(), 1073741824u);
-  EXPECT_EQ(fb::parseByteSize("64MiB").value(), 64u << 20);
-  EXPECT_EQ(fb::parseByteSize("8GiB").value(), 8ULL << 30);
-  EXPECT_EQ(fb::parseByteSize("8G").value(), 8ULL << 30);
-  EXPECT_EQ(fb::parseByteSize("1.5GiB").value(), 3ULL << 29);
-  EXPECT_EQ(fb::parseByteSize("0").value(), 0u);
-  EXPECT_FALSE(fb::parseByteSize("").has_value());
-  EXPECT_FALSE(fb::parseByteSize("8 apples").has_value());
-  EXPECT_FALSE(fb::parseByteSize("-1GiB").has_value());
-  EXPECT_FALSE(fb::parseByteSize("100000000TiB").has_value());
+  EXPECT_EQ(flyt::transport::parseSize("1073741824").value(), 1073741824u);
+  EXPECT_EQ(flyt::transport::parseSize("64MiB").value(), 64u << 20);
+  EXPECT_EQ(flyt::transport::parseSize("8GiB").value(), 8ULL << 30);
+  EXPECT_EQ(flyt::transport::parseSize("8G").value(), 8ULL << 30);
+  EXPECT_EQ(flyt::transport::parseSize("8GB").value(), 8'000'000'000ULL);  // as flytctl reads it
+  EXPECT_EQ(flyt::transport::parseSize("1.5GiB").value(), 3ULL << 29);
+  EXPECT_EQ(flyt::transport::parseSize("0").value(), 0u);
+  EXPECT_FALSE(flyt::transport::parseSize("").has_value());
+  EXPECT_FALSE(flyt::transport::parseSize("8 apples").has_value());
+  EXPECT_FALSE(flyt::transport::parseSize("-1GiB").has_value());
+  EXPECT_FALSE(flyt::transport::parseSize("100000000TiB").has_value());
 }
 
 namespace {

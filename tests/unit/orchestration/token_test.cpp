@@ -5,7 +5,7 @@
 #include <set>
 
 #include "flyt/orchestration/token.hpp"
-#include "flyt/orchestration/units.hpp"
+#include "flyt/transport/units.hpp"
 
 namespace fo = flyt::orchestration;
 
@@ -38,24 +38,24 @@ TEST(Token, SessionIdsAreNonZeroAndDiffer) {
 }
 
 TEST(Units, ParsesBinaryAndDecimalUnitsAndPlainBytes) {
-  EXPECT_EQ(fo::parseSize("8GiB").value(), 8ULL << 30);
-  EXPECT_EQ(fo::parseSize("512MiB").value(), 512ULL << 20);
-  EXPECT_EQ(fo::parseSize("1.5GB").value(), 1'500'000'000ULL);
-  EXPECT_EQ(fo::parseSize("1.5 gib").value(), 3ULL << 29);
-  EXPECT_EQ(fo::parseSize("1048576").value(), 1048576ULL);
+  EXPECT_EQ(flyt::transport::parseSize("8GiB").value(), 8ULL << 30);
+  EXPECT_EQ(flyt::transport::parseSize("512MiB").value(), 512ULL << 20);
+  EXPECT_EQ(flyt::transport::parseSize("1.5GB").value(), 1'500'000'000ULL);
+  EXPECT_EQ(flyt::transport::parseSize("1.5 gib").value(), 3ULL << 29);
+  EXPECT_EQ(flyt::transport::parseSize("1048576").value(), 1048576ULL);
 }
 
 TEST(Units, RefusesWhatIsNotASize) {
   for (const char* text : {"", "GiB", "8 parsecs", "1.5", "-1GiB", "99999999999999999999"}) {
-    auto size = fo::parseSize(text);
+    auto size = flyt::transport::parseSize(text);
     ASSERT_FALSE(size) << text;
     EXPECT_NE(size.error().message.find("is not a size"), std::string::npos);
   }
 }
 
 TEST(Units, FormatsWithOneDecimalInTheLargestUnit) {
-  EXPECT_EQ(fo::formatBytes(100), "100 B");
-  EXPECT_EQ(fo::formatBytes(8ULL << 30), "8.0 GiB");
-  EXPECT_EQ(fo::formatBytes(512ULL << 20), "512.0 MiB");
-  EXPECT_EQ(fo::formatBytes(150'118'572'032ULL), "139.8 GiB");
+  EXPECT_EQ(flyt::transport::formatBytes(100), "100 B");
+  EXPECT_EQ(flyt::transport::formatBytes(8ULL << 30), "8.0 GiB");
+  EXPECT_EQ(flyt::transport::formatBytes(512ULL << 20), "512.0 MiB");
+  EXPECT_EQ(flyt::transport::formatBytes(150'118'572'032ULL), "139.8 GiB");
 }

@@ -1,4 +1,4 @@
-#include "flyt/orchestration/units.hpp"
+#include "flyt/transport/units.hpp"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <charconv>
 #include <cmath>
 
-namespace flyt::orchestration {
+namespace flyt::transport {
 namespace {
 
 struct Unit {
@@ -15,7 +15,11 @@ struct Unit {
   std::uint64_t bytes;
 };
 
-constexpr std::array<Unit, 9> kUnits = {{{"b", 1},
+constexpr std::array<Unit, 13> kUnits = {{{"b", 1},
+                                          {"k", 1ULL << 10},
+                                          {"m", 1ULL << 20},
+                                          {"g", 1ULL << 30},
+                                          {"t", 1ULL << 40},
                                          {"kib", 1ULL << 10},
                                          {"mib", 1ULL << 20},
                                          {"gib", 1ULL << 30},
@@ -25,16 +29,16 @@ constexpr std::array<Unit, 9> kUnits = {{{"b", 1},
                                          {"gb", 1'000'000'000},
                                          {"tb", 1'000'000'000'000}}};
 
-transport::Result<std::uint64_t> refuse(std::string_view text) {
-  return transport::fail(transport::Errc::kInvalidArgument,
+Result<std::uint64_t> refuse(std::string_view text) {
+  return fail(Errc::kInvalidArgument,
                          fmt::format("'{}' is not a size (examples: 8GiB, 512MiB, 1.5GB, 1048576; units "
-                                     "B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)",
+                                     "B, KiB, MiB, GiB, TiB (or K, M, G, T), KB, MB, GB, TB)",
                                      text));
 }
 
 }  // namespace
 
-transport::Result<std::uint64_t> parseSize(std::string_view text) {
+Result<std::uint64_t> parseSize(std::string_view text) {
   std::size_t end = 0;
   while (end < text.size() && (std::isdigit(static_cast<unsigned char>(text[end])) || text[end] == '.')) ++end;
   const std::string_view number = text.substr(0, end);
@@ -80,4 +84,4 @@ std::string formatBytes(std::uint64_t bytes) {
   return fmt::format("{:.1f} {}", value, kNames[index]);
 }
 
-}  // namespace flyt::orchestration
+}  // namespace flyt::transport
