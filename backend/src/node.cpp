@@ -247,6 +247,20 @@ transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hel
                     fmt::format("session {:016x} is already served", hello.sessionId));
       }
     }
+    if (via.kind == transport::Endpoint::Kind::kShm) {
+      const auto shmSessions = std::count_if(workers.begin(), workers.end(), [](const auto& worker) {
+        return worker.second.via.starts_with("shm://");
+      });
+      if (shmSessions >= static_cast<std::ptrdiff_t>(options.transport.shmSessions)) {
+        log().warn("session {:016x} from '{}' pid {} refused: {} shared-memory sessions run (shm_sessions)",
+                   hello.sessionId, hello.clientName, hello.pid, shmSessions);
+        return fail(Errc::kUnavailable,
+                    fmt::format("this node already serves {} shared-memory sessions, the most its host's shared "
+                                "memory pools are sized for (shm_sessions in the node's [transport]): connect "
+                                "over tcp:// or try again later",
+                                shmSessions));
+      }
+    }
     auto limits = sessionLimits(hello);
     if (!limits) {
       log().warn("session {:016x} from '{}' pid {} refused: {}", hello.sessionId, hello.clientName, hello.pid,

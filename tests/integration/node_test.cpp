@@ -192,6 +192,39 @@ TEST(FlytNode, AdmitsTcpClientsOnlyWithItsAuthTokenAndShmClientsAsBefore) {
   EXPECT_TRUE(overShm.process->wait(5s).has_value());
 }
 
+// shm_sessions sizes the host's chunk pools and caps the node's shared-memory sessions: one more is
+// refused with a message naming the key; TCP sessions are not counted; a freed place is usable again.
+TEST(FlytNode, RefusesSharedMemorySessionsBeyondShmSessionsWithAClearMessage) {
+  flyt::test::holdHostRouDiLock();
+  NodeUnderTest node({"FLYT_SHM_SESSIONS=2"});
+  ASSERT_TRUE(node.ready()) << node.log();
+  EXPECT_TRUE(node.logged("chunk pools for 2 shm sessions")) << node.log();
+  Client first(node.shm);
+  Client second(node.shm);
+  ASSERT_TRUE(first.opened()) << first.process->stderrText() << node.log();
+  ASSERT_TRUE(second.opened()) << second.process->stderrText() << node.log();
+
+  Client refused(node.shm);
+  EXPECT_FALSE(refused.opened());
+  EXPECT_TRUE(refused.process->wait(10s).has_value());
+  EXPECT_NE(refused.process->stderrText().find("shm_sessions"), std::string::npos)
+      << refused.process->stderrText();
+  EXPECT_TRUE(node.logged("2 shared-memory sessions run (shm_sessions)")) << node.log();
+
+  Client overTcp(node.tcp);
+  ASSERT_TRUE(overTcp.opened()) << overTcp.process->stderrText() << node.log();
+
+  first.process->closeStdin();
+  ASSERT_TRUE(first.process->wait(5s).has_value());
+  ASSERT_TRUE(eventually([&] { return node.logged("session " + first.sessionHex + " ended"); }, 5s)) << node.log();
+  Client third(node.shm);
+  ASSERT_TRUE(third.opened()) << third.process->stderrText() << node.log();
+  for (Client* client : {&second, &overTcp, &third}) {
+    client->process->closeStdin();
+    EXPECT_TRUE(client->process->wait(5s).has_value());
+  }
+}
+
 TEST(FlytNode, ReapsTheWorkerOfAClientKilledMidSession) {
   flyt::test::holdHostRouDiLock();
   NodeUnderTest node;

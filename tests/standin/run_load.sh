@@ -7,25 +7,34 @@
 # the node's resident memory (VmRSS) grew by less than the bound between the end of the warm-up
 # round and the end of the last round. Prints the RSS samples.
 #
-# Environment (defaults sized for CI's 2-core machine, well under a minute):
-#   FLYT_LOAD_CLIENTS=16     K, concurrent clients per transport and round (the full size: 64)
-#   FLYT_LOAD_CALLS=200      M, calls per client (full size: 1000)
+# Environment (defaults: the full size, which takes about 20 s on CI's 2-core machine):
+#   FLYT_LOAD_CLIENTS=64     K, concurrent clients per transport and round
+#   FLYT_LOAD_CALLS=1000     M, calls per client
 #   FLYT_LOAD_ROUNDS=2       measured rounds after the warm-up round
 #   FLYT_LOAD_TRANSPORTS="shm tcp"
 #   FLYT_LOAD_RSS_GROWTH_KIB=20480   allowed VmRSS growth after the warm-up
 #   FLYT_LOAD_NODE_WRAPPER   a command the node runs under, e.g.
 #     "valgrind --error-exitcode=99 --leak-check=full --log-file=/tmp/node-vg.%p"
 #     (the node's exit status must then be 0 after SIGTERM, so valgrind found no error)
+#   FLYT_LOAD_WORKER_WRAPPER   the same for every worker (through a `--worker` script), e.g.
+#     "valgrind --error-exitcode=99 --leak-check=full --log-file=/tmp/worker-vg.%p"
+#     (a worker's exit status other than 0 is logged by the node and fails the run)
 set -euo pipefail
 flyt=$1 client=$2
 bin=$(dirname "$flyt")
-clients=${FLYT_LOAD_CLIENTS:-16} calls=${FLYT_LOAD_CALLS:-200} rounds=${FLYT_LOAD_ROUNDS:-2}
+clients=${FLYT_LOAD_CLIENTS:-64} calls=${FLYT_LOAD_CALLS:-1000} rounds=${FLYT_LOAD_ROUNDS:-2}
 transports=${FLYT_LOAD_TRANSPORTS:-shm tcp} growthKib=${FLYT_LOAD_RSS_GROWTH_KIB:-20480}
 work=$(mktemp -d)
 export FLYT_LOG=info
 name="flyt-load-$$"
+workerArgs=()
+if [[ -n ${FLYT_LOAD_WORKER_WRAPPER:-} ]]; then
+  printf '#!/bin/sh\nexec %s %q "$@"\n' "$FLYT_LOAD_WORKER_WRAPPER" "$bin/flyt-worker" >"$work/worker"
+  chmod +x "$work/worker"
+  workerArgs=(--worker "$work/worker")
+fi
 # shellcheck disable=SC2086  # the wrapper is words
-${FLYT_LOAD_NODE_WRAPPER:-} "$bin/flyt-node" --shm "$name" --tcp 127.0.0.1:0 --ready-fd 3 \
+${FLYT_LOAD_NODE_WRAPPER:-} "$bin/flyt-node" --shm "$name" --tcp 127.0.0.1:0 --ready-fd 3 "${workerArgs[@]}" \
   3>"$work/ready" 2>"$work/node.log" &
 node=$!
 stopNode() {
@@ -91,6 +100,10 @@ for _ in $(seq 50); do  # the node reaps the last workers just after their clien
 done
 echo "run_load: the node logged $sessions of $expected sessions ended"
 [[ $sessions -eq $expected ]] || { echo "run_load: sessions missing on the node" >&2; exit 1; }
+if grep -E "worker pid [0-9]+ (exited with status [1-9]|was killed)" "$work/node.log" >&2; then
+  echo "run_load: workers did not exit cleanly" >&2
+  exit 1
+fi
 stopNode || { cat "$work/node.log" >&2; exit 1; }
 [[ $growth -lt $growthKib ]] || { echo "run_load: the node's memory grew by $growth KiB" >&2; exit 1; }
 echo "run_load: passed"

@@ -71,6 +71,11 @@ const std::vector<Key>& keys() {
        "largest payload carried inside a shared-memory message; larger data uses the data region", 0,
        64ULL << 20, [](const TransportConfig& c) { return c.shmInlinePayloadBytes; },
        [](TransportConfig& c, std::uint64_t v) { c.shmInlinePayloadBytes = v; }},
+      {"shm_sessions", "FLYT_SHM_SESSIONS",
+       "shared-memory sessions at once: flyt-node sizes the host's iceoryx chunk pools for this many "
+       "(about 4 MiB of /dev/shm each with the default shm_inline_payload_bytes) and refuses more",
+       1, 4096, [](const TransportConfig& c) { return std::uint64_t(c.shmSessions); },
+       [](TransportConfig& c, std::uint64_t v) { c.shmSessions = std::uint32_t(v); }},
       {"region_slot_bytes", "FLYT_REGION_SLOT_BYTES",
        "bytes per staging slot of a session's data region", 4096, 1ULL << 30,
        [](const TransportConfig& c) { return c.regionSlotBytes; },

@@ -25,6 +25,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -51,12 +52,15 @@
 #include "iceoryx_hoofs/posix_wrapper/posix_access_rights.hpp"
 #include "iceoryx_posh/iceoryx_posh_config.hpp"
 #include "iceoryx_posh/iceoryx_posh_types.hpp"
+#include "iceoryx_posh/mepoo/chunk_header.hpp"
 #include "iceoryx_posh/internal/roudi/roudi.hpp"
 #include "iceoryx_posh/roudi/iceoryx_roudi_components.hpp"
 #include "iceoryx_posh/roudi/port_pool.hpp"
 #include "iceoryx_posh/runtime/posh_runtime.hpp"
 
 #include "flyt/transport/shm_channel.hpp"
+#include "flyt/transport/units.hpp"
+#include "shm_chunk.hpp"
 #include "shm_runtime.hpp"
 
 #include "flyt/transport/log.hpp"
@@ -69,7 +73,7 @@ namespace {
 const std::string kRouDiLockPath = std::string("/tmp/") + iox::roudi::ROUDI_LOCK_NAME + ".lock";
 const std::string kRouDiSocketPath = std::string("/tmp/") + iox::roudi::IPC_CHANNEL_ROUDI_NAME;
 
-constexpr std::uint32_t kMessageHeadroom = 64U << 10;
+using shm::kMessageHeadroom;
 
 // True when some RouDi (here or in another process) holds its lock file.
 bool rouDiLockHeld() {
@@ -230,10 +234,26 @@ Result<void> checkRuntimeRouDi() {
 std::vector<ShmChunkClass> shmChunkClasses(const TransportConfig& config) {
   const auto inlineBytes = static_cast<std::uint32_t>(
       std::min<std::uint64_t>(config.shmInlinePayloadBytes, (1ULL << 31)));
-  std::vector<ShmChunkClass> classes{{4U << 10, 2048}, {64U << 10, 256}};
+  const std::uint32_t sessions = std::max<std::uint32_t>(config.shmSessions, 1);
+  // Every session may hold its tier's window in each direction; `floor` keeps the pools of a small
+  // shm_sessions as large as they were before windows existed.
+  const auto make = [&](std::uint32_t bytes, std::uint32_t floor) {
+    const std::uint32_t window = shm::kTierWindow[shm::chunkTier(bytes)];
+    return ShmChunkClass{bytes, std::max(floor, 2 * window * sessions), window};
+  };
+  std::vector<ShmChunkClass> classes{make(4U << 10, 2048), make(64U << 10, 256)};
   const std::uint32_t large = ((inlineBytes + kMessageHeadroom) + 7U) & ~7U;
-  if (large > classes.back().bytes) classes.push_back({large, 32});
+  if (large > classes.back().bytes) classes.push_back(make(std::min(large, shm::kMediumChunkBytes), 32));
+  if (large > classes.back().bytes) classes.push_back(make(large, 32));
   return classes;
+}
+
+std::uint64_t shmPoolBytes(const TransportConfig& config) {
+  std::uint64_t total = 0;
+  for (const auto& c : shmChunkClasses(config)) {
+    total += std::uint64_t(c.count) * (c.bytes + sizeof(iox::mepoo::ChunkHeader));
+  }
+  return total;
 }
 
 bool rouDiReachable() {
@@ -288,6 +308,19 @@ Result<std::unique_ptr<EmbeddedRouDi>> EmbeddedRouDi::startIfAbsent(const Transp
     return std::unique_ptr<EmbeddedRouDi>(new EmbeddedRouDi(nullptr));
   }
 
+  // iceoryx maps its pools sparsely and would fail (SIGBUS) only when a chunk it cannot back is first
+  // touched, long after start: refuse now, and say what to change, when /dev/shm is too small.
+  if (struct statvfs shmFs{}; ::statvfs("/dev/shm", &shmFs) == 0) {
+    const std::uint64_t needed = shmPoolBytes(config);
+    const std::uint64_t available = std::uint64_t(shmFs.f_bavail) * shmFs.f_frsize;
+    if (available < needed) {
+      return fail(Errc::kUnavailable,
+                  fmt::format("the shared-memory chunk pools for shm_sessions = {} need {} of /dev/shm, which "
+                              "has {} free: lower shm_sessions (or shm_inline_payload_bytes), or enlarge "
+                              "/dev/shm (e.g. docker --shm-size)",
+                              config.shmSessions, formatBytes(needed), formatBytes(available)));
+    }
+  }
   shm::quietIceoryxLog();
   iox::mepoo::MePooConfig mempools;
   for (const auto& chunkClass : shmChunkClasses(config)) {
@@ -312,7 +345,8 @@ Result<std::unique_ptr<EmbeddedRouDi>> EmbeddedRouDi::startIfAbsent(const Transp
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   std::cout.rdbuf(stdoutBuf);
-  shm::log().info("started an embedded RouDi ({} mempools)", shmChunkClasses(config).size());
+  shm::log().info("started an embedded RouDi: chunk pools for {} shm sessions, {} of /dev/shm",
+                  config.shmSessions, formatBytes(shmPoolBytes(config)));
   return std::unique_ptr<EmbeddedRouDi>(new EmbeddedRouDi(std::move(impl)));
 }
 

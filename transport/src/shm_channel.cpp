@@ -22,6 +22,10 @@
 // queues are never allowed to fill: the ControlBlock counts, per direction, the messages the
 // receiver has taken; a sender keeps at most kWindow messages in flight (below the queue capacity)
 // and otherwise waits, up to peerTimeout, watching the peer's liveness. Nothing is ever dropped.
+// The chunk pools are shared by every session of the host, so a session also holds at most a
+// window of chunks per size tier (shm_chunk.hpp kTierWindow; counted until the receiver releases
+// them, ControlBlock::released), and RouDi's pools hold every window of shm_sessions sessions: no
+// session waits for another's chunks (shmChunkClasses).
 //
 // A peer that dies without closing its session leaves its ports abandoned, never destroyed: see
 // shm_session.hpp (iceoryx 2.0's port locks are not robust).
@@ -77,10 +81,14 @@ constexpr auto kLivenessSlice = std::chrono::milliseconds(5);
 
 class ShmBody final : public Incoming::Body {
  public:
-  ShmBody(std::shared_ptr<Ports> ports, const void* chunk) : m_ports(std::move(ports)), m_chunk(chunk) {}
+  // `released`: the control block's counter of the chunk's tier for this direction.
+  ShmBody(std::shared_ptr<Ports> ports, const void* chunk, std::atomic<std::uint64_t>& released)
+      : m_ports(std::move(ports)), m_chunk(chunk), m_released(released) {}
   ~ShmBody() override {
     std::lock_guard lock(m_ports->subscriberMutex);
-    if (!m_ports->abandoned.load(std::memory_order_acquire)) m_ports->subscriber.release(m_chunk);
+    if (m_ports->abandoned.load(std::memory_order_acquire)) return;
+    m_ports->subscriber.release(m_chunk);
+    m_released.fetch_add(1, std::memory_order_release);  // the chunk is back in the pool: credit
   }
   ShmBody(const ShmBody&) = delete;
   ShmBody& operator=(const ShmBody&) = delete;
@@ -92,6 +100,7 @@ class ShmBody final : public Incoming::Body {
  private:
   std::shared_ptr<Ports> m_ports;
   const void* m_chunk;
+  std::atomic<std::uint64_t>& m_released;
   shm::ChunkReader m_frame;
 };
 
@@ -138,11 +147,14 @@ class ShmChannel final : public Channel {
     return (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLIN)) != 0;  // no data after set-up
   }
   [[nodiscard]] ControlBlock& control() { return *m_ports->control.block; }
-  void releaseLoan(void* chunk) {
+  void releaseLoan(void* chunk, std::uint32_t bytes) {
+    --m_held[shm::chunkTier(bytes)];
     if (!m_broken) m_ports->publisher.release(chunk);  // after peerLeft() the chunk is left to RouDi
   }
   Result<void> waitForCredit();
-  Result<void*> loan(std::size_t bytes);
+  Result<void> waitForChunkCredit(std::size_t tier);
+  // A chunk of exactly `bytes` (one of m_classes), within this session's window of its tier.
+  Result<void*> loan(std::uint32_t bytes);
   std::optional<Result<Incoming>> tryTake();
 
   std::string m_name;
@@ -154,6 +166,7 @@ class ShmChannel final : public Channel {
   TransportConfig m_config;
   std::vector<ShmChunkClass> m_classes;
   std::uint64_t m_sent = 0;
+  std::uint64_t m_held[shm::kTiers] = {};  // chunks loaned per tier (compare ControlBlock::released)
   std::optional<Error> m_broken;
   std::chrono::microseconds m_receiveSpin = kSpin;
 };
@@ -176,21 +189,50 @@ Result<void> ShmChannel::waitForCredit() {
   }
 }
 
-Result<void*> ShmChannel::loan(std::size_t bytes) {
+// Waits until this session holds fewer chunks of `tier` than its window. The worker gives up after
+// peerTimeout (an application that keeps its replies is broken); the application waits as long as
+// its worker lives, since the worker may hold a message through a long GPU call, as a reply may take.
+Result<void> ShmChannel::waitForChunkCredit(std::size_t tier) {
+  auto& released = control().released[m_sendDir][tier];
+  const auto window = shm::kTierWindow[tier];
+  const auto start = Clock::now();
+  for (auto backoff = std::chrono::microseconds(0);;) {
+    if (m_held[tier] - released.load(std::memory_order_acquire) < window) return {};
+    if (peerGone()) return peerLeft();
+    if (m_sendDir == kServerToClient && Clock::now() - start > m_config.peerTimeout) {
+      return fail(Errc::kTimeout, fmt::format("{}: the peer did not give back its {} shm chunks of tier {} within {} ms",
+                                              describe(), window, tier, m_config.peerTimeout.count()));
+    }
+    if (Clock::now() - start > kSpin) {
+      backoff = std::min(backoff + std::chrono::microseconds(10), std::chrono::microseconds(500));
+      std::this_thread::sleep_for(backoff);
+    }
+  }
+}
+
+Result<void*> ShmChannel::loan(std::uint32_t bytes) {
+  const auto tier = shm::chunkTier(bytes);
+  if (auto credit = waitForChunkCredit(tier); !credit) return std::unexpected(credit.error());
   const auto start = Clock::now();
   for (;;) {
-    auto chunk = m_ports->publisher.loan(static_cast<std::uint32_t>(bytes), alignof(word));
-    if (!chunk.has_error()) return chunk.value();
+    auto chunk = m_ports->publisher.loan(bytes, alignof(word));
+    if (!chunk.has_error()) {
+      ++m_held[tier];
+      return chunk.value();
+    }
     const auto error = chunk.get_error();
     if (error != iox::popo::AllocationError::RUNNING_OUT_OF_CHUNKS &&
         error != iox::popo::AllocationError::TOO_MANY_CHUNKS_ALLOCATED_IN_PARALLEL) {
       return fail(Errc::kUnavailable, fmt::format("{}: RouDi has no shm chunk of {} bytes (allocation error {})",
                                                   describe(), bytes, static_cast<int>(error)));
     }
+    // Only when more sessions than shm_sessions share the pools, or RouDi was sized by another
+    // configuration.
     if (peerGone()) return peerLeft();
     if (Clock::now() - start > m_config.peerTimeout) {
-      return fail(Errc::kTimeout, fmt::format("{}: no free shm chunk of {} bytes within {} ms", describe(),
-                                              bytes, m_config.peerTimeout.count()));
+      return fail(Errc::kTimeout, fmt::format("{}: no free shm chunk of {} bytes within {} ms (more sessions "
+                                              "than the host's RouDi was sized for: shm_sessions)",
+                                              describe(), bytes, m_config.peerTimeout.count()));
     }
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
@@ -225,13 +267,13 @@ Result<void> ShmChannel::send(BuildMessage build, std::span<const std::byte> pay
     build(builder);
     segments = builder.getSegmentsForOutput();
   } catch (const kj::Exception& e) {
-    releaseLoan(out);
+    releaseLoan(out, *first);
     return fail(Errc::kInvalidArgument, fmt::format("building the message failed: {}", e.getDescription().cStr()));
   }
   std::size_t messageWords = 0;
   for (auto segment : segments) messageWords += segment.size();
   if (messageWords * sizeof(word) > m_config.maxMessageBytes) {
-    releaseLoan(out);
+    releaseLoan(out, *first);
     return fail(Errc::kTooLarge, fmt::format("message of {} bytes exceeds the {}-byte limit",
                                              messageWords * sizeof(word), m_config.maxMessageBytes));
   }
@@ -244,14 +286,14 @@ Result<void> ShmChannel::send(BuildMessage build, std::span<const std::byte> pay
     const std::size_t needed = (kHeaderWords + messageWords) * sizeof(word) + payloadBytes;
     const auto bigger = fits(needed);
     if (!bigger) {
-      releaseLoan(out);
+      releaseLoan(out, *first);
       return fail(Errc::kTooLarge, fmt::format("message of {} bytes plus {} payload bytes fits no shm chunk "
                                                "(largest {}); use the data region",
                                                messageWords * sizeof(word), payload.size(), m_classes.back().bytes));
     }
     auto big = loan(*bigger);
     if (!big) {
-      releaseLoan(out);
+      releaseLoan(out, *first);
       return std::unexpected(big.error());
     }
     // Far pointers name segments by index, so the segments keep their identity; a message of more
@@ -263,7 +305,7 @@ Result<void> ShmChannel::send(BuildMessage build, std::span<const std::byte> pay
       segments = flat->getSegmentsForOutput();
     }
     payloadOffset = shm::copySegments(static_cast<word*>(*big), segments, header);
-    m_ports->publisher.release(out);
+    releaseLoan(out, *first);
     out = *big;
   }
   shm::finishFrame(out, header, payloadOffset, payload);
@@ -285,8 +327,9 @@ std::optional<Result<Incoming>> ShmChannel::tryTake() {
     chunk = taken.value();
   }
   control().consumed[m_recvDir].fetch_add(1, std::memory_order_release);
-  auto body = std::make_unique<ShmBody>(m_ports, chunk);
-  if (auto ok = body->parse(iox::mepoo::ChunkHeader::fromUserPayload(chunk)->userPayloadSize()); !ok) {
+  const auto chunkBytes = iox::mepoo::ChunkHeader::fromUserPayload(chunk)->userPayloadSize();
+  auto body = std::make_unique<ShmBody>(m_ports, chunk, control().released[m_recvDir][shm::chunkTier(chunkBytes)]);
+  if (auto ok = body->parse(chunkBytes); !ok) {
     shm::log().warn("{}: {}", describe(), ok.error().message);
     return broken(ok.error().code, fmt::format("{}: {}", describe(), ok.error().message));
   }
@@ -370,7 +413,14 @@ class ShmListener final : public Listener {
     UniqueFd memfd(cmsg && cmsg->cmsg_type == SCM_RIGHTS && cmsg->cmsg_len == CMSG_LEN(sizeof(int))
                        ? *reinterpret_cast<const int*>(CMSG_DATA(cmsg))
                        : -1);
-    if (got != sizeof(request) || request.magic != kMagic || request.version != kVersion || memfd.get() < 0 ||
+    if (got == sizeof(request) && request.magic == kMagic && request.version != shm::kSetupVersion) {
+      const ConnectReply refusal{kMagic, shm::kReplyOtherVersion};
+      (void)::send(conn.get(), &refusal, sizeof(refusal), MSG_NOSIGNAL);
+      return fail(Errc::kMalformed, fmt::format("shm connect request of set-up version {} from pid {}; this side "
+                                                "speaks {} (mixed Flyt releases)",
+                                                request.version, request.pid, shm::kSetupVersion));
+    }
+    if (got != sizeof(request) || request.magic != kMagic || memfd.get() < 0 ||
         (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
       return fail(Errc::kMalformed, "malformed shm connect request");
     }
@@ -450,7 +500,7 @@ Result<std::unique_ptr<Channel>> connectShm(const Endpoint& ep, const TransportC
   auto ports = shm::openPorts(ep.name, sessionId, kClientToServer, std::move(*control));
   if (!ports) return std::unexpected(ports.error());
 
-  ConnectRequest request{kMagic, kVersion, sessionId, static_cast<std::uint32_t>(::getpid()), 0};
+  ConnectRequest request{kMagic, shm::kSetupVersion, sessionId, static_cast<std::uint32_t>(::getpid()), 0};
   iovec iov{&request, sizeof(request)};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))]{};
   msghdr msg{};
@@ -475,7 +525,13 @@ Result<std::unique_ptr<Channel>> connectShm(const Endpoint& ep, const TransportC
     return std::unexpected(ready.error());
   }
   ConnectReply reply{};
-  if (::recv(socket.get(), &reply, sizeof(reply), 0) != sizeof(reply) || reply.magic != kMagic || reply.status != 0) {
+  const auto replied = ::recv(socket.get(), &reply, sizeof(reply), 0);
+  if (replied == sizeof(reply) && reply.magic == kMagic && reply.status == shm::kReplyOtherVersion) {
+    return fail(Errc::kUnavailable, fmt::format("{}: the listener speaks another shm set-up version than this "
+                                                "library ({}): use the same Flyt release on both sides",
+                                                what, shm::kSetupVersion));
+  }
+  if (replied != sizeof(reply) || reply.magic != kMagic || reply.status != 0) {
     return fail(Errc::kUnavailable, fmt::format("{}: the listener refused or dropped the session", what));
   }
   if (auto ok = shm::waitConnected(**ports, deadline, what); !ok) return std::unexpected(ok.error());

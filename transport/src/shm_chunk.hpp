@@ -29,8 +29,25 @@ namespace flyt::transport::shm {
 using capnp::word;
 
 constexpr std::uint32_t kMagic = 0x54594c46;  // "FLYT"; also marks the set-up messages and control block
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 1;       // of the frame format
+constexpr std::uint32_t kSetupVersion = 2;  // of ConnectRequest and the ControlBlock (2: chunk windows)
 constexpr std::uint32_t kMaxSegments = 15;
+
+// Chunk tiers, by a chunk's size alone (so both ends agree whatever their configurations): calls and
+// small replies (up to 4 KiB), up to 64 KiB, up to 256 KiB + kMessageHeadroom (inline copies below
+// the staging threshold and their replies), and larger. A sender keeps at most kTierWindow[t]
+// chunks of tier t that its receiver has not released yet (ControlBlock::released), which bounds
+// what one session takes from the host's shared pools; shmChunkClasses sizes the pools from it.
+constexpr std::uint32_t kMessageHeadroom = 64U << 10;
+constexpr std::uint32_t kMediumChunkBytes = (256U << 10) + kMessageHeadroom;
+constexpr std::size_t kTiers = 4;
+constexpr std::uint32_t kTierWindow[kTiers] = {32, 4, 2, 1};
+constexpr std::size_t chunkTier(std::uint64_t bytes) {
+  if (bytes <= (4U << 10)) return 0;
+  if (bytes <= (64U << 10)) return 1;
+  if (bytes <= kMediumChunkBytes) return 2;
+  return 3;
+}
 constexpr std::size_t kFirstSegmentWords = 1024;
 
 struct SegmentRef {

@@ -74,7 +74,7 @@ Result<ControlMapping> createControl(UniqueFd& memfd) {
   void* mapped = ::mmap(nullptr, kControlBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
   if (mapped == MAP_FAILED) return fail(Errc::kSystem, "mmap of the shm control block failed", errno);
   ControlMapping control(mapped);
-  new (control.block) ControlBlock{kMagic, {0, 0}, {0, 0}};
+  new (control.block) ControlBlock{kMagic, {0, 0}, {0, 0}, {}};
   return control;
 }
 

@@ -29,18 +29,21 @@
 #include "iceoryx_posh/popo/wait_set.hpp"
 
 #include "flyt/transport/error.hpp"
+#include "shm_chunk.hpp"
 
 namespace flyt::transport::shm {
 
 // Shared by both ends through a memfd. consumed[d]: messages taken by the receiver of direction d.
 // closed[s]: set by side s (s = its send direction) once it has destroyed its ports of the session.
+// released[d][t]: chunks of tier t (shm_chunk.hpp) the receiver of direction d has given back.
 struct ControlBlock {
   std::uint64_t magic;
   std::atomic<std::uint64_t> consumed[2];
   std::atomic<std::uint32_t> closed[2];
+  std::atomic<std::uint64_t> released[2][kTiers];
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
-static_assert(sizeof(ControlBlock) == 32 && alignof(ControlBlock) == 8);
+static_assert(sizeof(ControlBlock) == 96 && alignof(ControlBlock) == 8);
 constexpr std::size_t kControlBytes = 4096;
 constexpr int kClientToServer = 0;
 constexpr int kServerToClient = 1;
@@ -54,8 +57,9 @@ struct ConnectRequest {
 };
 struct ConnectReply {
   std::uint32_t magic;
-  std::uint32_t status;  // 0: ready
+  std::uint32_t status;  // 0: ready; kReplyOtherVersion: the request's set-up version is not ours
 };
+constexpr std::uint32_t kReplyOtherVersion = 1;
 static_assert(sizeof(ConnectRequest) == 24 && sizeof(ConnectReply) == 8);
 
 // Owns a file descriptor; closes it on destruction.

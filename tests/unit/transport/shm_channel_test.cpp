@@ -309,6 +309,102 @@ TEST(ShmChannel, SilentPeerTimesOut) {
   EXPECT_TRUE(sendCalls(*channel, 1, 1));
 }
 
+TEST(ShmChunkClasses, PoolsHoldEveryWindowOfShmSessionsSessions) {
+  ft::TransportConfig config;
+  config.shmSessions = 64;
+  const auto classes = ft::shmChunkClasses(config);
+  ASSERT_EQ(classes.size(), 4u);
+  const std::uint32_t bytes[] = {4096, 65536, (256 + 64) << 10, (1024 + 64) << 10};
+  const std::uint32_t windows[] = {32, 4, 2, 1};
+  for (std::size_t i = 0; i < classes.size(); ++i) {
+    EXPECT_EQ(classes[i].bytes, bytes[i]) << i;
+    EXPECT_EQ(classes[i].window, windows[i]) << i;
+    EXPECT_EQ(classes[i].count, std::max<std::uint32_t>(2 * windows[i] * 64, i < 2 ? (i == 0 ? 2048 : 256) : 32)) << i;
+  }
+  EXPECT_GT(ft::shmPoolBytes(config), 250ull << 20);
+  EXPECT_LT(ft::shmPoolBytes(config), 280ull << 20);
+
+  // Small sessions counts keep the floors; a small inline limit drops the larger classes.
+  config.shmSessions = 1;
+  config.shmInlinePayloadBytes = 16 << 10;
+  const auto small = ft::shmChunkClasses(config);
+  ASSERT_EQ(small.size(), 3u);
+  EXPECT_EQ(small[0].count, 2048u);
+  EXPECT_EQ(small[1].count, 256u);
+  EXPECT_EQ(small[2].bytes, (16u + 64u) << 10);
+  EXPECT_EQ(small[2].window, 2u);
+}
+
+// One session holds at most its window of chunks of a size its receiver has not released: a
+// client flooding 100 KB messages (the 256 KiB + 64 KiB tier, window 2) at a server that keeps
+// them gets exactly two through, then one more for each one released, and nothing is lost.
+TEST(ShmChannel, ASessionHoldsAtMostItsWindowOfChunksUntilTheReceiverReleasesThem) {
+  roudi();
+  const auto ep = endpoint("window");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  constexpr std::size_t kBytes = 100000;
+  Peer flooder("flood-100000-6", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  std::vector<ft::Incoming> held;
+  auto check = [&](ft::Incoming& in, std::uint64_t k) {
+    EXPECT_EQ(in.root<flyt::wire::Envelope>().getBatch().getCalls()[0].getSequence(), k + 1);
+    const auto payload = in.payload();
+    ASSERT_EQ(payload.size(), kBytes);
+    EXPECT_EQ(payload[0], static_cast<std::byte>(k & 0xff));
+    EXPECT_EQ(payload[kBytes - 1], static_cast<std::byte>((k + kBytes - 1) & 0xff));
+  };
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    auto in = channel->receive(3s);
+    ASSERT_TRUE(in) << in.error().describe();
+    check(*in, k);
+    held.push_back(std::move(*in));
+  }
+  auto third = channel->receive(500ms);
+  ASSERT_FALSE(third) << "a third chunk arrived while the window of two was held";
+  EXPECT_EQ(third.error().code, Errc::kTimeout);
+
+  held.erase(held.begin());  // releases one chunk: exactly one more comes
+  auto next = channel->receive(3s);
+  ASSERT_TRUE(next) << next.error().describe();
+  check(*next, 2);
+  held.push_back(std::move(*next));
+  EXPECT_FALSE(channel->receive(300ms));
+
+  held.clear();
+  for (std::uint64_t k = 3; k < 6; ++k) {
+    auto in = channel->receive(3s);
+    ASSERT_TRUE(in) << in.error().describe();
+    check(*in, k);
+  }
+  channel.reset();
+  EXPECT_EQ(flooder.wait(5s), 0);
+}
+
+// The server side does not wait without bound for an application that keeps its replies: its
+// next send of that size fails within peer_timeout_ms with a message that says why.
+TEST(ShmChannel, ServerSendFailsWhenTheClientKeepsItsChunks) {
+  roudi();
+  const auto ep = endpoint("hoard");
+  auto listener = ft::listenShm(ep, testConfig());
+  ASSERT_TRUE(listener) << listener.error().describe();
+  Peer hoarder("hoard", ep.name);
+  auto channel = acceptOne(**listener);
+  ASSERT_TRUE(channel);
+  const std::vector<std::byte> payload(512 << 10, std::byte{7});  // the largest tier, window 1
+  ASSERT_TRUE(sendCalls(*channel, 1, 1, payload));
+  const auto start = Clock::now();
+  auto second = sendCalls(*channel, 2, 1, payload);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::kTimeout);
+  EXPECT_NE(second.error().message.find("did not give back"), std::string::npos) << second.error().describe();
+  EXPECT_LT(Clock::now() - start, 4s);
+  EXPECT_TRUE(sendCalls(*channel, 3, 1));  // small messages still go: other tiers have their own windows
+  channel.reset();
+  EXPECT_EQ(hoarder.wait(5s), 0);
+}
+
 TEST(ShmChannel, ServesOtherSessionsWhileOnePeerMisbehaves) {
   roudi();
   const auto ep = endpoint("misbehave");

@@ -8,6 +8,10 @@
 //   silent <name>       connect, then say nothing (dropping what arrives) until the session closes
 //   malformed <name>    connect, publish a garbage chunk into the session's c2s service, then wait
 //                       for the session to close
+//   flood-<bytes>-<n> <name>   connect, send n messages with a <bytes>-byte payload (byte i of
+//                       message k is (k + i) & 0xff), then drop what arrives until the session closes
+//   hoard <name>        connect, receive and keep every message (never releasing its chunk) until the
+//                       session closes
 //   serve <name> [fd]   listen, accept one session, echo it
 //   probe-roudi         EmbeddedRouDi::startIfAbsent: exit 0 when it does not own RouDi, 3 when it does
 //   bench <n>           start RouDi if absent, listen, spawn `echo`, time n empty-call round trips and
@@ -64,6 +68,33 @@ int untilClosed(ft::Channel& channel) {
   for (auto deadline = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < deadline;) {
     auto in = channel.receive(1s);
     if (!in && in.error().code != ft::Errc::kTimeout) return 0;
+  }
+  return 0;
+}
+
+int flood(ft::Channel& channel, std::size_t bytes, int messages) {
+  std::vector<std::byte> payload(bytes);
+  for (int k = 0; k < messages; ++k) {
+    for (std::size_t i = 0; i < bytes; ++i) payload[i] = static_cast<std::byte>((k + i) & 0xff);
+    auto sent = channel.send(
+        [&](capnp::MessageBuilder& b) {
+          b.initRoot<flyt::wire::Envelope>().initBatch().initCalls(1)[0].setSequence(std::uint64_t(k) + 1);
+        },
+        payload);
+    if (!sent) return failWith("send", sent.error());
+  }
+  return untilClosed(channel);
+}
+
+int hoard(ft::Channel& channel) {
+  std::vector<ft::Incoming> kept;
+  for (auto deadline = std::chrono::steady_clock::now() + 30s; std::chrono::steady_clock::now() < deadline;) {
+    auto in = channel.receive(1s);
+    if (in) {
+      kept.push_back(std::move(*in));
+    } else if (in.error().code != ft::Errc::kTimeout) {
+      return 0;
+    }
   }
   return 0;
 }
@@ -181,5 +212,10 @@ int main(int argc, char** argv) {
   if (mode == "count") return count(**channel);
   if (mode == "silent") return untilClosed(**channel);
   if (mode == "malformed") return malformed(**channel, name);
+  if (mode == "hoard") return hoard(**channel);
+  if (mode.starts_with("flood-")) {
+    const auto dash = mode.find('-', 6);
+    return flood(**channel, std::stoul(mode.substr(6, dash - 6)), std::stoi(mode.substr(dash + 1)));
+  }
   return 64;
 }

@@ -21,8 +21,10 @@ inline constexpr std::size_t kMinAuthTokenBytes = 16;
 struct TransportConfig {
   // A dead or silent peer is reported within this bound (receive of an expected reply, handshake).
   std::chrono::milliseconds peerTimeout{2000};
-  // How long connect() waits for the server (TCP connect + handshake, shm service discovery).
-  std::chrono::milliseconds connectTimeout{2000};
+  // How long connect() waits for the server (TCP connect + handshake, shm service discovery). A
+  // server that is not there fails at once (connection refused); this bounds a busy or stalled one:
+  // 128 sessions starting at once on a 2-core host took longer than 2 s to be set up.
+  std::chrono::milliseconds connectTimeout{10000};
   // The handshake with the session's worker, after the node's redirect: the worker creates its CUDA
   // context before it answers, which took over 2 s for 16 sessions starting at once on an H200.
   std::chrono::milliseconds sessionStartTimeout{30000};
@@ -32,6 +34,11 @@ struct TransportConfig {
   std::uint64_t maxPayloadBytes = 4ULL << 30;
   // Largest payload carried inside an iceoryx chunk on shm; larger data goes through the region.
   std::uint64_t shmInlinePayloadBytes = 1ULL << 20;
+  // Concurrent shared-memory sessions a host's RouDi sizes its chunk pools for (read by the process
+  // that starts RouDi, flyt-node), and the most a node serves at once (it refuses the next one with a
+  // message that says so). Each session may hold a bounded number of chunks of each size (see
+  // shmChunkClasses), so up to this many sessions never wait for one another's chunks.
+  std::uint32_t shmSessions = 64;
   // Data region: bytes per staging slot and number of slots in the ring.
   std::uint64_t regionSlotBytes = 8ULL << 20;
   std::uint32_t regionSlots = 8;

@@ -34,19 +34,30 @@
 
 namespace flyt::transport {
 
-// One mempool of the RouDi that EmbeddedRouDi starts: `count` chunks of `bytes` usable bytes each.
+// One mempool of the RouDi that EmbeddedRouDi starts: `count` chunks of `bytes` usable bytes each,
+// of which one session holds at most `window` per direction (chunks sent and not yet released by
+// the receiver; the sender waits for more).
 struct ShmChunkClass {
   std::uint32_t bytes;
   std::uint32_t count;
+  std::uint32_t window;
 };
 
-// The mempools an embedded RouDi configures for `config`, smallest first:
-//   4 KiB x 2048    calls, batches of calls and replies (almost all traffic);
-//   64 KiB x 256    large batches or replies with small inline payloads;
-//   shmInlinePayloadBytes + 64 KiB x 32   a message carrying the largest inline payload.
+// The mempools an embedded RouDi configures for `config`, smallest first, each sized so that
+// S = config.shmSessions sessions holding their full windows in both directions fit (count =
+// 2 x window x S, never below the floor):
+//   4 KiB,   window 32, floor 2048   calls, batches of calls and replies (almost all traffic);
+//   64 KiB,  window 4,  floor 256    large batches, replies with small inline payloads;
+//   min(shmInlinePayloadBytes, 256 KiB) + 64 KiB, window 2   inline copies below the staging
+//            threshold (256 KiB) and their replies;
+//   shmInlinePayloadBytes + 64 KiB, window 1   the largest inline payloads (no data region).
 // A message plus payload that fits none of them is refused with kTooLarge; bulk data belongs in the
-// DataRegion. About 58 MiB of shared memory with the default configuration.
+// DataRegion. With the defaults (S = 64, 1 MiB inline) about 265 MiB of /dev/shm, mapped sparsely:
+// pages are used as chunks are first touched.
 [[nodiscard]] std::vector<ShmChunkClass> shmChunkClasses(const TransportConfig& config);
+
+// The /dev/shm bytes of those pools (chunk headers included).
+[[nodiscard]] std::uint64_t shmPoolBytes(const TransportConfig& config);
 
 // True when an iceoryx RouDi accepts connections on this host right now. Never blocks: it tries to
 // connect to RouDi's unix datagram socket once.
