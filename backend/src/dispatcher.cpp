@@ -155,6 +155,12 @@ class PinnedBuffer {
 // More calls than any client batches (interpose/src/client.cpp sends at most 256), with room to spare.
 constexpr unsigned kMaxCallsPerBatch = 4096;
 
+// Failed calls of batches that want no reply wait for the next reply. A client that never asks for
+// one must not grow the worker without bound: the first kMaxHeldFailures - 1 are kept, then only the
+// latest (in the last place, so that cudaGetLastError still sees it) and a count of those dropped.
+// CUDA reports the first asynchronous error; the dropped ones are logged.
+constexpr std::size_t kMaxHeldFailures = 64;
+
 class CallDispatcher final : public SessionHandler {
  public:
   CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId,
@@ -264,7 +270,7 @@ class CallDispatcher final : public SessionHandler {
       if (answersNow) {
         last = std::move(outcome);
       } else if (outcome.failed()) {
-        m_failures.push_back(std::move(outcome));
+        holdFailure(std::move(outcome));
       }
     }
     if (!batch.getWantsReply()) return SessionState::kOpen;
@@ -297,10 +303,26 @@ class CallDispatcher final : public SessionHandler {
           }
         },
         last.payloadBytes());
+    if (m_droppedFailures > 0) {
+      log().warn("session {:016x}: {} more asynchronous calls failed than one reply reports ({}); the first "
+                 "and the latest were reported",
+                 m_sessionId, m_droppedFailures, kMaxHeldFailures);
+    }
     m_failures.clear();
+    m_droppedFailures = 0;
     if (!sent) return std::unexpected(sent.error());
     return SessionState::kOpen;
   }
+
+  void holdFailure(Outcome&& outcome) {
+    if (m_failures.size() < kMaxHeldFailures) {
+      m_failures.push_back(std::move(outcome));
+      return;
+    }
+    m_failures.back() = std::move(outcome);
+    ++m_droppedFailures;
+  }
+
 
   std::vector<const Outcome*> collect(const Outcome& last) const {
     std::vector<const Outcome*> all;
@@ -958,7 +980,8 @@ class CallDispatcher final : public SessionHandler {
   AllocationTable m_allocations;
   std::set<cudaStream_t> m_streams;
   std::set<cudaEvent_t> m_events;
-  std::vector<Outcome> m_failures;  // failed calls not yet reported
+  std::vector<Outcome> m_failures;  // failed calls not yet reported (holdFailure)
+  std::uint64_t m_droppedFailures = 0;
   std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
   std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
   bool m_sinkInstalled = false;

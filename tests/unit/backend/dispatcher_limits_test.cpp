@@ -124,3 +124,50 @@ TEST(DispatcherLimits, ZeroWidth2DMemsetOfCountlessRowsIsAnsweredAtOnce) {
 }
 
 }  // namespace
+
+// Failed calls of batches that want no reply wait for the next reply; a client that never asks for
+// one must not grow the worker without bound. 100 batches of 100 failing calls (unknown method ids)
+// are reported as at most 64 failures: the first ones and the latest, then the reply's own call.
+TEST(DispatcherLimits, FailuresOfUnansweredBatchesAreBoundedKeepingTheFirstAndTheLatest) {
+  auto session = openSession();
+  std::uint64_t sequence = 1;
+  for (int b = 0; b < 100; ++b) {
+    auto sent = session.client->send([&](capnp::MessageBuilder& message) {
+      auto batch = message.initRoot<flyt::wire::Envelope>().initBatch();
+      batch.setWantsReply(false);
+      auto calls = batch.initCalls(100);
+      for (unsigned i = 0; i < 100; ++i) {
+        calls[i].setSequence(sequence++);
+        calls[i].setMethod(999'999);  // no such method: each call fails
+      }
+    });
+    ASSERT_TRUE(sent.has_value());
+    auto incoming = session.server->receive(milliseconds(1000));
+    ASSERT_TRUE(incoming.has_value());
+    ASSERT_TRUE(session.handler->handle(*incoming, *session.server).has_value());
+    EXPECT_FALSE(session.client->receive(milliseconds(0)).has_value());  // no reply wanted, none sent
+  }
+  const std::uint64_t lastFailed = sequence - 1;
+  ASSERT_TRUE(session.client->send([&](capnp::MessageBuilder& message) {
+    auto batch = message.initRoot<flyt::wire::Envelope>().initBatch();
+    batch.setWantsReply(true);
+    auto call = batch.initCalls(1)[0];
+    call.setSequence(sequence);
+    call.setMethod(static_cast<std::uint32_t>(flyt::api::Method::cudaGetDevice));
+  }).has_value());
+  auto incoming = session.server->receive(milliseconds(1000));
+  ASSERT_TRUE(incoming.has_value());
+  ASSERT_TRUE(session.handler->handle(*incoming, *session.server).has_value());
+  auto reply = session.client->receive(milliseconds(1000));
+  ASSERT_TRUE(reply.has_value());
+  auto results = reply->root<flyt::wire::Envelope>().getReply().getResults();
+  ASSERT_EQ(results.size(), 64u + 1u);
+  EXPECT_EQ(results[0].getSequence(), 1u);                // CUDA reports the first asynchronous error
+  EXPECT_EQ(results[62].getSequence(), 63u);
+  EXPECT_EQ(results[63].getSequence(), lastFailed);       // and cudaGetLastError the latest
+  EXPECT_EQ(results[64].getSequence(), sequence);
+  for (unsigned i = 0; i < 64; ++i) EXPECT_EQ(results[i].getStatus(), flyt::wire::TransportStatus::UNSUPPORTED) << i;
+
+  // The count starts again after a reply.
+  EXPECT_EQ(callOnce(session, flyt::api::Method::cudaGetDevice, {}, sequence + 1).first, 0);
+}
