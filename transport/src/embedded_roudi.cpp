@@ -34,6 +34,8 @@
 #include <iostream>
 #include <streambuf>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -182,12 +184,32 @@ std::optional<RouDiIdentity> g_registeredWith;  // set once this process registe
 
 std::atomic<bool> g_ownedHere{false};
 std::mutex g_startMutex;
+std::atomic<bool> g_abandonedSession{false};
+
+// How long exit handlers may run when iceoryx's deregistration may hang (see ensureRuntime).
+constexpr auto kExitGrace = std::chrono::seconds(2);
+
+// Runs (on_exit, registered right after iceoryx's runtime was created) before that runtime's static
+// destructor, which deregisters from RouDi and waits for the answer without a bound. A RouDi that is
+// gone, replaced, or stalled cleaning up a peer that died holding a port lock never answers; the
+// application, whose main() has returned, would then hang for good. Normal exits are untouched.
+void boundExitIfRouDiMayStall(int status, void*) {
+  const bool mayStall = g_abandonedSession.load() || !rouDiReachable() || tryRouDiIdentity() != g_registeredWith;
+  if (!mayStall) return;
+  std::thread([status] {
+    std::this_thread::sleep_for(kExitGrace);
+    std::fflush(nullptr);
+    std::_Exit(status);
+  }).detach();
+}
 
 }  // namespace
 
 namespace shm {
 
 spdlog::logger& log() { return flyt::logger("shm"); }
+
+void noteAbandonedSession() { g_abandonedSession.store(true); }
 
 void quietIceoryxLog() {
   static std::once_flag once;
@@ -211,6 +233,7 @@ Result<void> ensureRuntime() {
   const auto name = fmt::format("flyt-{}-{:08x}", ::getpid(), random());
   iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name.c_str()));
   g_registeredWith = identity;
+  ::on_exit(boundExitIfRouDiMayStall, nullptr);
   log().debug("registered with RouDi as {}", name);
   return {};
 }

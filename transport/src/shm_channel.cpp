@@ -139,6 +139,7 @@ class ShmChannel final : public Channel {
   void abandonUnlessPeerClosed() {
     if (m_ports->control.block->closed[m_recvDir].load(std::memory_order_acquire) == 0) {
       m_ports->abandoned.store(true, std::memory_order_release);
+      shm::noteAbandonedSession();
     }
   }
   [[nodiscard]] bool peerGone() const {
