@@ -26,6 +26,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <poll.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -120,13 +123,89 @@ class CaptureBuf final : public std::streambuf {
 
 // iceoryx's RouDi, with shutdown() (protected there) reachable: it joins RouDi's threads without
 // touching the shared memory.
+//
+// Process liveness: iceoryx's own monitoring removes a process whose keep-alive (sent every 300 ms
+// by a thread of that process) is 1.5 s late, together with its ports, even when the process is
+// alive. With 128 sessions starting at once on a 2-core host (or under a sanitizer) that happens to
+// live processes, which then abort inside iceoryx on their next use of a port (a destroyed mutex:
+// POPO__CHUNK_LOCKING_ERROR) and can leave RouDi stalled. So iceoryx's monitoring is off and RouDi
+// removes a process when the process has actually ended: each registration opens a pidfd of the
+// registering pid, and the discovery thread (cyclicUpdateHook, every 100 ms) releases the ports of
+// every process whose pidfd reports its end. A process that deregisters itself is forgotten. (This
+// needs the applications in the node's PID namespace, as they share its /dev/shm and /tmp anyway.)
 class HostRouDi final : public iox::roudi::RouDi {
  public:
   explicit HostRouDi(iox::roudi::IceOryxRouDiComponents& components)
-      // No SIGTERM to registered processes (this one included) when RouDi stops.
+      // No SIGTERM to registered processes (this one included) when RouDi stops. The message thread
+      // starts once this object is complete, since it calls processMessage below.
       : RouDi(components.rouDiMemoryManager, components.portManager,
-              RoudiStartupParameters{iox::roudi::MonitoringMode::ON, false}) {}
+              RoudiStartupParameters{iox::roudi::MonitoringMode::OFF, false, RuntimeMessagesThreadStart::DEFER_START}) {
+    startProcessRuntimeMessagesThread();
+  }
+  ~HostRouDi() override {
+    shutdown();  // RouDi's threads call into this object: stop them before its members go
+    for (const auto& [name, fd] : m_watched) ::close(fd);
+  }
+  HostRouDi(const HostRouDi&) = delete;
+  HostRouDi& operator=(const HostRouDi&) = delete;
+
   void stopThreads() { shutdown(); }
+
+ protected:
+  void processMessage(const iox::runtime::IpcMessage& message, const iox::runtime::IpcMessageType& cmd,
+                      const iox::RuntimeName_t& runtimeName) noexcept override {
+    if (cmd == iox::runtime::IpcMessageType::REG) {
+      std::uint32_t pid = 0;
+      uid_t user = 0;
+      std::int64_t timestamp = 0;
+      (void)parseRegisterMessage(message, pid, user, timestamp);
+      watch(runtimeName, static_cast<pid_t>(pid));
+    }
+    RouDi::processMessage(message, cmd, runtimeName);
+    if (cmd == iox::runtime::IpcMessageType::TERMINATION) forget(runtimeName);
+  }
+
+  void cyclicUpdateHook() noexcept override {
+    std::vector<iox::RuntimeName_t> ended;
+    {
+      std::lock_guard lock(m_mutex);
+      for (auto it = m_watched.begin(); it != m_watched.end();) {
+        pollfd p{it->second, POLLIN, 0};
+        if (::poll(&p, 1, 0) > 0) {
+          ended.push_back(it->first);
+          ::close(it->second);
+          it = m_watched.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (const auto& name : ended) {
+      shm::log().debug("RouDi: {} ended without deregistering; releasing its ports", name.c_str());
+      (void)m_prcMgr->unregisterProcess(name);
+    }
+  }
+
+ private:
+  void watch(const iox::RuntimeName_t& name, pid_t pid) {
+    const int fd = pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1;
+    if (fd < 0) return;  // gone already (RouDi refuses or cleans it up), or not ours to watch
+    std::lock_guard lock(m_mutex);
+    if (auto [it, added] = m_watched.emplace(name, fd); !added) {
+      ::close(it->second);  // the same name registered again (a restarted process)
+      it->second = fd;
+    }
+  }
+  void forget(const iox::RuntimeName_t& name) {
+    std::lock_guard lock(m_mutex);
+    if (auto it = m_watched.find(name); it != m_watched.end()) {
+      ::close(it->second);
+      m_watched.erase(it);
+    }
+  }
+
+  std::mutex m_mutex;
+  std::map<iox::RuntimeName_t, int> m_watched;  // runtime -> pidfd of its process; m_mutex
 };
 
 // Whether the runtime `name` belongs to a live process other than this one. Flyt names runtimes
