@@ -84,4 +84,8 @@ std::string Endpoint::toString() const {
   return fmt::format("tcp://{}:{}", host, port);
 }
 
+bool isLoopbackHost(std::string_view host) noexcept {
+  return host == "localhost" || host == "::1" || host == "[::1]" || host.starts_with("127.");
+}
+
 }  // namespace flyt::transport

@@ -2,10 +2,6 @@
 
 #include <fmt/format.h>
 #include <kj/exception.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <unistd.h>
 
 #include <array>
@@ -13,6 +9,7 @@
 #include <algorithm>
 #include <random>
 
+#include "auth_crypto.hpp"
 #include "flyt/transport/transport.hpp"
 #include "flyt/wire/session.capnp.h"
 
@@ -33,7 +30,9 @@ Result<void> sendWelcome(Channel& channel, std::uint64_t sessionId, wire::Transp
 
 
 // Authentication (see handshake.hpp and schema/session.capnp): nonces and proofs are 32 bytes.
-constexpr std::size_t kNonceBytes = 32;
+using auth::kNonceBytes;
+using auth::randomNonce;
+using auth::sameProof;
 constexpr std::string_view kClientLabel = "flyt-tcp-v1 client";
 constexpr std::string_view kServerLabel = "flyt-tcp-v1 server";
 // What a refused client is told; the details (missing or wrong) stay in the server's log.
@@ -47,31 +46,12 @@ bool authenticates(const Channel& channel, std::string_view secret) {
   return !secret.empty() && !channel.sharesHostMemory();
 }
 
-Bytes randomNonce() {
-  Bytes nonce(kNonceBytes);
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), int(nonce.size())) != 1) {
-    std::random_device device;  // OpenSSL's generator failed: never send a predictable nonce
-    for (auto& b : nonce) b = std::byte(device());
-  }
-  return nonce;
-}
-
 // HMAC-SHA256(secret, nonce || sessionId (little endian) || label).
 Bytes authProof(std::string_view secret, std::span<const std::byte> nonce, std::uint64_t sessionId,
                 std::string_view label) {
-  Bytes data(nonce.begin(), nonce.end());
-  for (int i = 0; i < 8; ++i) data.push_back(std::byte(sessionId >> (8 * i)));
-  for (char c : label) data.push_back(std::byte(c));
-  Bytes out(EVP_MAX_MD_SIZE);
-  unsigned length = 0;
-  HMAC(EVP_sha256(), secret.data(), int(secret.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), reinterpret_cast<unsigned char*>(out.data()), &length);
-  out.resize(length);
-  return out;
-}
-
-bool sameProof(std::span<const std::byte> got, std::span<const std::byte> expected) {
-  return got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0;
+  std::array<std::byte, 8> id{};
+  for (int i = 0; i < 8; ++i) id[i] = std::byte(sessionId >> (8 * i));
+  return auth::hmacSha256(secret, {nonce, id, auth::bytesOf(label)});
 }
 
 kj::ArrayPtr<const capnp::byte> wireBytes(std::span<const std::byte> bytes) {

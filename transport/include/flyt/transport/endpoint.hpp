@@ -25,4 +25,8 @@ struct Endpoint {
   [[nodiscard]] std::string toString() const;
 };
 
+// True for a host that only this machine reaches: "localhost", "::1" (bracketed or not), 127.0.0.0/8.
+// Servers warn when they listen elsewhere without a secret.
+[[nodiscard]] bool isLoopbackHost(std::string_view host) noexcept;
+
 }  // namespace flyt::transport
