@@ -4,15 +4,16 @@
 
 namespace flyt::flytctl {
 
-Connection::Connection(std::string address, std::chrono::milliseconds timeout)
-    : m_address(std::move(address)),
-      m_timeout(timeout),
-      m_client(m_address.c_str(), transport::kOrchestratorPort),
-      m_main(m_client.getMain<wire::Orchestrator>()) {}
-
-kj::Exception Connection::timeoutException() const {
-  return kj::Exception(kj::Exception::Type::DISCONNECTED, __FILE__, __LINE__,
-                       kj::str("no answer within ", m_timeout.count(), " ms"));
+transport::Result<std::unique_ptr<Connection>> Connection::open(const std::string& address,
+                                                                const std::string& adminToken,
+                                                                std::chrono::milliseconds timeout) {
+  auto link = transport::OrchestratorConnection::open(address, transport::OrchestratorRole::kAdmin, adminToken, timeout);
+  if (!link) {
+    auto error = link.error();
+    if (error.code == transport::Errc::kUnavailable) error.message = fmt::format("{} {}", error.message, kUnreachableHint);
+    return std::unexpected(error);
+  }
+  return std::unique_ptr<Connection>(new Connection(std::move(*link), timeout));
 }
 
 std::unexpected<transport::Error> Connection::failure(const kj::Exception& e) const {
@@ -22,15 +23,12 @@ std::unexpected<transport::Error> Connection::failure(const kj::Exception& e) co
     return transport::fail(transport::Errc::kInvalidArgument, transport::plainRpcMessage(description));
   }
   std::string reason = description;
-  if (description.find("Connection refused") != std::string::npos) {
-    reason = "connection refused";
-  } else if (auto colon = description.rfind(": "); colon != std::string::npos && !description.starts_with("no answer")) {
+  if (auto colon = description.rfind(": "); colon != std::string::npos && !description.starts_with("no answer")) {
     reason = description.substr(colon + 2);
   }
   return transport::fail(transport::Errc::kUnavailable,
-                         fmt::format("cannot reach the orchestrator at tcp://{}: {} (is flyt-orchestrator running? "
-                                     "--orchestrator / FLYT_ORCHESTRATOR)",
-                                     m_address, reason));
+                         fmt::format("cannot reach the orchestrator at tcp://{}: {} {}", m_link->address(), reason,
+                                     kUnreachableHint));
 }
 
 }  // namespace flyt::flytctl

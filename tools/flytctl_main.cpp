@@ -1,7 +1,7 @@
 // flytctl: administers a Flyt cluster through flyt-orchestrator's RPC interface
 // (transport/schema/cluster.capnp): tenants (VMs) and their quotas, nodes, sessions, status.
-// Exit status: 0 on success, 1 when the orchestrator refused or could not be reached, 2 for a
-// malformed command line.
+// Exit status: 0 on success, 1 when the orchestrator refused (the connection or the command) or
+// could not be reached, 2 for a malformed command line or an unusable token file.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "flyt/transport/orchestrator_auth.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
 #include "flytctl_client.hpp"
 #include "flytctl_commands.hpp"
@@ -26,15 +27,37 @@ constexpr const char* kMainFooter = R"(Examples:
   flytctl --orchestrator 10.0.0.2:7000 status
 
 The orchestrator is --orchestrator, else $FLYT_ORCHESTRATOR, else 127.0.0.1:7000.
+
+flytctl connects as admin. When the orchestrator has an admin_token, flytctl must prove it holds
+the same secret: --token-file FILE (a file only you may read: chmod 600), else the file named by
+$FLYT_ADMIN_TOKEN_FILE, else $FLYT_ADMIN_TOKEN. The secret never travels (HMAC challenge and
+response, mutual: flytctl with a token refuses an orchestrator that cannot prove the same one).
+  openssl rand -hex 32 > ~/.flyt_admin_token; chmod 600 ~/.flyt_admin_token
+  flytctl --token-file ~/.flyt_admin_token tenant list
 Every command takes --help.)";
 
 struct Globals {
   std::string orchestrator;
+  std::string tokenFile;
   bool json = false;
   double timeoutS = 5.0;
 };
 
 using Command = std::function<flyt::transport::Result<std::string>(fc::Connection&, bool json)>;
+
+// The admin secret: --token-file, else FLYT_ADMIN_TOKEN_FILE, else FLYT_ADMIN_TOKEN; empty: none.
+flyt::transport::Result<std::string> adminToken(const Globals& globals) {
+  namespace ft = flyt::transport;
+  if (!globals.tokenFile.empty()) return ft::readOrchestratorSecret(globals.tokenFile, "--token-file");
+  if (const char* file = std::getenv("FLYT_ADMIN_TOKEN_FILE"); file != nullptr && *file != '\0') {
+    return ft::readOrchestratorSecret(file, "FLYT_ADMIN_TOKEN_FILE");
+  }
+  if (const char* token = std::getenv("FLYT_ADMIN_TOKEN"); token != nullptr && *token != '\0') {
+    if (auto ok = ft::checkOrchestratorSecret(token, "FLYT_ADMIN_TOKEN"); !ok) return std::unexpected(ok.error());
+    return std::string(token);
+  }
+  return std::string();
+}
 
 int run(const Globals& globals, const Command& command) {
   std::string where = globals.orchestrator;
@@ -47,10 +70,19 @@ int run(const Globals& globals, const Command& command) {
     fmt::print(stderr, "flytctl: {}\n", address.error().message);
     return 2;
   }
+  auto token = adminToken(globals);
+  if (!token) {
+    fmt::print(stderr, "flytctl: {}\n", token.error().message);
+    return 2;
+  }
   const auto timeout = std::chrono::milliseconds(static_cast<std::int64_t>(globals.timeoutS * 1000));
+  auto connection = fc::Connection::open(*address, *token, timeout);
+  if (!connection) {
+    fmt::print(stderr, "flytctl: {}\n", connection.error().message);
+    return 1;
+  }
   try {
-    fc::Connection connection(*address, timeout);
-    auto output = command(connection, globals.json);
+    auto output = command(**connection, globals.json);
     if (!output) {
       fmt::print(stderr, "flytctl: {}\n", output.error().message);
       return 1;
@@ -58,9 +90,8 @@ int run(const Globals& globals, const Command& command) {
     fmt::print("{}", *output);
     return 0;
   } catch (const kj::Exception& e) {
-    // EzRpcClient may throw while it sets up (e.g. an address it cannot parse).
-    fmt::print(stderr, "flytctl: cannot reach the orchestrator at tcp://{}: {}\n", *address,
-               flyt::transport::plainRpcMessage(e.getDescription().cStr()));
+    // Building a request can throw (a value capnp refuses); the calls themselves never do.
+    fmt::print(stderr, "flytctl: {}\n", flyt::transport::plainRpcMessage(e.getDescription().cStr()));
     return 1;
   }
 }
@@ -93,6 +124,9 @@ int main(int argc, char** argv) {
   app.fallthrough();
   app.add_option("--orchestrator", globals.orchestrator,
                  "orchestrator address HOST:PORT or tcp://HOST:PORT (default $FLYT_ORCHESTRATOR, else 127.0.0.1:7000)");
+  app.add_option("--token-file", globals.tokenFile,
+                 "file (mode 0600) holding the orchestrator's admin token (default $FLYT_ADMIN_TOKEN_FILE, else "
+                 "$FLYT_ADMIN_TOKEN, else none)");
   app.add_flag("--json", globals.json, "print machine-readable JSON instead of tables");
   app.add_option("--timeout", globals.timeoutS, "seconds to wait for the orchestrator (default 5)")
       ->check(CLI::Range(0.1, 600.0));

@@ -1,6 +1,5 @@
 #include "cluster_agent.hpp"
 
-#include <capnp/ez-rpc.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
@@ -14,6 +13,7 @@
 #include "flyt/backend/executor.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
+#include "flyt/transport/orchestrator_connection.hpp"
 #include "flyt/wire/cluster.capnp.h"
 
 namespace flyt::backend {
@@ -37,18 +37,13 @@ constexpr auto kLastHeartbeat = 1s;
 // re-register, or we are stopping).
 struct Reconnect {};
 
-template <class T>
-T waitBounded(kj::Promise<T>&& promise, capnp::EzRpcClient& client, std::chrono::milliseconds bound) {
-  auto deadline = client.getIoProvider().getTimer().afterDelay(bound.count() * kj::MILLISECONDS).then([]() -> T {
-    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "no answer in time"));
-  });
-  return promise.exclusiveJoin(kj::mv(deadline)).wait(client.getWaitScope());
-}
+using transport::OrchestratorConnection;
 
 }  // namespace
 
 struct ClusterAgent::Impl {
   std::string address;
+  std::string token;  // the orchestrator's node_token; empty: none
   NodeIdentity node;
   ClusterHooks hooks;
   std::thread thread;
@@ -61,18 +56,17 @@ struct ClusterAgent::Impl {
   std::chrono::milliseconds heartbeat{1000};
 
   void run();
-  void serve(capnp::EzRpcClient& client, wire::Orchestrator::Client& orchestrator);
-  void registerNode(capnp::EzRpcClient& client, wire::Orchestrator::Client& orchestrator);
-  bool sendHeartbeat(capnp::EzRpcClient& client, wire::Orchestrator::Client& orchestrator,
-                     std::chrono::milliseconds bound);
+  void serve(OrchestratorConnection& link);
+  void registerNode(OrchestratorConnection& link);
+  bool sendHeartbeat(OrchestratorConnection& link, std::chrono::milliseconds bound);
   void sleepFor(std::chrono::milliseconds span) const {
     const auto until = Clock::now() + span;
     while (!stopping.load() && Clock::now() < until) std::this_thread::sleep_for(kTick);
   }
 };
 
-void ClusterAgent::Impl::registerNode(capnp::EzRpcClient& client, wire::Orchestrator::Client& orchestrator) {
-  auto request = orchestrator.registerNodeRequest();
+void ClusterAgent::Impl::registerNode(OrchestratorConnection& link) {
+  auto request = link.orchestrator().registerNodeRequest();
   auto info = request.initNode();
   info.setProtocolVersion(wire::CLUSTER_PROTOCOL_VERSION);
   info.setName(node.name);
@@ -89,7 +83,7 @@ void ClusterAgent::Impl::registerNode(capnp::EzRpcClient& client, wire::Orchestr
     gpus[i].setMemoryBytes(gpu.memoryBytes);
     gpus[i].setMps(gpu.mps);
   }
-  auto response = waitBounded(request.send(), client, kCallTimeout);
+  auto response = link.wait(request.send(), kCallTimeout);
   auto key = response.getPublicKey();
   std::lock_guard lock(mutex);
   publicKey.assign(reinterpret_cast<const std::byte*>(key.begin()), reinterpret_cast<const std::byte*>(key.end()));
@@ -97,8 +91,7 @@ void ClusterAgent::Impl::registerNode(capnp::EzRpcClient& client, wire::Orchestr
 }
 
 // True when the orchestrator answered. Orders are carried out before returning.
-bool ClusterAgent::Impl::sendHeartbeat(capnp::EzRpcClient& client, wire::Orchestrator::Client& orchestrator,
-                                       std::chrono::milliseconds bound) {
+bool ClusterAgent::Impl::sendHeartbeat(OrchestratorConnection& link, std::chrono::milliseconds bound) {
   poked.store(false);
   const auto live = hooks.liveSessions();
   std::vector<std::pair<std::uint64_t, std::string>> sending;
@@ -106,7 +99,7 @@ bool ClusterAgent::Impl::sendHeartbeat(capnp::EzRpcClient& client, wire::Orchest
     std::lock_guard lock(mutex);
     sending = ended;
   }
-  auto request = orchestrator.heartbeatRequest();
+  auto request = link.orchestrator().heartbeatRequest();
   auto report = request.initReport();
   report.setName(node.name);
   auto liveList = report.initLive(static_cast<unsigned>(live.size()));
@@ -116,7 +109,7 @@ bool ClusterAgent::Impl::sendHeartbeat(capnp::EzRpcClient& client, wire::Orchest
     endedList[i].setSessionId(sending[i].first);
     endedList[i].setReason(sending[i].second);
   }
-  auto response = waitBounded(request.send(), client, bound);
+  auto response = link.wait(request.send(), bound);
   {
     std::lock_guard lock(mutex);
     // Delivered: drop exactly what was sent (more may have ended meanwhile).
@@ -141,8 +134,8 @@ bool ClusterAgent::Impl::sendHeartbeat(capnp::EzRpcClient& client, wire::Orchest
   return true;
 }
 
-void ClusterAgent::Impl::serve(capnp::EzRpcClient& client, wire::Orchestrator::Client& orchestrator) {
-  registerNode(client, orchestrator);
+void ClusterAgent::Impl::serve(OrchestratorConnection& link) {
+  registerNode(link);
   log().info("registered with the orchestrator at {} as '{}' ({} GPU(s)); heartbeat every {} ms", address,
              node.name, node.gpus.size(), heartbeat.count());
   auto last = Clock::time_point{};
@@ -153,36 +146,43 @@ void ClusterAgent::Impl::serve(capnp::EzRpcClient& client, wire::Orchestrator::C
       interval = heartbeat;
     }
     if (poked.load() || Clock::now() - last >= interval) {
-      sendHeartbeat(client, orchestrator, kCallTimeout);
+      sendHeartbeat(link, kCallTimeout);
       last = Clock::now();
     }
     std::this_thread::sleep_for(kTick);
   }
   // Stopping: tell the orchestrator which sessions ended while the node stopped its workers.
-  sendHeartbeat(client, orchestrator, kLastHeartbeat);
+  sendHeartbeat(link, kLastHeartbeat);
 }
 
 void ClusterAgent::Impl::run() {
   bool reported = false;  // one warning per outage, not one per second
+  auto outage = [&](const std::string& what, bool refused) {
+    if (reported) return;
+    log().log(refused ? spdlog::level::err : spdlog::level::warn,
+              "{}; retrying every {} s (running sessions are not affected)", what,
+              std::chrono::duration_cast<std::chrono::seconds>(kRetry).count());
+    reported = true;
+  };
   while (!stopping.load()) {
     bool reconnectAtOnce = false;
+    auto link = OrchestratorConnection::open(address, transport::OrchestratorRole::kNode, token, kCallTimeout);
+    if (!link) {
+      outage(link.error().message, link.error().code == transport::Errc::kUnauthenticated);
+      sleepFor(kRetry);
+      continue;
+    }
     kj::Maybe<kj::Exception> thrown = kj::runCatchingExceptions([&] {
-      capnp::EzRpcClient client(address.c_str(), transport::kOrchestratorPort);
-      auto orchestrator = client.getMain<wire::Orchestrator>();
       try {
-        serve(client, orchestrator);
+        serve(**link);
       } catch (const Reconnect&) {
         reconnectAtOnce = true;
       }
       reported = false;
     });
     KJ_IF_MAYBE (e, thrown) {
-      if (!reported) {
-        log().warn("orchestrator at {}: {}; retrying every {} s (running sessions are not affected)", address,
-                   transport::plainRpcMessage(e->getDescription().cStr()),
-                   std::chrono::duration_cast<std::chrono::seconds>(kRetry).count());
-        reported = true;
-      }
+      outage(fmt::format("orchestrator at {}: {}", address, transport::plainRpcMessage(e->getDescription().cStr())),
+             false);
     }
     if (!reconnectAtOnce) sleepFor(kRetry);
   }
@@ -192,12 +192,13 @@ ClusterAgent::ClusterAgent(std::unique_ptr<Impl> impl) : m_impl(std::move(impl))
 
 ClusterAgent::~ClusterAgent() { stop(); }
 
-transport::Result<std::unique_ptr<ClusterAgent>> ClusterAgent::start(std::string orchestrator, NodeIdentity node,
-                                                                     ClusterHooks hooks) {
+transport::Result<std::unique_ptr<ClusterAgent>> ClusterAgent::start(std::string orchestrator, std::string token,
+                                                                     NodeIdentity node, ClusterHooks hooks) {
   auto address = transport::orchestratorAddress(orchestrator);
   if (!address) return std::unexpected(address.error());
   auto impl = std::make_unique<Impl>();
   impl->address = *address;
+  impl->token = std::move(token);
   impl->node = std::move(node);
   impl->hooks = std::move(hooks);
   Impl& self = *impl;

@@ -44,10 +44,13 @@ struct ClusterHooks {
 
 class ClusterAgent {
  public:
-  // Starts the agent's thread; it connects and registers in the background. Fails only for an
-  // unusable address.
+  // Starts the agent's thread; it connects as a node (proving `token`, the orchestrator's
+  // node_token, when not empty; transport/orchestrator_auth.hpp) and registers in the background.
+  // A refused connection is logged with the orchestrator's reason and retried like an outage.
+  // Fails only for an unusable address.
   [[nodiscard]] static transport::Result<std::unique_ptr<ClusterAgent>> start(std::string orchestrator,
-                                                                              NodeIdentity node, ClusterHooks hooks);
+                                                                              std::string token, NodeIdentity node,
+                                                                              ClusterHooks hooks);
   ~ClusterAgent();  // stop()
   ClusterAgent(const ClusterAgent&) = delete;
   ClusterAgent& operator=(const ClusterAgent&) = delete;

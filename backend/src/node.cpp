@@ -438,7 +438,7 @@ transport::Result<void> Node::Impl::startCluster() {
                gpu.mps ? ", MPS" : "");
   }
   auto started = ClusterAgent::start(
-      options.node.orchestrator, std::move(identity),
+      options.node.orchestrator, options.node.orchestratorToken, std::move(identity),
       ClusterHooks{[this] { return liveSessions(); }, [this](std::uint64_t id) { killSession(id); },
                    [this](std::uint64_t id, std::uint64_t bytes) { setMemoryQuota(id, bytes); }});
   if (!started) return std::unexpected(started.error());

@@ -1,5 +1,6 @@
 #include "node_config.hpp"
 
+#include "flyt/transport/orchestrator_auth.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
 #include "flyt/transport/units.hpp"
 
@@ -20,9 +21,9 @@ namespace {
 using transport::Errc;
 using transport::fail;
 
-constexpr std::array<std::string_view, 10> kNodeKeys = {
+constexpr std::array<std::string_view, 11> kNodeKeys = {
     "shm_name",           "tcp",          "executor", "session_memory_limit", "session_sm_percent",
-    "session_idle_timeout_s", "orchestrator", "name",     "advertise",            "mps"};
+    "session_idle_timeout_s", "orchestrator", "orchestrator_token_file", "name", "advertise", "mps"};
 
 std::string where(std::string_view source, const toml::node& node) {
   return fmt::format("{}:{}", source, node.source().begin.line);
@@ -77,6 +78,10 @@ transport::Result<void> applyKey(NodeConfig& config, std::string_view key, const
       if (!address) return located(address.error());
     }
     (key == "orchestrator" ? config.orchestrator : config.advertise) = *text;
+  } else if (key == "orchestrator_token_file") {
+    auto token = transport::readOrchestratorSecret(*text, "orchestrator_token_file");
+    if (!token) return fail(token.error().code, fmt::format("{}: node.{}", where(source, value), token.error().message));
+    config.orchestratorToken = std::move(*token);
   } else if (key == "name") {
     if (auto ok = checkNodeName(*text); !ok) return located(ok.error());
     config.name = *text;
@@ -137,6 +142,19 @@ transport::Result<std::optional<transport::Endpoint>> parseTcpOption(std::string
     return fail(Errc::kInvalidArgument, fmt::format("'{}' is not a TCP address", text));
   }
   return std::optional<transport::Endpoint>(*endpoint);
+}
+
+transport::Result<NodeConfig> applyNodeEnv(NodeConfig config) {
+  if (const char* token = std::getenv("FLYT_NODE_TOKEN"); token != nullptr && *token != '\0') {
+    if (auto ok = transport::checkOrchestratorSecret(token, "FLYT_NODE_TOKEN"); !ok) return std::unexpected(ok.error());
+    config.orchestratorToken = token;
+  }
+  if (const char* file = std::getenv("FLYT_NODE_TOKEN_FILE"); file != nullptr && *file != '\0') {
+    auto token = transport::readOrchestratorSecret(file, "FLYT_NODE_TOKEN_FILE");
+    if (!token) return std::unexpected(token.error());
+    config.orchestratorToken = std::move(*token);
+  }
+  return config;
 }
 
 transport::Result<void> checkNodeName(std::string_view name) {

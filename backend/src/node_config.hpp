@@ -36,6 +36,10 @@ struct NodeConfig {
   // Cluster mode: flyt-orchestrator's address ("HOST:PORT"); empty: standalone (every session is
   // admitted, with sessionLimits). With an orchestrator, only sessions it granted are admitted.
   std::string orchestrator;
+  // The secret proving to the orchestrator that this is one of its nodes (its node_token; see
+  // transport/orchestrator_auth.hpp); empty: none. Read from orchestrator_token_file, or
+  // FLYT_NODE_TOKEN_FILE / FLYT_NODE_TOKEN (applyNodeEnv). Never logged.
+  std::string orchestratorToken;
   // The node's name in the cluster (default: the host name).
   std::string name;
   // The TCP address clients on other hosts are told ("HOST:PORT"); default: the tcp address, with
@@ -58,12 +62,16 @@ struct NodeConfig {
 [[nodiscard]] transport::Result<std::optional<transport::Endpoint>> parseTcpOption(std::string_view text);
 
 // Reads the `[node]` table (keys shm_name, tcp, executor, session_memory_limit (bytes as an integer,
-// or a string transport::parseSize takes: "8GiB"), session_sm_percent, session_idle_timeout_s; absent keys keep the
-// defaults in
-// `config`). Unknown keys and wrong types are errors naming `sourceName`, the line and the key.
+// or a string transport::parseSize takes: "8GiB"), session_sm_percent, session_idle_timeout_s,
+// orchestrator, orchestrator_token_file (read here: mode 0600), name, advertise, mps; absent keys
+// keep the defaults in `config`). Unknown keys and wrong types are errors naming `sourceName`, the line and the key.
 [[nodiscard]] transport::Result<NodeConfig> nodeConfigFromToml(const toml::table& root,
                                                                std::string_view sourceName,
                                                                NodeConfig config = {});
+
+// Applies FLYT_NODE_TOKEN and FLYT_NODE_TOKEN_FILE (which wins) on top of `config`: the
+// orchestrator's node token. A malformed value is an error naming the variable.
+[[nodiscard]] transport::Result<NodeConfig> applyNodeEnv(NodeConfig config);
 
 // Checks a node name: 1-64 of [A-Za-z0-9._-].
 [[nodiscard]] transport::Result<void> checkNodeName(std::string_view name);

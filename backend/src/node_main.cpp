@@ -32,7 +32,11 @@ constexpr const char* kFooter = R"(Examples:
                                              standalone mode limits: every session gets 8 GiB and
                                              half of the GPU's SMs
 
-Environment: FLYT_LOG (log level, overridden by --log) and the FLYT_* transport keys:
+Cluster mode: when the orchestrator has a node_token, the node must prove it holds the same secret:
+[node] orchestrator_token_file (mode 0600), else FLYT_NODE_TOKEN_FILE, else FLYT_NODE_TOKEN.
+
+Environment: FLYT_LOG (log level, overridden by --log), FLYT_NODE_TOKEN_FILE, FLYT_NODE_TOKEN and
+the FLYT_* transport keys:
 )";
 
 struct CommandLine {
@@ -74,6 +78,9 @@ flyt::transport::Result<NodeOptions> resolveOptions(const CommandLine& cli) {
     options.node = *node;
     options.configPath = std::filesystem::absolute(cli.config).string();
   }
+  auto node = fb::applyNodeEnv(options.node);
+  if (!node) return std::unexpected(node.error());
+  options.node = std::move(*node);
   auto transport = ft::applyTransportEnv(options.transport);
   if (!transport) return std::unexpected(transport.error());
   options.transport = *transport;

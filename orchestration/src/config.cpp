@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <functional>
 
+#include "flyt/transport/orchestrator_auth.hpp"
+
 namespace flyt::orchestration {
 namespace {
 
@@ -27,6 +29,35 @@ constexpr std::array<IntegerKey, 5> kIntegerKeys = {{
     {"session_idle_timeout_s", 0, 30 * 86'400, &OrchestratorConfig::sessionIdleTimeoutS},
 }};
 constexpr std::array<std::string_view, 3> kStringKeys = {"listen", "database", "placement"};
+
+// The connection preamble's secrets: each key, its environment variable, where it lands, and
+// whether the value is a file holding the secret (mode 0600) rather than the secret itself.
+struct TokenKey {
+  std::string_view name;
+  const char* env;
+  std::string OrchestratorConfig::*field;
+  bool file;
+};
+
+// In the order they apply: a file wins over the plain key of the same role.
+constexpr std::array<TokenKey, 4> kTokenKeys = {{
+    {"admin_token", "FLYT_ADMIN_TOKEN", &OrchestratorConfig::adminToken, false},
+    {"admin_token_file", "FLYT_ADMIN_TOKEN_FILE", &OrchestratorConfig::adminToken, true},
+    {"node_token", "FLYT_NODE_TOKEN", &OrchestratorConfig::nodeToken, false},
+    {"node_token_file", "FLYT_NODE_TOKEN_FILE", &OrchestratorConfig::nodeToken, true},
+}};
+
+transport::Result<void> applyToken(OrchestratorConfig& config, const TokenKey& key, const std::string& value) {
+  if (!key.file) {
+    if (auto ok = transport::checkOrchestratorSecret(value, key.name); !ok) return ok;
+    config.*key.field = value;
+    return {};
+  }
+  auto secret = transport::readOrchestratorSecret(value, key.name);
+  if (!secret) return std::unexpected(secret.error());
+  config.*key.field = std::move(*secret);
+  return {};
+}
 constexpr std::array<std::string_view, 7> kLogLevels = {"trace", "debug", "info", "warn",
                                                        "error", "critical", "off"};
 
@@ -38,6 +69,7 @@ std::string knownKeys() {
   std::string known;
   for (const auto& key : kStringKeys) known += fmt::format("{}{}", known.empty() ? "" : ", ", key);
   for (const auto& key : kIntegerKeys) known += fmt::format(", {}", key.name);
+  for (const auto& key : kTokenKeys) known += fmt::format(", {}", key.name);
   return known;
 }
 
@@ -83,6 +115,18 @@ transport::Result<void> applyKey(OrchestratorConfig& config, std::string_view ke
   }
   for (const auto& name : kStringKeys) {
     if (name == key) return applyString(config, key, value, source);
+  }
+  for (const auto& token : kTokenKeys) {
+    if (token.name != key) continue;
+    auto text = value.value<std::string>();
+    if (!value.is_string() || !text) {
+      return fail(Errc::kInvalidArgument,
+                  fmt::format("{}: orchestrator.{} must be a string", where(source, value), key));
+    }
+    if (auto ok = applyToken(config, token, *text); !ok) {
+      return fail(ok.error().code, fmt::format("{}: orchestrator.{}", where(source, value), ok.error().message));
+    }
+    return {};
   }
   return fail(Errc::kInvalidArgument, fmt::format("{}: unknown key 'orchestrator.{}' (known keys: {})",
                                                   where(source, value), key, knownKeys()));
@@ -148,6 +192,17 @@ transport::Result<OrchestratorConfig> orchestratorConfigFromToml(const toml::tab
     }
     for (const auto& [key, value] : *table) {
       if (auto ok = applyKey(config, key.str(), value, sourceName); !ok) return std::unexpected(ok.error());
+    }
+  }
+  return config;
+}
+
+transport::Result<OrchestratorConfig> applyOrchestratorEnv(OrchestratorConfig config) {
+  for (const auto& key : kTokenKeys) {
+    const char* value = std::getenv(key.env);
+    if (value == nullptr || *value == '\0') continue;
+    if (auto ok = applyToken(config, key, value); !ok) {
+      return fail(ok.error().code, fmt::format("{}: {}", key.env, ok.error().message));
     }
   }
   return config;

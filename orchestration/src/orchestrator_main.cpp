@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
 #include <kj/async-unix.h>
@@ -14,6 +13,7 @@
 #include <string>
 
 #include "flyt/orchestration/config.hpp"
+#include "flyt/orchestration/server.hpp"
 #include "flyt/orchestration/service.hpp"
 #include "flyt/orchestration/store.hpp"
 #include "flyt/transport/config.hpp"
@@ -34,6 +34,17 @@ constexpr const char* kFooter = R"(Examples:
 The database defaults to $XDG_STATE_HOME/flyt/orchestrator.db, else ~/.local/state/flyt/orchestrator.db.
 Administer it with flytctl (flytctl --help). Options override the file; FLYT_LOG sets the log level
 when neither --log nor [log] level is given.
+
+Who may connect: every connection proves a role before its calls run.
+  admin   flytctl             every method         secret: admin_token (flytctl --token-file FILE)
+  node    flyt-node           registerNode,        secret: node_token ([node] orchestrator_token_file)
+                              heartbeat
+  tenant  applications        openSession          no connection secret: the tenant's token per call
+Set the secrets in [orchestrator] (admin_token_file, node_token_file: files of mode 0600, at least 16
+bytes; or admin_token, node_token), or with FLYT_ADMIN_TOKEN_FILE, FLYT_ADMIN_TOKEN,
+FLYT_NODE_TOKEN_FILE, FLYT_NODE_TOKEN, which override the file. A role without a secret is open to
+anyone who reaches the port (a loud warning at start when --listen is not loopback).
+  openssl rand -hex 32 > /etc/flyt/admin.token; chmod 600 /etc/flyt/admin.token
 )";
 
 struct CommandLine {
@@ -54,6 +65,9 @@ flyt::transport::Result<fo::OrchestratorConfig> resolveConfig(const CommandLine&
     if (!parsed) return parsed;
     config = *parsed;
   }
+  auto withEnv = fo::applyOrchestratorEnv(config);
+  if (!withEnv) return std::unexpected(withEnv.error());
+  config = std::move(*withEnv);
   if (!cli.listen.empty()) config.listen = cli.listen;
   if (!cli.database.empty()) config.database = cli.database;
   if (!cli.log.empty()) config.logLevel = cli.log;
@@ -100,19 +114,22 @@ int serve(const fo::OrchestratorConfig& config, int readyFd) {
     fmt::print(stderr, "flyt-orchestrator: {}\n", created.error().describe());
     return 1;
   }
-  fo::OrchestratorService& service = **created;
-  capnp::TwoPartyServer server(kj::mv(*created));
+  // The service outlives the server: each connection's capability refers to it.
+  kj::Own<fo::OrchestratorService> service = kj::mv(*created);
+  auto& timer = io.provider->getTimer();
+  fo::OrchestratorServer server(*service, flyt::transport::RoleSecrets{config.adminToken, config.nodeToken}, timer);
   auto address = io.provider->getNetwork().parseAddress(config.listen).wait(io.waitScope);
   auto listener = address->listen();
   const std::string served = servedAddress(config.listen, listener->getPort());
   auto serving = server.listen(*listener).eagerlyEvaluate(
       [&log](kj::Exception&& e) { log.error("listener failed: {}", e.getDescription().cStr()); });
-  auto sweeping = sweepForever(io.provider->getTimer(), service).eagerlyEvaluate([&log](kj::Exception&& e) {
+  auto sweeping = sweepForever(timer, *service).eagerlyEvaluate([&log](kj::Exception&& e) {
     log.error("the expiry sweep stopped: {}", e.getDescription().cStr());
   });
   log.info("serving {} (database {}, placement {}, heartbeat {} ms, node timeout {} ms, grants valid {} ms)", served,
            config.database, fo::placementName(config.placement), config.heartbeatMs, config.nodeTimeoutMs,
            config.grantTtlMs);
+  fo::logAccess(config, served);
   reportReady(served, readyFd);
 
   auto stop = io.unixEventPort.onSignal(SIGINT).exclusiveJoin(io.unixEventPort.onSignal(SIGTERM));

@@ -4,13 +4,18 @@
 // only where a real node is not needed to check the orchestrator's decisions; tests/cluster runs
 // real nodes.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <capnp/ez-rpc.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
+#include <kj/debug.h>
 
 #include <chrono>
 #include <filesystem>
@@ -18,14 +23,18 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <regex>
 
 #include "flyt/transport/grant.hpp"
 #include "flyt/transport/orchestrator_client.hpp"
+#include "flyt/transport/orchestrator_connection.hpp"
 #include "flyt/wire/cluster.capnp.h"
 #include "process_helpers.hpp"
 
 using namespace std::chrono_literals;
+using flyt::test::eventually;
 using flyt::test::Process;
+using flyt::transport::OrchestratorRole;
 
 namespace {
 
@@ -57,32 +66,35 @@ struct Orders {
 };
 
 // Speaks the cluster protocol to the orchestrator the way flyt-node (and an application's
-// libcudart) would. Every call is bounded; a refusal comes back as its message.
+// libcudart) would: registerNode and heartbeat on a connection authenticated as a node (with
+// `nodeToken`, if any), openSession on a tenant connection. Every call is bounded; a refusal comes
+// back as its message.
 class NodeStandIn {
  public:
-  explicit NodeStandIn(const std::string& address)
-      : m_client(address.c_str()), m_main(m_client.getMain<flyt::wire::Orchestrator>()) {}
+  explicit NodeStandIn(std::string address, std::string nodeToken = "")
+      : m_address(std::move(address)), m_nodeToken(std::move(nodeToken)) {}
 
   std::vector<std::byte> registerNode(const std::string& name, const std::vector<FakeGpu>& gpus,
                                       std::uint32_t version = flyt::wire::CLUSTER_PROTOCOL_VERSION,
                                       std::string* error = nullptr) {
-    auto request = m_main.registerNodeRequest();
-    auto node = request.initNode();
-    node.setProtocolVersion(version);
-    node.setName(name);
-    node.setHostId("host-" + name);
-    node.setShmEndpoint("shm://" + name);
-    node.setTcpEndpoint("tcp://127.0.0.1:7070");
-    node.setExecutor("standin");
-    auto list = node.initGpus(unsigned(gpus.size()));
-    for (unsigned i = 0; i < gpus.size(); ++i) {
-      list[i].setUuid(gpus[i].uuid);
-      list[i].setName("H200");
-      list[i].setSmCount(132);
-      list[i].setMemoryBytes(gpus[i].memory);
-    }
     std::vector<std::byte> key;
-    auto failed = send(request, [&](auto& response) {
+    auto failed = call(OrchestratorRole::kNode, [&](flyt::wire::Orchestrator::Client& main) {
+      auto request = main.registerNodeRequest();
+      auto node = request.initNode();
+      node.setProtocolVersion(version);
+      node.setName(name);
+      node.setHostId("host-" + name);
+      node.setShmEndpoint("shm://" + name);
+      node.setTcpEndpoint("tcp://127.0.0.1:7070");
+      node.setExecutor("standin");
+      auto list = node.initGpus(unsigned(gpus.size()));
+      for (unsigned i = 0; i < gpus.size(); ++i) {
+        list[i].setUuid(gpus[i].uuid);
+        list[i].setName("H200");
+        list[i].setSmCount(132);
+        list[i].setMemoryBytes(gpus[i].memory);
+      }
+      auto response = wait(request.send());
       auto data = response.getPublicKey();
       key.assign(reinterpret_cast<const std::byte*>(data.begin()), reinterpret_cast<const std::byte*>(data.end()));
     });
@@ -92,18 +104,19 @@ class NodeStandIn {
 
   Orders heartbeat(const std::string& name, const std::vector<std::uint64_t>& live,
                    const std::vector<std::uint64_t>& ended = {}) {
-    auto request = m_main.heartbeatRequest();
-    auto report = request.initReport();
-    report.setName(name);
-    auto liveList = report.initLive(unsigned(live.size()));
-    for (unsigned i = 0; i < live.size(); ++i) liveList.set(i, live[i]);
-    auto endedList = report.initEnded(unsigned(ended.size()));
-    for (unsigned i = 0; i < ended.size(); ++i) {
-      endedList[i].setSessionId(ended[i]);
-      endedList[i].setReason("exited");
-    }
     Orders orders;
-    auto failed = send(request, [&](auto& response) {
+    auto failed = call(OrchestratorRole::kNode, [&](flyt::wire::Orchestrator::Client& main) {
+      auto request = main.heartbeatRequest();
+      auto report = request.initReport();
+      report.setName(name);
+      auto liveList = report.initLive(unsigned(live.size()));
+      for (unsigned i = 0; i < live.size(); ++i) liveList.set(i, live[i]);
+      auto endedList = report.initEnded(unsigned(ended.size()));
+      for (unsigned i = 0; i < ended.size(); ++i) {
+        endedList[i].setSessionId(ended[i]);
+        endedList[i].setReason("exited");
+      }
+      auto response = wait(request.send());
       auto o = response.getOrders();
       orders.reregister = o.getReregister();
       for (auto id : o.getKill()) orders.kill.push_back(id);
@@ -115,16 +128,18 @@ class NodeStandIn {
 
   // The placement, or nullopt with the refusal in `error`.
   std::optional<Granted> openSession(const std::string& tenant, const std::string& token, const std::string& hostId,
-                                     std::string* error = nullptr) {
-    auto request = m_main.openSessionRequest();
-    auto r = request.initRequest();
-    r.setTenant(tenant);
-    r.setToken(token);
-    r.setClientName("orchestrator_test");
-    r.setHostId(hostId);
-    r.setPid(std::uint32_t(::getpid()));
+                                     std::string* error = nullptr,
+                                     OrchestratorRole role = OrchestratorRole::kTenant) {
     Granted granted;
-    auto failed = send(request, [&](auto& response) {
+    auto failed = call(role, [&](flyt::wire::Orchestrator::Client& main) {
+      auto request = main.openSessionRequest();
+      auto r = request.initRequest();
+      r.setTenant(tenant);
+      r.setToken(token);
+      r.setClientName("orchestrator_test");
+      r.setHostId(hostId);
+      r.setPid(std::uint32_t(::getpid()));
+      auto response = wait(request.send());
       auto p = response.getPlacement();
       granted.id = p.getSessionId();
       granted.node = p.getNode().cStr();
@@ -138,23 +153,65 @@ class NodeStandIn {
     return granted;
   }
 
+  // Administration calls on a connection of `role`: "" when they worked, else the refusal.
+  std::string addTenantAs(OrchestratorRole role, const std::string& name) {
+    return call(role, [&](flyt::wire::Orchestrator::Client& main) {
+      auto request = main.addTenantRequest();
+      auto tenant = request.initTenant();
+      tenant.setName(name);
+      tenant.setSmPercent(10);
+      tenant.setMemoryBytes(kGiB);
+      tenant.setMaxSessions(1);
+      (void)wait(request.send());
+    });
+  }
+  std::string statusAs(OrchestratorRole role) {
+    return call(role, [&](flyt::wire::Orchestrator::Client& main) {
+      auto request = main.statusRequest();
+      (void)wait(request.send());
+    });
+  }
+  // Opens a fresh connection of `role` proving `secret`: "" when the orchestrator accepted it.
+  std::string tryConnect(OrchestratorRole role, const std::string& secret) {
+    auto opened = flyt::transport::OrchestratorConnection::open(*m_io, m_address, role, secret, 5s);
+    return opened ? "" : opened.error().message;
+  }
+  std::string listNodesAs(OrchestratorRole role) {
+    return call(role, [&](flyt::wire::Orchestrator::Client& main) {
+      auto request = main.listNodesRequest();
+      (void)wait(request.send());
+    });
+  }
+
  private:
-  template <class Params, class Results, class Read>
-  std::string send(capnp::Request<Params, Results>& request, Read&& read) {
-    auto timeout = m_client.getIoProvider().getTimer().afterDelay(5 * kj::SECONDS).then(
-        []() -> capnp::Response<Results> { kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "no answer within 5 s")); });
+  // Runs `body` on this stand-in's connection of `role` (opened at first use); "" or what failed.
+  template <class Body>
+  std::string call(OrchestratorRole role, Body&& body) {
+    auto& link = m_links[role];
+    if (!link) {
+      const std::string secret = role == OrchestratorRole::kNode ? m_nodeToken : "";
+      auto opened = flyt::transport::OrchestratorConnection::open(*m_io, m_address, role, secret, 5s);
+      if (!opened) return opened.error().message;
+      link = std::move(*opened);
+    }
     std::string error;
-    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                   auto response = request.send().exclusiveJoin(kj::mv(timeout)).wait(m_client.getWaitScope());
-                   read(response);
-                 })) {
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { body(link->orchestrator()); })) {
       error = flyt::transport::plainRpcMessage(e->getDescription().cStr());
     }
     return error;
   }
 
-  capnp::EzRpcClient m_client;
-  flyt::wire::Orchestrator::Client m_main;
+  template <class T>
+  T wait(kj::Promise<T>&& promise) {
+    auto timeout = m_io->provider->getTimer().afterDelay(5 * kj::SECONDS).then(
+        []() -> T { kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "no answer within 5 s")); });
+    return promise.exclusiveJoin(kj::mv(timeout)).wait(m_io->waitScope);
+  }
+
+  std::string m_address;
+  std::string m_nodeToken;
+  std::unique_ptr<kj::AsyncIoContext> m_io = std::make_unique<kj::AsyncIoContext>(kj::setupAsyncIo());
+  std::map<OrchestratorRole, std::unique_ptr<flyt::transport::OrchestratorConnection>> m_links;
 };
 
 class OrchestratorTest : public ::testing::Test {
@@ -172,12 +229,12 @@ class OrchestratorTest : public ::testing::Test {
 
   // Starts flyt-orchestrator on a free port with `settings` under [orchestrator]. Nodes time out
   // after `nodeTimeoutMs`: long by default, since the stand-in heartbeats only when a test says so.
-  void start(const std::string& settings = "", int nodeTimeoutMs = 30000) {
+  void start(const std::string& settings = "", int nodeTimeoutMs = 30000, const std::string& listen = "127.0.0.1:0") {
     const std::string config = m_dir + "/orchestrator.toml";
     std::ofstream(config) << fmt::format("[orchestrator]\nheartbeat_ms = 100\nnode_timeout_ms = {}\n{}", nodeTimeoutMs,
                                          settings);
     m_orchestrator = std::make_unique<Process>(std::vector<std::string>{
-        FLYT_ORCHESTRATOR_PATH, "--config", config, "--listen", "127.0.0.1:0", "--database", database(),
+        FLYT_ORCHESTRATOR_PATH, "--config", config, "--listen", listen, "--database", database(),
         "--ready-fd", "1", "--log", "debug"});
     auto line = m_orchestrator->readLine(10s);
     ASSERT_TRUE(line) << m_orchestrator->stderrText();
@@ -197,9 +254,10 @@ class OrchestratorTest : public ::testing::Test {
     return status ? *status : -1;
   }
 
-  CommandResult flytctl(std::vector<std::string> args, const std::string& address = "") {
+  CommandResult flytctl(std::vector<std::string> args, const std::string& address = "",
+                        std::vector<std::string> env = {}) {
     args.insert(args.begin(), {FLYTCTL_PATH, "--orchestrator", address.empty() ? m_address : address});
-    Process process(args);
+    Process process(args, std::move(env));
     CommandResult result;
     result.out = process.readAll(15s);
     auto status = process.wait(15s);
@@ -219,6 +277,14 @@ class OrchestratorTest : public ::testing::Test {
     return added.out.substr(at + 9, 32);
   }
 
+  // A file holding `secret`, readable by its owner only (unless `mode` says otherwise).
+  std::string tokenFile(const std::string& name, const std::string& secret, mode_t mode = 0600) {
+    const std::string path = m_dir + "/" + name + ".token";
+    std::ofstream(path) << secret << "\n";
+    ::chmod(path.c_str(), mode);
+    return path;
+  }
+
   [[nodiscard]] std::string database() const { return m_dir + "/state/orchestrator.db"; }
   [[nodiscard]] std::string orchestratorLog() const {
     return m_log + (m_orchestrator ? m_orchestrator->stderrText() : "");
@@ -232,6 +298,46 @@ class OrchestratorTest : public ::testing::Test {
 };
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+bool matches(const std::string& text, const std::string& pattern) { return std::regex_search(text, std::regex(pattern)); }
+
+const std::string kAdminSecret = "admin-secret-0123456789abcdef";
+const std::string kNodeSecret = "node-secret-0123456789abcdef";
+
+// A raw TCP connection to "127.0.0.1:PORT" (or "0.0.0.0:PORT"), for peers that speak no Flyt.
+int connectRaw(const std::string& address) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(std::uint16_t(std::stoi(address.substr(address.rfind(':') + 1))));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// What the peer sent until it closed (or reset) the connection, at most `timeout`; `closed` says
+// whether it did.
+std::string readUntilClosed(int fd, std::chrono::milliseconds timeout, bool* closed) {
+  std::string text;
+  *closed = false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return text;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, int(left.count())) <= 0) continue;
+    char buffer[4096];
+    const auto got = ::read(fd, buffer, sizeof buffer);
+    if (got <= 0) {
+      *closed = true;
+      return text;
+    }
+    text.append(buffer, std::size_t(got));
+  }
+}
 
 }  // namespace
 
@@ -454,7 +560,7 @@ TEST_F(OrchestratorTest, SilentNodeIsMarkedDownAndItsSessionsReleased) {
   auto granted = m_peer->openSession("vm1", token, "");
   ASSERT_TRUE(granted);
   m_peer->heartbeat("node-a", {granted->id});
-  EXPECT_TRUE(flyt::test::eventually([&] { return contains(flytctl({"node", "list"}).out, "node-a  down"); }, 5s));
+  EXPECT_TRUE(eventually([&] { return contains(flytctl({"node", "list"}).out, "node-a  down"); }, 5s));
   EXPECT_EQ(flytctl({"session", "list"}).out, "no sessions\n");
   std::string error;
   EXPECT_FALSE(m_peer->openSession("vm1", token, "", &error));
@@ -469,7 +575,7 @@ TEST_F(OrchestratorTest, UnusedExpiredGrantIsReleased) {
   m_peer->registerNode("node-a", {{"GPU-a0"}});
   const auto token = addTenant("vm1", "10", "1GiB");
   ASSERT_TRUE(m_peer->openSession("vm1", token, ""));
-  EXPECT_TRUE(flyt::test::eventually([&] { return flytctl({"session", "list"}).out == "no sessions\n"; }, 5s));
+  EXPECT_TRUE(eventually([&] { return flytctl({"session", "list"}).out == "no sessions\n"; }, 5s));
   EXPECT_TRUE(contains(orchestratorLog(), "its grant expired unused"));
 }
 
@@ -506,6 +612,174 @@ TEST_F(OrchestratorTest, FlytctlStatusAndHelp) {
   auto help = flytctl({"tenant", "add", "--help"});
   EXPECT_EQ(help.status, 0);
   EXPECT_TRUE(contains(help.out, "flytctl tenant add vm1 --sm 50 --memory 8GiB")) << help.out;
+}
+
+TEST_F(OrchestratorTest, AdministrationNeedsTheAdminTokenWhenOneIsSet) {
+  const auto admin = tokenFile("admin", kAdminSecret);
+  const auto wrong = tokenFile("wrong", "another-secret-0123456789");
+  ASSERT_NO_FATAL_FAILURE(start(fmt::format("admin_token_file = \"{}\"\n", admin)));
+
+  auto missing = flytctl({"tenant", "add", "vm1", "--sm", "10", "--memory", "1GiB"});
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_EQ(missing.err,
+            fmt::format("flytctl: the orchestrator at tcp://{} refused this connection: the admin role needs this "
+                        "orchestrator's admin token and the connection sent none (flytctl --token-file FILE, "
+                        "FLYT_ADMIN_TOKEN_FILE or FLYT_ADMIN_TOKEN)\n",
+                        m_address));
+  auto refused = flytctl({"--token-file", wrong, "tenant", "add", "vm1", "--sm", "10", "--memory", "1GiB"});
+  EXPECT_EQ(refused.status, 1);
+  EXPECT_EQ(refused.err,
+            fmt::format("flytctl: the orchestrator at tcp://{} refused this connection: wrong admin token (flytctl "
+                        "--token-file FILE, FLYT_ADMIN_TOKEN_FILE or FLYT_ADMIN_TOKEN must hold this orchestrator's "
+                        "admin_token)\n",
+                        m_address));
+  auto wrongEnv = flytctl({"status"}, "", {"FLYT_ADMIN_TOKEN=another-secret-0123456789"});
+  EXPECT_EQ(wrongEnv.status, 1);
+  EXPECT_TRUE(contains(wrongEnv.err, "wrong admin token")) << wrongEnv.err;
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused admin connection from 127\.0\.0\.1:\d+: missing token)"))
+      << orchestratorLog();
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused admin connection from 127\.0\.0\.1:\d+: wrong token)"))
+      << orchestratorLog();
+
+  // The right token, three ways: --token-file, FLYT_ADMIN_TOKEN_FILE, FLYT_ADMIN_TOKEN.
+  auto added = flytctl({"--token-file", admin, "--json", "tenant", "add", "vm1", "--sm", "10", "--memory", "1GiB"});
+  ASSERT_EQ(added.status, 0) << added.err;
+  const auto at = added.out.find("\"token\":\"");
+  ASSERT_NE(at, std::string::npos) << added.out;
+  const std::string vm1Token = added.out.substr(at + 9, 32);
+  auto listed = flytctl({"tenant", "list"}, "", {"FLYT_ADMIN_TOKEN_FILE=" + admin});
+  EXPECT_EQ(listed.status, 0) << listed.err;
+  EXPECT_TRUE(contains(listed.out, "vm1")) << listed.out;
+  EXPECT_EQ(flytctl({"status"}, "", {"FLYT_ADMIN_TOKEN=" + kAdminSecret}).status, 0);
+  // A token file others may read is refused before anything is sent.
+  auto open = flytctl({"--token-file", tokenFile("open", kAdminSecret, 0644), "status"});
+  EXPECT_EQ(open.status, 2);
+  EXPECT_TRUE(contains(open.err, "has mode 0644: others may read it; chmod 600 it")) << open.err;
+
+  // Nodes (no node_token here) and applications need no admin token.
+  std::string error;
+  m_peer->registerNode("node-a", {{"GPU-a0"}}, flyt::wire::CLUSTER_PROTOCOL_VERSION, &error);
+  EXPECT_EQ(error, "");
+  EXPECT_TRUE(m_peer->openSession("vm1", vm1Token, "", &error)) << error;
+  // An application's connection gets no further than its own calls.
+  EXPECT_TRUE(contains(m_peer->addTenantAs(OrchestratorRole::kTenant, "sneaky"), "permission denied"));
+  // Claiming admin without the token: refused at the door.
+  EXPECT_TRUE(contains(m_peer->tryConnect(OrchestratorRole::kAdmin, ""), "refused this connection"));
+}
+
+TEST_F(OrchestratorTest, TenantAndNodeConnectionsCannotCallAdministration) {
+  ASSERT_NO_FATAL_FAILURE(start());  // no tokens: which role a connection plays still limits it
+  EXPECT_EQ(m_peer->addTenantAs(OrchestratorRole::kTenant, "sneaky"),
+            "permission denied: this connection is authenticated as tenant; tenant administration needs the admin "
+            "token (flytctl --token-file or FLYT_ADMIN_TOKEN)");
+  EXPECT_EQ(m_peer->statusAs(OrchestratorRole::kTenant),
+            "permission denied: this connection is authenticated as tenant; the cluster's status needs the admin "
+            "token (flytctl --token-file or FLYT_ADMIN_TOKEN)");
+  EXPECT_EQ(m_peer->listNodesAs(OrchestratorRole::kNode),
+            "permission denied: this connection is authenticated as node; listing nodes needs the admin token "
+            "(flytctl --token-file or FLYT_ADMIN_TOKEN)");
+  EXPECT_EQ(m_peer->addTenantAs(OrchestratorRole::kNode, "sneaky"),
+            "permission denied: this connection is authenticated as node; tenant administration needs the admin "
+            "token (flytctl --token-file or FLYT_ADMIN_TOKEN)");
+  const auto token = addTenant("vm1", "10", "1GiB");
+  m_peer->registerNode("node-a", {{"GPU-a0"}});
+  std::string error;
+  EXPECT_FALSE(m_peer->openSession("vm1", token, "", &error, OrchestratorRole::kNode));
+  EXPECT_EQ(error,
+            "permission denied: this connection is authenticated as node; opening a session is for applications "
+            "(tenant connections)");
+  EXPECT_TRUE(m_peer->openSession("vm1", token, "", &error)) << error;
+  EXPECT_FALSE(contains(flytctl({"tenant", "list"}).out, "sneaky"));
+  EXPECT_EQ(m_peer->statusAs(OrchestratorRole::kAdmin), "");  // admin needs no token when none is set
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused addTenant to the tenant connection from 127\.0\.0\.1:\d+: permission denied)"))
+      << orchestratorLog();
+}
+
+TEST_F(OrchestratorTest, NodeWithAWrongNodeTokenCannotRegister) {
+  ASSERT_NO_FATAL_FAILURE(start(fmt::format("node_token = \"{}\"\n", kNodeSecret)));
+  m_peer.reset();
+  m_peer = std::make_unique<NodeStandIn>(m_address, "wrong-node-secret-0123456789");
+  std::string error;
+  EXPECT_TRUE(m_peer->registerNode("node-x", {{"GPU-x0"}}, flyt::wire::CLUSTER_PROTOCOL_VERSION, &error).empty());
+  EXPECT_EQ(error, fmt::format("the orchestrator at tcp://{} refused this connection: wrong node token ([node] "
+                               "orchestrator_token_file in node.toml, FLYT_NODE_TOKEN_FILE or FLYT_NODE_TOKEN must "
+                               "hold this orchestrator's node_token)",
+                               m_address));
+  m_peer.reset();
+  m_peer = std::make_unique<NodeStandIn>(m_address);
+  m_peer->registerNode("node-y", {{"GPU-y0"}}, flyt::wire::CLUSTER_PROTOCOL_VERSION, &error);
+  EXPECT_TRUE(contains(error, "refused this connection: the node role needs this orchestrator's node token and the "
+                              "connection sent none"))
+      << error;
+  EXPECT_EQ(flytctl({"node", "list"}).out, "no nodes have registered\n");
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused node connection from 127\.0\.0\.1:\d+: wrong token)"))
+      << orchestratorLog();
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused node connection from 127\.0\.0\.1:\d+: missing token)"));
+
+  m_peer.reset();
+  m_peer = std::make_unique<NodeStandIn>(m_address, kNodeSecret);
+  EXPECT_EQ(m_peer->registerNode("node-a", {{"GPU-a0"}}, flyt::wire::CLUSTER_PROTOCOL_VERSION, &error).size(), 32u)
+      << error;
+  EXPECT_FALSE(m_peer->heartbeat("node-a", {}).reregister);
+  const auto nodes = flytctl({"node", "list"}).out;
+  EXPECT_TRUE(contains(nodes, "node-a  up")) << nodes;
+  EXPECT_FALSE(contains(nodes, "node-x")) << nodes;
+}
+
+TEST_F(OrchestratorTest, GarbageAndSilentPeersAreDroppedWhileOthersAreServed) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  const auto started = std::chrono::steady_clock::now();
+  std::vector<int> silent;
+  for (int i = 0; i < 20; ++i) silent.push_back(connectRaw(m_address));
+  const int garbage = connectRaw(m_address);
+  ASSERT_GE(garbage, 0);
+  const std::string request = "GET / HTTP/1.1\r\nHost: orchestrator\r\n\r\n";
+  ASSERT_EQ(::write(garbage, request.data(), request.size()), ssize_t(request.size()));
+  bool closed = false;
+  const auto answer = readUntilClosed(garbage, 2s, &closed);
+  ::close(garbage);
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(answer.starts_with("FLYTORCH")) << answer;
+  EXPECT_TRUE(contains(answer, "this is flyt-orchestrator: a client must start with its connection preamble")) << answer;
+
+  // The silent ones hold nothing: the orchestrator serves others meanwhile.
+  auto status = flytctl({"status"});
+  EXPECT_EQ(status.status, 0) << status.err;
+  for (int fd : silent) {
+    ASSERT_GE(fd, 0);
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(started + 8s - std::chrono::steady_clock::now());
+    auto greeting = readUntilClosed(fd, std::max(left, 1ms), &closed);
+    EXPECT_TRUE(closed) << "a silent peer was not dropped";
+    EXPECT_EQ(greeting.size(), 44u);  // the greeting, and nothing after
+    ::close(fd);
+  }
+  const auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(took, 4500ms);  // the 5 s bound, not sooner
+  EXPECT_LT(took, 8s);
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused connection from 127\.0\.0\.1:\d+: not a Flyt client: its first bytes are 47 45 54 20 2f 20 48 54)"))
+      << orchestratorLog();
+  EXPECT_TRUE(matches(orchestratorLog(), R"(refused connection from 127\.0\.0\.1:\d+: no complete preamble within 5000 ms)"));
+  EXPECT_EQ(flytctl({"status"}).status, 0);
+}
+
+TEST_F(OrchestratorTest, UnprotectedRolesOnANonLoopbackAddressAreWarnedAboutLoudly) {
+  ASSERT_NO_FATAL_FAILURE(start("", 30000, "0.0.0.0:0"));
+  EXPECT_TRUE(eventually([&] { return contains(orchestratorLog(), "no node token is set"); }, 5s));
+  EXPECT_TRUE(matches(orchestratorLog(), R"(!!! 0\.0\.0\.0:\d+ is reachable from other hosts and no admin token is set: ANYONE who can reach it can administer this cluster)"))
+      << orchestratorLog();
+  EXPECT_TRUE(contains(orchestratorLog(), "Set [orchestrator] node_token_file (or FLYT_NODE_TOKEN_FILE) !!!"));
+  EXPECT_EQ(stop(), 0);
+  m_log.clear();
+
+  ASSERT_NO_FATAL_FAILURE(start(fmt::format("admin_token = \"{}\"\nnode_token_file = \"{}\"\n", kAdminSecret,
+                                            tokenFile("node", kNodeSecret)),
+                                30000, "0.0.0.0:0"));
+  EXPECT_TRUE(eventually([&] { return contains(orchestratorLog(), "node connections must prove they hold the node token"); }, 5s))
+      << orchestratorLog();
+  EXPECT_TRUE(contains(orchestratorLog(), "admin connections must prove they hold the admin token"));
+  EXPECT_FALSE(contains(orchestratorLog(), "!!!"));
+  EXPECT_FALSE(contains(orchestratorLog(), kAdminSecret));  // secrets are never logged
+  EXPECT_EQ(flytctl({"status"}, "", {"FLYT_ADMIN_TOKEN=" + kAdminSecret}).status, 0);
 }
 
 TEST(Flytctl, UnreachableOrchestratorFailsWithinSeconds) {

@@ -1,6 +1,5 @@
 #include "flyt/transport/orchestrator_client.hpp"
 
-#include <capnp/ez-rpc.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
 #include <kj/timer.h>
@@ -12,6 +11,7 @@
 #include <thread>
 
 #include "flyt/transport/endpoint.hpp"
+#include "flyt/transport/orchestrator_connection.hpp"
 #include "flyt/wire/cluster.capnp.h"
 
 namespace flyt::transport {
@@ -68,13 +68,18 @@ Result<PlacementInfo> requestPlacement(std::string_view where, const SessionRequ
   if (!address) return std::unexpected(address.error());
   Result<PlacementInfo> result = fail(Errc::kUnavailable, "no answer");
   std::thread worker([&] {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // The tenant role needs no connection secret: the tenant's token in each call is its proof.
+    auto connection = OrchestratorConnection::open(*address, OrchestratorRole::kTenant, "", timeout);
+    if (!connection) {
+      result = std::unexpected(connection.error());
+      if (result.error().code != Errc::kUnavailable) result.error().code = Errc::kInvalidArgument;
+      return;
+    }
+    OrchestratorConnection& link = **connection;
     kj::Maybe<kj::Exception> thrown = kj::runCatchingExceptions([&] {
-      capnp::EzRpcClient client(address->c_str(), kOrchestratorPort);
-      auto& timer = client.getIoProvider().getTimer();
-      auto orchestrator = client.getMain<wire::Orchestrator>();
-      const auto deadline = std::chrono::steady_clock::now() + timeout;
       for (;;) {
-        auto call = orchestrator.openSessionRequest();
+        auto call = link.orchestrator().openSessionRequest();
         auto req = call.initRequest();
         req.setTenant(request.tenant);
         req.setToken(request.token);
@@ -82,17 +87,13 @@ Result<PlacementInfo> requestPlacement(std::string_view where, const SessionRequ
         req.setHostId(request.hostId);
         req.setPid(request.pid);
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        auto bound = timer.afterDelay(std::max<std::int64_t>(left.count(), 1) * kj::MILLISECONDS)
-                         .then([]() -> capnp::Response<wire::Orchestrator::OpenSessionResults> {
-                           kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "timed out"));
-                         });
         kj::Maybe<kj::Exception> refused = kj::runCatchingExceptions([&] {
-          auto response = call.send().exclusiveJoin(kj::mv(bound)).wait(client.getWaitScope());
+          auto response = link.wait(call.send(), std::max(left, std::chrono::milliseconds(1)));
           result = placementOf(response.getPlacement());
         });
         KJ_IF_MAYBE (e, refused) {
           if (isForNow(*e) && std::chrono::steady_clock::now() + kRetryForNow < deadline) {
-            timer.afterDelay(kRetryForNow.count() * kj::MILLISECONDS).wait(client.getWaitScope());
+            link.timer().afterDelay(kRetryForNow.count() * kj::MILLISECONDS).wait(link.waitScope());
             continue;
           }
           kj::throwFatalException(kj::mv(*e));
@@ -104,7 +105,7 @@ Result<PlacementInfo> requestPlacement(std::string_view where, const SessionRequ
       const std::string message = plainRpcMessage(e->getDescription().cStr());
       if (isUnreachable(*e)) {
         result = fail(Errc::kUnavailable,
-                      fmt::format("cannot reach the orchestrator at {}: {}", *address, message));
+                      fmt::format("cannot reach the orchestrator at tcp://{}: {}", *address, message));
       } else {
         result = fail(Errc::kInvalidArgument, fmt::format("the orchestrator refused the session: {}", message));
       }

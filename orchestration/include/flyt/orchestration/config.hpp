@@ -31,6 +31,11 @@ struct OrchestratorConfig {
   std::uint32_t sessionOverheadMib = 512;  // device memory a session's CUDA context takes itself
   std::uint32_t sessionIdleTimeoutS = 0;   // written into grants; 0: sessions never idle out
   std::string logLevel = "info";
+  // Secrets of the connection preamble (transport/orchestrator_auth.hpp), by role; empty: that role
+  // needs none. Keys admin_token / admin_token_file and node_token / node_token_file, or the
+  // environment (applyOrchestratorEnv); at least transport::kMinAuthTokenBytes. Never logged.
+  std::string adminToken;
+  std::string nodeToken;
 
   [[nodiscard]] std::uint64_t sessionOverheadBytes() const { return std::uint64_t(sessionOverheadMib) << 20; }
 };
@@ -43,6 +48,11 @@ struct OrchestratorConfig {
 // out of range are errors naming `sourceName` (the file), the line and the key.
 [[nodiscard]] transport::Result<OrchestratorConfig> orchestratorConfigFromToml(
     const toml::table& root, std::string_view sourceName, OrchestratorConfig config = {});
+
+// Applies FLYT_ADMIN_TOKEN, FLYT_ADMIN_TOKEN_FILE, FLYT_NODE_TOKEN and FLYT_NODE_TOKEN_FILE on top of
+// `config` (a *_FILE variable wins over its plain one). A malformed value is an error naming the
+// variable.
+[[nodiscard]] transport::Result<OrchestratorConfig> applyOrchestratorEnv(OrchestratorConfig config);
 
 // Cross-key checks (node_timeout_ms above heartbeat_ms, a listen address with a port).
 [[nodiscard]] transport::Result<void> checkConfig(const OrchestratorConfig& config);

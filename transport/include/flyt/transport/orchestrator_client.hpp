@@ -46,7 +46,7 @@ struct PlacementInfo {
 [[nodiscard]] Result<PlacementInfo> requestPlacement(std::string_view address, const SessionRequestInfo& request,
                                                      std::chrono::milliseconds timeout);
 
-// "host:port" for capnp's EzRpc from "tcp://host:port" or "host:port"; a missing port is 7000.
+// "host:port" (for OrchestratorConnection) from "tcp://host:port" or "host:port"; a missing port is 7000.
 [[nodiscard]] Result<std::string> orchestratorAddress(std::string_view text);
 
 // The application's cluster settings: the `[cluster]` table of client.toml (keys orchestrator,
