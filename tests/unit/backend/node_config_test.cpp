@@ -1,6 +1,11 @@
 #include "node_config.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
 
 namespace flyt::backend {
 namespace {
@@ -38,6 +43,41 @@ TEST(NodeConfig, ClusterKeysAreCheckedWithFileAndLine) {
   auto unknown = nodeConfigFromToml(badKey, "node.toml");
   ASSERT_FALSE(unknown);
   EXPECT_NE(unknown.error().message.find("unknown key 'node.orchestrater'"), std::string::npos);
+}
+
+TEST(NodeConfig, OrchestratorTokenComesFromAPrivateFileOrTheEnvironment) {
+  char pattern[] = "/tmp/flyt-node-token-XXXXXX";
+  const int fd = ::mkstemp(pattern);
+  ASSERT_GE(fd, 0);
+  const std::string path = pattern;
+  const std::string secret = "node-secret-0123456789abcdef";
+  ASSERT_EQ(::write(fd, secret.data(), secret.size()), ssize_t(secret.size()));
+  ::close(fd);
+  ::chmod(path.c_str(), 0600);
+  const auto text = fmt::format("[node]\norchestrator = \"ctl1:7000\"\norchestrator_token_file = \"{}\"\n", path);
+  auto config = nodeConfigFromToml(toml::parse(text), "node.toml");
+  ASSERT_TRUE(config) << config.error().describe();
+  EXPECT_EQ(config->orchestratorToken, secret);
+
+  ::chmod(path.c_str(), 0644);
+  auto open = nodeConfigFromToml(toml::parse(text), "node.toml");
+  ASSERT_FALSE(open);
+  EXPECT_EQ(open.error().message, fmt::format("node.toml:3: node.orchestrator_token_file: '{}' has mode 0644: others "
+                                              "may read it; chmod 600 it",
+                                              path));
+  ::unlink(path.c_str());
+
+  ::setenv("FLYT_NODE_TOKEN", "node-secret-from-the-environment", 1);
+  auto fromEnv = applyNodeEnv(NodeConfig{});
+  ::setenv("FLYT_NODE_TOKEN", "short", 1);
+  auto tooShort = applyNodeEnv(NodeConfig{});
+  ::unsetenv("FLYT_NODE_TOKEN");
+  ASSERT_TRUE(fromEnv) << fromEnv.error().describe();
+  EXPECT_EQ(fromEnv->orchestratorToken, "node-secret-from-the-environment");
+  ASSERT_FALSE(tooShort);
+  EXPECT_EQ(tooShort.error().message,
+            "FLYT_NODE_TOKEN is 5 bytes; it must have at least 16 (e.g. `openssl rand -hex 32`)");
+  EXPECT_TRUE(NodeConfig{}.orchestratorToken.empty());
 }
 
 }  // namespace
