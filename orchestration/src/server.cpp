@@ -38,6 +38,17 @@ std::string peerOf(kj::AsyncIoStream& stream) {
   return "a local peer";
 }
 
+// Largest message the orchestrator reads from a peer, in 8-byte words: requests are small (the
+// largest, a heartbeat, lists a node's sessions), and a tenant connection needs no secret, so it
+// must not make the orchestrator take capnp's default 64 MiB per message.
+constexpr std::uint64_t kMaxRequestWords = 1 << 20;  // 8 MiB
+
+capnp::ReaderOptions requestLimits() {
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = kMaxRequestWords;
+  return options;
+}
+
 // One authenticated connection: its stream and the RPC system on it (what capnp's TwoPartyServer
 // keeps per connection, with a bootstrap of the connection's own).
 struct RpcConnection {
@@ -47,7 +58,7 @@ struct RpcConnection {
 
   RpcConnection(kj::Own<kj::AsyncIoStream> s, capnp::Capability::Client bootstrap)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, requestLimits()),
         rpc(capnp::makeRpcServer(network, kj::mv(bootstrap))) {}
 };
 
@@ -92,7 +103,9 @@ kj::Promise<void> OrchestratorServer::admit(kj::Own<kj::AsyncIoStream> stream) {
         const auto role = *verdict;
         log().debug("{} connection from {}", transport::roleName(role), peer);
         auto connection = kj::heap<RpcConnection>(kj::mv(stream), gatedOrchestrator(m_service, role, peer));
-        auto ended = connection->network.onDisconnect();
+        auto ended = connection->network.onDisconnect().then([role, peer] {
+          log().debug("{} connection from {} ended", transport::roleName(role), peer);
+        });
         return ended.attach(kj::mv(connection));
       });
 }

@@ -762,6 +762,21 @@ TEST_F(OrchestratorTest, GarbageAndSilentPeersAreDroppedWhileOthersAreServed) {
   EXPECT_EQ(flytctl({"status"}).status, 0);
 }
 
+TEST_F(OrchestratorTest, OversizedRequestEndsOnlyItsOwnConnection) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  const auto token = addTenant("vm1", "10", "1GiB");
+  m_peer->registerNode("node-a", {{"GPU-a0"}});
+  // A tenant connection needs no secret: it must not make the orchestrator read 16 MiB.
+  std::string error;
+  EXPECT_FALSE(m_peer->openSession("vm1", std::string(16 << 20, 'x'), "", &error));
+  EXPECT_FALSE(error.empty());
+  EXPECT_FALSE(contains(error, "wrong token")) << error;  // never got as far as the service
+  m_peer.reset();
+  m_peer = std::make_unique<NodeStandIn>(m_address);
+  EXPECT_TRUE(m_peer->openSession("vm1", token, "", &error)) << error;
+  EXPECT_EQ(flytctl({"status"}).status, 0);
+}
+
 TEST_F(OrchestratorTest, UnprotectedRolesOnANonLoopbackAddressAreWarnedAboutLoudly) {
   ASSERT_NO_FATAL_FAILURE(start("", 30000, "0.0.0.0:0"));
   EXPECT_TRUE(eventually([&] { return contains(orchestratorLog(), "no node token is set"); }, 5s));

@@ -1,8 +1,9 @@
 // flyt-orchestrator's listener. Every accepted TCP connection first runs the connection preamble
 // (transport/orchestrator_auth.hpp: the peer's role, and its proof of that role's secret), bounded
 // by kPreambleTimeout; only then does Cap'n Proto RPC start on it, with a bootstrap capability
-// limited to the role (access.hpp). A refused, silent or garbage-sending peer is logged with its
-// address and dropped; the orchestrator goes on serving the others.
+// limited to the role (access.hpp) and messages from the peer of at most 8 MiB. A refused, silent or
+// garbage-sending peer is logged with its address and dropped; the orchestrator goes on serving the
+// others.
 //
 // Threading: everything runs on the event loop's thread. The service, the timer and the listener
 // must outlive the server; destroying the server ends every connection.
