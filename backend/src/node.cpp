@@ -63,16 +63,12 @@ struct Serving {
   std::thread acceptor;
 };
 
-bool isLoopback(std::string_view host) {
-  return host == "localhost" || host == "::1" || host.starts_with("127.");
-}
-
 // Without auth_token, anyone who reaches the port can run code on this node's GPU as this user.
 // Not refused (a trusted private network may be the point), but said loudly.
 void warnIfOpen(const transport::Endpoint& tcp, const transport::TransportConfig& config) {
   if (!config.authToken.empty()) {
     log().info("TCP clients on {} must prove they hold auth_token", tcp.toString());
-  } else if (!isLoopback(tcp.host)) {
+  } else if (!transport::isLoopbackHost(tcp.host)) {
     log().warn("!!! {} is reachable from other hosts and no auth_token is set: ANYONE who can reach it can "
                "run sessions on this node. Set [transport] auth_token_file (or FLYT_AUTH_TOKEN) !!!",
                tcp.toString());
@@ -248,8 +244,8 @@ transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hel
       }
     }
     if (via.kind == transport::Endpoint::Kind::kShm) {
-      const auto shmSessions = std::count_if(workers.begin(), workers.end(), [](const auto& worker) {
-        return worker.second.via.starts_with("shm://");
+      const auto shmSessions = std::count_if(workers.begin(), workers.end(), [](const auto& entry) {
+        return entry.second.via.starts_with("shm://");
       });
       if (shmSessions >= static_cast<std::ptrdiff_t>(options.transport.shmSessions)) {
         log().warn("session {:016x} from '{}' pid {} refused: {} shared-memory sessions run (shm_sessions)",
