@@ -250,10 +250,10 @@ transport::Result<std::string> Node::Impl::admit(const transport::HelloInfo& hel
       if (shmSessions >= static_cast<std::ptrdiff_t>(options.transport.shmSessions)) {
         log().warn("session {:016x} from '{}' pid {} refused: {} shared-memory sessions run (shm_sessions)",
                    hello.sessionId, hello.clientName, hello.pid, shmSessions);
-        return fail(Errc::kUnavailable,
+        return fail(Errc::kBusy,
                     fmt::format("this node already serves {} shared-memory sessions, the most its host's shared "
-                                "memory pools are sized for (shm_sessions in the node's [transport]): connect "
-                                "over tcp:// or try again later",
+                                "memory pools are sized for (shm_sessions in the node's [transport]; clients ask "
+                                "again until connect_timeout_ms): connect over tcp://, or raise shm_sessions",
                                 shmSessions));
       }
     }

@@ -41,7 +41,8 @@ cudaError_t fromStatus(wire::TransportStatus status, cudaError_t verbatim) {
     case wire::TransportStatus::UNSUPPORTED: return cudaErrorNotSupported;
     case wire::TransportStatus::MALFORMED: return cudaErrorInvalidValue;
     case wire::TransportStatus::DISCONNECTED:
-    case wire::TransportStatus::TIMEOUT: return cudaErrorDevicesUnavailable;
+    case wire::TransportStatus::TIMEOUT:
+    case wire::TransportStatus::BUSY: return cudaErrorDevicesUnavailable;  // BUSY answers only a Hello
   }
   return cudaErrorUnknown;
 }

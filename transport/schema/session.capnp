@@ -56,6 +56,7 @@ enum TransportStatus {
   timeout @2;       # the peer stayed silent past the configured bound
   malformed @3;     # the message failed validation (bad size, offset, handle or field)
   unsupported @4;   # the server does not implement the method or protocol version
+  busy @5;          # (Welcome) the server is at capacity now; the same Hello may succeed later
 }
 
 struct BulkRef {

@@ -14,6 +14,7 @@ std::string_view errcName(Errc code) noexcept {
     case Errc::kUnavailable: return "unavailable";
     case Errc::kSystem: return "system error";
     case Errc::kUnauthenticated: return "unauthenticated";
+    case Errc::kBusy: return "busy";
   }
   return "unknown";
 }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <algorithm>
 #include <random>
+#include <thread>
 
 #include "auth_crypto.hpp"
 #include "flyt/transport/transport.hpp"
@@ -146,6 +147,7 @@ Result<WelcomeInfo> readWelcome(Incoming& incoming, std::uint64_t sessionId) {
       case wire::TransportStatus::UNSUPPORTED: refused.code = Errc::kUnsupported; break;
       case wire::TransportStatus::DISCONNECTED: refused.code = Errc::kDisconnected; break;
       case wire::TransportStatus::TIMEOUT: refused.code = Errc::kTimeout; break;
+      case wire::TransportStatus::BUSY: refused.code = Errc::kBusy; break;
       default: refused.code = Errc::kMalformed; break;
     }
     refused.message = fmt::format("server refused the session: {}", welcome.getMessage().cStr());
@@ -275,8 +277,9 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
   if (admit) {
     auto admitted = admit(info);
     if (!admitted) {
-      (void)sendWelcome(channel, info.sessionId, wire::TransportStatus::UNSUPPORTED,
-                        admitted.error().message);
+      const auto status = admitted.error().code == Errc::kBusy ? wire::TransportStatus::BUSY
+                                                                : wire::TransportStatus::UNSUPPORTED;
+      (void)sendWelcome(channel, info.sessionId, status, admitted.error().message);
       return std::unexpected(admitted.error());
     }
     redirect = std::move(*admitted);
@@ -292,6 +295,10 @@ Result<OpenedSession> openSession(std::string_view endpoint, const TransportConf
   OpenedSession session;
   session.sessionId = sessionId != 0 ? sessionId : newSessionId();
   session.endpoint = std::string(endpoint);
+  // A node at capacity (kBusy: its shared-memory sessions, say) is asked again until connectTimeout
+  // has passed since the first try: sessions that just ended free their places within moments.
+  const auto busyUntil = std::chrono::steady_clock::now() + config.connectTimeout;
+  auto busyPause = std::chrono::milliseconds(20);
   for (int hop = 0; hop < 2; ++hop) {
     auto where = Endpoint::parse(session.endpoint);
     if (!where) return std::unexpected(where.error());
@@ -300,6 +307,13 @@ Result<OpenedSession> openSession(std::string_view endpoint, const TransportConf
     // The second hop reaches the worker, which answers once its GPU context exists.
     const auto bound = hop == 0 ? config.connectTimeout : std::max(config.connectTimeout, config.sessionStartTimeout);
     auto welcome = clientHandshake(**channel, session.sessionId, clientName, bound, token, 0, config.authToken);
+    if (!welcome && welcome.error().code == Errc::kBusy && hop == 0 &&
+        std::chrono::steady_clock::now() + busyPause < busyUntil) {
+      std::this_thread::sleep_for(busyPause);
+      busyPause = std::min(busyPause * 2, std::chrono::milliseconds(500));
+      --hop;  // the same first hop again, on a new connection
+      continue;
+    }
     if (!welcome) return std::unexpected(welcome.error());
     if (welcome->redirect.empty()) {
       session.channel = std::move(*channel);

@@ -22,6 +22,7 @@ enum class Errc : std::uint8_t {
   kUnavailable,      // a required service is not running (e.g. no RouDi and none may be started)
   kSystem,           // a system call failed; Error::sysErrno says which errno
   kUnauthenticated,  // a peer did not prove it holds the shared secret (auth_token), or refused ours
+  kBusy,             // the server is at capacity right now; the same request may succeed later
 };
 
 [[nodiscard]] std::string_view errcName(Errc code) noexcept;
