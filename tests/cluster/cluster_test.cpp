@@ -164,12 +164,41 @@ struct App {
   }
 };
 
-class Cluster : public ::testing::Test {
+// What every cluster test holds: its directory, an orchestrator, nodes and applications, all ended
+// in TearDown (SIGTERM for nodes, as a service manager would: a node stops its workers; a SIGKILLed
+// one would leave them running).
+class ClusterProcesses : public ::testing::Test {
+ protected:
+  void makeDirectory(const std::string& prefix) {
+    flyt::test::holdHostRouDiLock();
+    dir = ::testing::TempDir() + "/" + uniqueName(prefix);
+    std::filesystem::create_directories(dir);
+  }
+  void TearDown() override {
+    apps.clear();
+    for (auto& node : nodes) node->process->signal(SIGTERM);
+    for (auto& node : nodes) (void)node->process->wait(10s);
+    nodes.clear();
+    orchestrator.reset();
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+  std::string debugText() {
+    std::string text = "--- orchestrator\n" + orchestrator->log();
+    for (auto& node : nodes) text += "--- " + node->name + "\n" + node->log();
+    for (auto& app : apps) text += "--- app\n" + app->process->stderrText();
+    return text;
+  }
+
+  std::string dir;
+  std::unique_ptr<Orchestrator> orchestrator;
+  std::vector<std::unique_ptr<Node>> nodes;
+  std::vector<std::unique_ptr<App>> apps;
+};
+
+class Cluster : public ClusterProcesses {
  protected:
   void SetUp() override {
-    flyt::test::holdHostRouDiLock();
-    dir = ::testing::TempDir() + "/" + uniqueName("flyt-cluster");
-    std::filesystem::create_directories(dir);
+    makeDirectory("flyt-cluster");
     orchestrator = std::make_unique<Orchestrator>(dir);
     ASSERT_TRUE(orchestrator->start()) << orchestrator->log();
     // One after the other: the first node starts the host's RouDi, the second attaches to it (two
@@ -179,17 +208,6 @@ class Cluster : public ::testing::Test {
       ASSERT_TRUE(nodes.back()->registered()) << nodes.back()->log() << orchestrator->log();
     }
   }
-  void TearDown() override {
-    apps.clear();
-    // SIGTERM, as a service manager would: a node stops its workers (a SIGKILLed one would leave
-    // them running).
-    for (auto& node : nodes) node->process->signal(SIGTERM);
-    for (auto& node : nodes) (void)node->process->wait(10s);
-    nodes.clear();
-    orchestrator.reset();
-    std::filesystem::remove_all(dir);
-  }
-
   std::string addTenant(const std::string& name, int smPercent, const std::string& memory, int maxSessions = 1) {
     auto added = flytctl(orchestrator->address, {"--json", "tenant", "add", name, "--sm", std::to_string(smPercent),
                                                  "--memory", memory, "--max-sessions", std::to_string(maxSessions)});
@@ -207,17 +225,6 @@ class Cluster : public ::testing::Test {
     return *apps.back();
   }
   std::string sessionsJson() { return compact(flytctl(orchestrator->address, {"--json", "session", "list"}).out); }
-  std::string debugText() {
-    std::string text = "--- orchestrator\n" + orchestrator->log();
-    for (auto& node : nodes) text += "--- " + node->name + "\n" + node->log();
-    for (auto& app : apps) text += "--- app\n" + app->process->stderrText();
-    return text;
-  }
-
-  std::string dir;
-  std::unique_ptr<Orchestrator> orchestrator;
-  std::vector<std::unique_ptr<Node>> nodes;
-  std::vector<std::unique_ptr<App>> apps;
 };
 
 TEST_F(Cluster, PlacesSessionsBestFitOnBothNodesEnforcesTheQuotaAndRefusesWhenFull) {
@@ -399,25 +406,15 @@ TEST_F(Cluster, FlytctlPrintsTablesAndJsonAndClearErrors) {
 namespace {
 
 // A cluster whose orchestrator has both role secrets (admin_token_file, node_token_file).
-class ClusterAuth : public ::testing::Test {
+class ClusterAuth : public ClusterProcesses {
  protected:
   void SetUp() override {
-    flyt::test::holdHostRouDiLock();
-    dir = ::testing::TempDir() + "/" + uniqueName("flyt-cluster-auth");
-    std::filesystem::create_directories(dir);
+    makeDirectory("flyt-cluster-auth");
     adminFile = secretFile("admin", "admin-secret-0123456789abcdef");
     nodeFile = secretFile("node", "node-secret-0123456789abcdef");
     orchestrator = std::make_unique<Orchestrator>(
         dir, fmt::format("admin_token_file = \"{}\"\nnode_token_file = \"{}\"\n", adminFile, nodeFile));
     ASSERT_TRUE(orchestrator->start()) << orchestrator->log();
-  }
-  void TearDown() override {
-    apps.clear();
-    for (auto& node : nodes) node->process->signal(SIGTERM);
-    for (auto& node : nodes) (void)node->process->wait(10s);
-    nodes.clear();
-    orchestrator.reset();
-    std::filesystem::remove_all(dir);
   }
   std::string secretFile(const std::string& name, const std::string& secret) {
     const std::string path = dir + "/" + name + ".token";
@@ -425,19 +422,9 @@ class ClusterAuth : public ::testing::Test {
     ::chmod(path.c_str(), 0600);
     return path;
   }
-  std::string debugText() {
-    std::string text = "--- orchestrator\n" + orchestrator->log();
-    for (auto& node : nodes) text += "--- " + node->name + "\n" + node->log();
-    for (auto& app : apps) text += "--- app\n" + app->process->stderrText();
-    return text;
-  }
 
-  std::string dir;
   std::string adminFile;
   std::string nodeFile;
-  std::unique_ptr<Orchestrator> orchestrator;
-  std::vector<std::unique_ptr<Node>> nodes;
-  std::vector<std::unique_ptr<App>> apps;
 };
 
 }  // namespace
