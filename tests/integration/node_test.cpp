@@ -230,6 +230,33 @@ TEST(FlytNode, RefusesSharedMemorySessionsBeyondShmSessionsWithAClearMessage) {
   }
 }
 
+// A RouDi that stops completing cycles (here: its node is SIGSTOPped; in the field: stuck on a port
+// lock of a process killed inside a shared-memory call) would never answer iceoryx's requests, which
+// wait without a bound. A new shm client fails at once with a message instead of hanging, and is
+// served again once RouDi runs.
+TEST(FlytNode, NewShmClientsFailFastWithAMessageWhileTheHostsRouDiIsStuck) {
+  flyt::test::holdHostRouDiLock();
+  NodeUnderTest node;
+  ASSERT_TRUE(node.ready()) << node.log();
+  ASSERT_EQ(::kill(node.process->pid(), SIGSTOP), 0);
+  std::this_thread::sleep_for(4500ms);
+  const auto start = std::chrono::steady_clock::now();
+  Client refused(node.shm);
+  EXPECT_FALSE(refused.opened());
+  EXPECT_TRUE(refused.process->wait(5s).has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_NE(refused.process->stderrText().find("has not completed a cycle for"), std::string::npos)
+      << refused.process->stderrText();
+  EXPECT_NE(refused.process->stderrText().find("Restart flyt-node"), std::string::npos);
+  ASSERT_EQ(::kill(node.process->pid(), SIGCONT), 0);
+
+  std::this_thread::sleep_for(1500ms);  // a fresh heartbeat
+  Client served(node.shm);
+  ASSERT_TRUE(served.opened()) << served.process->stderrText() << node.log();
+  served.process->closeStdin();
+  EXPECT_TRUE(served.process->wait(5s).has_value());
+}
+
 TEST(FlytNode, ReapsTheWorkerOfAClientKilledMidSession) {
   flyt::test::holdHostRouDiLock();
   NodeUnderTest node;

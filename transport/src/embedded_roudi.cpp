@@ -36,6 +36,7 @@
 #include <iostream>
 #include <streambuf>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -79,6 +80,36 @@ const std::string kRouDiLockPath = std::string("/tmp/") + iox::roudi::ROUDI_LOCK
 const std::string kRouDiSocketPath = std::string("/tmp/") + iox::roudi::IPC_CHANNEL_ROUDI_NAME;
 
 using shm::kMessageHeadroom;
+
+// RouDi's discovery thread touches this file every cycle (100 ms). A RouDi whose cleanup of a
+// process that died holding an iceoryx port lock waits on that lock for good stops touching it, and
+// every iceoryx request to it (a registration, a port) would then wait without a bound: processes
+// ask rouDiStalled() first and fail with a message instead. A RouDi that is not Flyt's has no such
+// file and is never called stalled.
+const std::string kHeartbeatPath = "/tmp/flyt-roudi.heartbeat";
+constexpr auto kStalledAfter = std::chrono::seconds(3);
+
+// How long ago the host's RouDi last completed a cycle, when a Flyt RouDi runs and it was longer
+// than kStalledAfter. A heartbeat file of another user, or older than the RouDi's socket (left by a
+// RouDi that was killed), is not this RouDi's.
+std::optional<std::chrono::seconds> rouDiStalledFor() {
+  struct stat st{};
+  struct stat socket{};
+  if (::stat(kHeartbeatPath.c_str(), &st) != 0 || ::stat(kRouDiSocketPath.c_str(), &socket) != 0) return std::nullopt;
+  if (st.st_uid != socket.st_uid || st.st_mtim.tv_sec < socket.st_ctim.tv_sec) return std::nullopt;
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const auto age = std::chrono::seconds(now.tv_sec - st.st_mtim.tv_sec);
+  if (age <= kStalledAfter) return std::nullopt;
+  return age;
+}
+
+std::string stalledMessage(std::chrono::seconds age) {
+  return fmt::format("the host's iceoryx RouDi (inside flyt-node) has not completed a cycle for {} s: it is stuck "
+                     "cleaning up after a process killed inside a shared-memory call, and would never answer. "
+                     "Restart flyt-node (its TCP sessions are unaffected), or use a tcp:// endpoint",
+                     age.count());
+}
 
 // True when some RouDi (here or in another process) holds its lock file.
 bool rouDiLockHeld() {
@@ -150,6 +181,11 @@ class HostRouDi final : public iox::roudi::RouDi {
   HostRouDi& operator=(const HostRouDi&) = delete;
 
   void stopThreads() { shutdown(); }
+  // How long ago the discovery thread last completed a cycle.
+  [[nodiscard]] std::chrono::steady_clock::duration sinceLastCycle() const {
+    return std::chrono::steady_clock::now() -
+           std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(m_lastCycle.load()));
+  }
 
  protected:
   void processMessage(const iox::runtime::IpcMessage& message, const iox::runtime::IpcMessageType& cmd,
@@ -166,6 +202,8 @@ class HostRouDi final : public iox::roudi::RouDi {
   }
 
   void cyclicUpdateHook() noexcept override {
+    m_lastCycle.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    (void)::utimensat(AT_FDCWD, kHeartbeatPath.c_str(), nullptr, 0);
     std::vector<iox::RuntimeName_t> ended;
     {
       std::lock_guard lock(m_mutex);
@@ -206,6 +244,7 @@ class HostRouDi final : public iox::roudi::RouDi {
 
   std::mutex m_mutex;
   std::map<iox::RuntimeName_t, int> m_watched;  // runtime -> pidfd of its process; m_mutex
+  std::atomic<std::chrono::steady_clock::rep> m_lastCycle{std::chrono::steady_clock::now().time_since_epoch().count()};
 };
 
 // Whether the runtime `name` belongs to a live process other than this one. Flyt names runtimes
@@ -273,7 +312,8 @@ constexpr auto kExitGrace = std::chrono::seconds(2);
 // gone, replaced, or stalled cleaning up a peer that died holding a port lock never answers; the
 // application, whose main() has returned, would then hang for good. Normal exits are untouched.
 void boundExitIfRouDiMayStall(int status, void*) {
-  const bool mayStall = g_abandonedSession.load() || !rouDiReachable() || tryRouDiIdentity() != g_registeredWith;
+  const bool mayStall = g_abandonedSession.load() || !rouDiReachable() || tryRouDiIdentity() != g_registeredWith ||
+                        rouDiStalledFor().has_value();
   if (!mayStall) return;
   std::thread([status] {
     std::this_thread::sleep_for(kExitGrace);
@@ -307,6 +347,7 @@ Result<void> ensureRuntime() {
                             "flyt-node or use a tcp:// endpoint",
                             kRouDiSocketPath));
   }
+  if (const auto stalled = rouDiStalledFor()) return fail(Errc::kUnavailable, stalledMessage(*stalled));
   quietIceoryxLog();
   std::random_device random;
   const auto name = fmt::format("flyt-{}-{:08x}", ::getpid(), random());
@@ -328,6 +369,7 @@ Result<void> checkRuntimeRouDi() {
                 "flyt-node, exited); iceoryx 2.0 cannot register a process again, so this process can open "
                 "no more shm sessions: restart it, or use a tcp:// endpoint");
   }
+  if (const auto stalled = rouDiStalledFor()) return fail(Errc::kUnavailable, stalledMessage(*stalled));
   return {};
 }
 
@@ -370,11 +412,49 @@ bool rouDiReachable() {
 }
 
 struct EmbeddedRouDi::Impl {
-  explicit Impl(const iox::RouDiConfig_t& config) : components(config), roudi(components) {}
-  ~Impl() { g_ownedHere = false; }
+  explicit Impl(const iox::RouDiConfig_t& config) : components(config), roudi(components) {
+    if (const int fd = ::open(kHeartbeatPath.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644); fd >= 0) ::close(fd);
+    (void)::utimensat(AT_FDCWD, kHeartbeatPath.c_str(), nullptr, 0);
+    watchdog = std::thread([this] { watch(); });
+  }
+  ~Impl() {
+    stopWatchdog();
+    g_ownedHere = false;
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // Says once, loudly, when RouDi's discovery thread stops completing cycles (see kHeartbeatPath).
+  void watch() {
+    std::unique_lock lock(watchMutex);
+    while (!watchStop) {
+      watchChanged.wait_for(lock, std::chrono::milliseconds(500));
+      if (!stalled && roudi.sinceLastCycle() > kStalledAfter) {
+        stalled = true;
+        shm::log().error("the embedded RouDi has not completed a cycle for over {} s: it is stuck cleaning up after "
+                         "a process killed inside a shared-memory call (an iceoryx 2.0 port lock that is not "
+                         "robust). New shared-memory sessions are refused with a message; existing ones and TCP "
+                         "go on. Restart this node to clear it",
+                         kStalledAfter.count());
+      }
+    }
+  }
+  void stopWatchdog() {
+    {
+      std::lock_guard lock(watchMutex);
+      watchStop = true;
+    }
+    watchChanged.notify_all();
+    if (watchdog.joinable()) watchdog.join();
+  }
 
   iox::roudi::IceOryxRouDiComponents components;
   HostRouDi roudi;
+  std::mutex watchMutex;
+  std::condition_variable watchChanged;
+  bool watchStop = false;
+  std::atomic<bool> stalled{false};
+  std::thread watchdog;
 };
 
 EmbeddedRouDi::EmbeddedRouDi(std::unique_ptr<Impl> impl) : m_impl(std::move(impl)) {}
@@ -382,6 +462,16 @@ EmbeddedRouDi::EmbeddedRouDi(std::unique_ptr<Impl> impl) : m_impl(std::move(impl
 EmbeddedRouDi::~EmbeddedRouDi() {
   if (!m_impl) return;
   shm::log().info("stopping the embedded RouDi");
+  m_impl->stopWatchdog();
+  if (m_impl->roudi.sinceLastCycle() > kStalledAfter) {
+    // Its discovery thread waits on a lock for good: joining it would keep this process forever.
+    // Left running, with everything it uses, until the process exits.
+    shm::log().warn("leaving the stuck RouDi's threads to the end of this process");
+    (void)m_impl.release();
+    g_ownedHere = false;
+    return;
+  }
+  ::unlink(kHeartbeatPath.c_str());
   m_impl->roudi.stopThreads();
   if (const auto users = otherUsers(m_impl->components); !users.empty()) {
     // See the top of this file. Leaked on purpose: destroying it would destroy their ports.
