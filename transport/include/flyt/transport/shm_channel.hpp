@@ -17,9 +17,10 @@
 // again; they stay leaked (two ports, counted against RouDi's port limits) until this process exits.
 // RouDi, however, blocks for good when it reclaims the dead process's ports. Existing sessions keep
 // working, but new shm sessions on that host cannot register their ports: iceoryx 2.0 asks RouDi
-// over its IPC socket with no time bound, so today accept and connectShm block in that step instead
-// of failing with kTimeout after connectTimeout (TODO(robustness): bound it). Restarting the process
-// that hosts RouDi clears it. The plan to remove the limitation: carry messages in a Flyt-owned SPSC
+// over its IPC socket with no time bound. Flyt's embedded RouDi touches a heartbeat file every cycle,
+// and registration and port creation fail with kUnavailable once it is 3 s old (embedded_roudi.cpp);
+// a RouDi that gets stuck between that check and the request still blocks the request. Restarting
+// the process that hosts RouDi clears it. The plan to remove the limitation: carry messages in a Flyt-owned SPSC
 // ring with robust (or lock-free) synchronisation in the memfd control block, or move to an iceoryx
 // release with robust port locks.
 #pragma once
