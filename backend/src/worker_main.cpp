@@ -31,6 +31,7 @@
 #include <string>
 
 #include "flyt/backend/session_handler.hpp"
+#include "flyt/transport/shm_channel.hpp"
 #include "flyt/transport/handshake.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/transport.hpp"
@@ -47,8 +48,6 @@ constexpr int kExitBroken = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitNoSession = 3;
 constexpr int kExitIdle = fb::kWorkerExitIdle;
-// How long exit handlers may take after the session ended (see main()).
-constexpr auto kExitGrace = std::chrono::seconds(2);
 
 spdlog::logger& log() { return flyt::logger("worker"); }
 
@@ -257,11 +256,7 @@ int main(int argc, char** argv) {
   // iceoryx deregisters this process from RouDi in a static destructor and waits for the answer
   // without a bound; a RouDi that is gone or stalled (its node was killed) would keep the worker
   // alive forever after its session ended. Exit handlers get this long; then the process ends
-  // anyway (RouDi's keep-alive monitoring removes what it still holds).
-  std::thread([status] {
-    std::this_thread::sleep_for(kExitGrace);
-    std::fflush(nullptr);
-    std::_Exit(status);
-  }).detach();
+  // anyway (RouDi releases what it still holds once it sees the process end).
+  ft::endProcessWithin(ft::kExitGrace, status);
   return status;
 }

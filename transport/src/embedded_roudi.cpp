@@ -304,9 +304,6 @@ std::atomic<bool> g_ownedHere{false};
 std::mutex g_startMutex;
 std::atomic<bool> g_abandonedSession{false};
 
-// How long exit handlers may run when iceoryx's deregistration may hang (see ensureRuntime).
-constexpr auto kExitGrace = std::chrono::seconds(2);
-
 // Runs (on_exit, registered right after iceoryx's runtime was created) before that runtime's static
 // destructor, which deregisters from RouDi and waits for the answer without a bound. A RouDi that is
 // gone, replaced, or stalled cleaning up a peer that died holding a port lock never answers; the
@@ -314,12 +311,7 @@ constexpr auto kExitGrace = std::chrono::seconds(2);
 void boundExitIfRouDiMayStall(int status, void*) {
   const bool mayStall = g_abandonedSession.load() || !rouDiReachable() || tryRouDiIdentity() != g_registeredWith ||
                         rouDiStalledFor().has_value();
-  if (!mayStall) return;
-  std::thread([status] {
-    std::this_thread::sleep_for(kExitGrace);
-    std::fflush(nullptr);
-    std::_Exit(status);
-  }).detach();
+  if (mayStall) endProcessWithin(kExitGrace, status);
 }
 
 }  // namespace
@@ -374,6 +366,14 @@ Result<void> checkRuntimeRouDi() {
 }
 
 }  // namespace shm
+
+void endProcessWithin(std::chrono::milliseconds grace, int status) {
+  std::thread([grace, status] {
+    std::this_thread::sleep_for(grace);
+    std::fflush(nullptr);
+    std::_Exit(status);
+  }).detach();
+}
 
 std::vector<ShmChunkClass> shmChunkClasses(const TransportConfig& config) {
   const auto inlineBytes = static_cast<std::uint32_t>(

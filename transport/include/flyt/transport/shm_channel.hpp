@@ -25,6 +25,7 @@
 // release with robust port locks.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -94,6 +95,16 @@ class EmbeddedRouDi {
   explicit EmbeddedRouDi(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> m_impl;
 };
+
+// How long exit handlers get when iceoryx's exit-time deregistration may hang (its wait for RouDi
+// has no bound): then endProcessWithin ends the process anyway.
+inline constexpr std::chrono::milliseconds kExitGrace{2000};
+
+// Starts a detached thread that, `grace` from now, flushes stdio and ends this process with
+// `status` (std::_Exit), whatever its exit handlers are still doing. Processes registered with
+// RouDi call it on their way out when RouDi may not answer (the transport does so itself for a
+// RouDi that is gone or stuck, or a session whose peer died; see ensureRuntime).
+void endProcessWithin(std::chrono::milliseconds grace, int status);
 
 // Listens on `ep` (kind kShm) for sessions from any process on this host. Registers this process
 // with RouDi on first use. Fails with kUnavailable if no RouDi runs or another process already
