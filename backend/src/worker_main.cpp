@@ -19,7 +19,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
