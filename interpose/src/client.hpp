@@ -1,176 +1,34 @@
-// The client side of a session: the one object the interposed runtime cannot avoid making global.
-// It connects lazily, on the first forwarded call, to FLYT_SERVER (set by `flyt run`), and keeps
-// the batch of asynchronous calls, the sequence numbers, the per-thread last error, and (on shared
-// memory) the session's data region: the staging ring and the pinned host memory.
-//
-// Threading: every public function may be called from any application thread; calls are
-// serialised by one mutex (TODO(perf): a per-thread batch and a receive thread). A copy that
-// pipelines several calls holds the session for its whole length through Client::Session.
-// Lock order: the client's mutex may be held while the region's allocator or ring locks are taken,
-// never the other way round.
+// The runtime facade's session client (Flyt's libcudart.so.13): SessionClient (session_client.hpp)
+// with the CUDA runtime's method ids and errors, and the per-thread last error of the runtime API.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
-#include <atomic>
-#include <cstddef>
-#include <memory>
-#include <expected>
-#include <mutex>
-#include <optional>
-#include <span>
-#include <string>
-#include <vector>
+#include <cstdint>
 
 #include "flyt/api/methods.hpp"
-#include "flyt/transport/channel.hpp"
-#include "flyt/transport/config.hpp"
-#include "flyt/transport/data_region.hpp"
+#include "session_client.hpp"
 
 namespace flyt::interpose {
-
-// What came back for one synchronous call.
-struct CallOutcome {
-  cudaError_t error = cudaSuccess;
-  std::vector<std::byte> results;  // encoded out-arguments (flyt/api/codec.hpp)
-  std::vector<std::byte> payload;  // bulk data returned inline, unless await() was given a target
-  // The first error of an earlier asynchronous call reported with this reply (also recorded as the
-  // thread's last error). Synchronising calls return it, as CUDA's return errors of earlier work.
-  cudaError_t earlier = cudaSuccess;
-};
-
-// A BulkRef into the session's data region (the call's one bulk reference).
-struct RegionBulk {
-  std::uint32_t segment = 0;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-};
-
-class Client {
- public:
-  // The process's client, connecting on first use. Never null: a client that could not connect
-  // answers every call with cudaErrorDevicesUnavailable (and logged why, once).
-  static Client& get() noexcept;
-
-  // Exclusive use of the session for a sequence of calls (a pipelined copy). Holds the client's
-  // mutex until destroyed; replies still owed when it is destroyed are received and their errors
-  // become the thread's last error.
-  class Session {
-   public:
-    ~Session();
-    Session(const Session&) = delete;
-    Session& operator=(const Session&) = delete;
-
-    // Connected and not broken.
-    [[nodiscard]] bool usable() noexcept;
-
-    // Appends an asynchronous call to the batch (flushing first if the batch is full). Returns the
-    // error to report now: cudaSuccess, or cudaErrorDevicesUnavailable when the session is gone.
-    // `payload` (inline bytes) and `region` are the call's bulk data; at most one of them.
-    [[nodiscard]] cudaError_t enqueue(api::Method method, std::span<const std::byte> args,
-                                      std::span<const std::byte> payload = {},
-                                      std::optional<RegionBulk> region = std::nullopt) noexcept;
-
-    // Sends the batch followed by this call, asking for a reply, and returns the call's sequence
-    // number without waiting. Replies come in submission order; collect each with await().
-    [[nodiscard]] std::expected<std::uint64_t, cudaError_t> submit(
-        api::Method method, std::span<const std::byte> args, std::span<const std::byte> payload = {},
-        std::optional<RegionBulk> region = std::nullopt) noexcept;
-
-    // Waits for the reply to `sequence`, the oldest submitted call not yet awaited. Errors of
-    // earlier asynchronous calls that arrive with it become the calling thread's last error. When
-    // `payloadTarget` is given, an inline reply payload of exactly its size is copied there
-    // (instead of into CallOutcome::payload); another size is cudaErrorUnknown.
-    [[nodiscard]] CallOutcome await(std::uint64_t sequence,
-                                    std::optional<std::span<std::byte>> payloadTarget = std::nullopt) noexcept;
-
-    // submit + await.
-    [[nodiscard]] CallOutcome call(api::Method method, std::span<const std::byte> args,
-                                   std::span<const std::byte> payload = {},
-                                   std::optional<RegionBulk> region = std::nullopt) noexcept;
-
-    // The data region, set up on first use (shm sessions only: null over TCP, or when it could not be
-    // set up, which is logged once).
-    [[nodiscard]] transport::DataRegion* region() noexcept;
-
-    // Largest inline payload one call may carry on this session's channel (0 when not connected).
-    [[nodiscard]] std::size_t maxPayloadBytes() noexcept;
-
-    [[nodiscard]] const transport::TransportConfig& config() const noexcept { return m_client.m_config; }
-
-   private:
-    friend class Client;
-    explicit Session(Client& client) : m_client(client), m_lock(client.m_mutex) {}
-    Client& m_client;
-    std::unique_lock<std::mutex> m_lock;
-  };
-
-  [[nodiscard]] Session session() noexcept { return Session(*this); }
-
-  // One-call conveniences (each takes the session for the call).
-  [[nodiscard]] cudaError_t enqueue(api::Method method, std::span<const std::byte> args,
-                                    std::span<const std::byte> payload = {}) noexcept;
-  [[nodiscard]] CallOutcome call(api::Method method, std::span<const std::byte> args,
-                                 std::span<const std::byte> payload = {}) noexcept;
-  [[nodiscard]] std::size_t maxPayloadBytes() noexcept;
-
-  // Pinned host memory carved from the data region (the worker has registered it: copies from and
-  // to it are single DMAs). nullptr when this session has no region (TCP) or it is exhausted; the
-  // caller then falls back to memory of its own.
-  [[nodiscard]] void* allocateRegionHost(std::size_t bytes) noexcept;
-  // True when `pointer` came from allocateRegionHost (it is then freed).
-  bool freeRegionHost(void* pointer) noexcept;
-  // Where [pointer, pointer + bytes) lies in the region's pinned memory, if it does. Takes no lock of
-  // the client's, so it may be called before taking the session.
-  [[nodiscard]] std::optional<RegionBulk> findRegionHost(const void* pointer, std::size_t bytes) const noexcept;
-
-  // Sends what is batched and says Goodbye; later calls fail with cudaErrorDevicesUnavailable.
-  void close() noexcept;
-
- private:
-  Client() = default;
-  bool connectLocked() noexcept;
-  cudaError_t flushLocked(bool wantsReply, std::span<const std::byte> lastPayload = {}) noexcept;
-  CallOutcome brokenLocked(const std::string& why) noexcept;
-  void drainLocked() noexcept;
-  CallOutcome awaitLocked(std::uint64_t sequence, std::optional<std::span<std::byte>> payloadTarget) noexcept;
-  void completeHandoffsLocked() noexcept;
-
-  struct Pending {
-    std::uint64_t sequence;
-    api::Method method;
-    std::vector<std::byte> args;
-    std::uint32_t segment;  // wire::INLINE_SEGMENT or a region segment; no bulk when length is 0
-    std::uint64_t offset;   // into m_batchPayload (inline) or the segment
-    std::uint64_t length;
-  };
-  void pushLocked(std::uint64_t sequence, api::Method method, std::span<const std::byte> args,
-                  std::uint64_t inlineOffset, std::span<const std::byte> payload,
-                  std::optional<RegionBulk> region);
-
-  std::mutex m_mutex;
-  bool m_tried = false;
-  bool m_broken = false;
-  std::unique_ptr<transport::Channel> m_channel;
-  transport::TransportConfig m_config;
-  std::uint64_t m_sessionId = 0;
-  std::uint64_t m_nextSequence = 1;
-  std::vector<Pending> m_batch;
-  std::vector<std::byte> m_batchPayload;
-  std::vector<std::uint64_t> m_awaiting;  // submitted, reply not yet received (in order)
-  std::optional<std::span<std::byte>> m_payloadTarget;  // where await() wants the payload (TCP sink)
-  std::vector<std::byte> m_sinkBuffer;                  // other payloads received over TCP
-  // The data region: created once under m_mutex and never destroyed while the process runs (pinned
-  // pointers handed to the application point into it), so findRegionHost reads it lock-free.
-  bool m_regionTried = false;
-  std::unique_ptr<transport::DataRegion> m_regionOwner;
-  std::atomic<transport::DataRegion*> m_region{nullptr};
-  std::shared_ptr<std::vector<std::uint32_t>> m_handoffs;  // segments acked, names not yet unlinked
-};
 
 // The calling thread's last error (cudaGetLastError / cudaPeekAtLastError).
 void setLastError(cudaError_t error) noexcept;
 [[nodiscard]] cudaError_t lastError(bool reset) noexcept;
+
+struct CudartTraits {
+  using Method = api::Method;
+  using Error = cudaError_t;
+  static constexpr Error kSuccess = cudaSuccess;
+  static constexpr Error kDevicesUnavailable = cudaErrorDevicesUnavailable;
+  static constexpr Error kUnknown = cudaErrorUnknown;
+  static constexpr transport::SessionApi kApi = transport::SessionApi::kRuntime;
+  static Error fromStatus(wire::TransportStatus status, std::int32_t verbatim) noexcept;
+  // An earlier asynchronous call failed: it becomes the thread's last error, as in NVIDIA's runtime.
+  static void noteEarlierFailure(Error error) noexcept { setLastError(error); }
+};
+
+using Client = SessionClient<CudartTraits>;
+using CallOutcome = Client::Outcome;
 
 // Records a failing result as the thread's last error and returns it: every exported function
 // returns through this, as NVIDIA's runtime does.

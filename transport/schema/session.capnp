@@ -65,6 +65,14 @@ struct BulkRef {
   length @2 :UInt64;    # bytes
 }
 
+# Which CUDA API the client speaks: the worker serves a session with the method table of that API
+# (runtime: api/cudart.toml, Flyt's libcudart.so.13; driver: api/cuda.toml, Flyt's libcuda.so.1).
+# The method ids of the two are separate spaces; `cudaError` carries a cudaError_t or a CUresult.
+enum SessionApi {
+  runtime @0;
+  driver @1;
+}
+
 struct Hello {
   protocolVersion @0 :UInt32;
   sessionId @1 :UInt64;     # chosen by the client, unique per host (random 64 bits)
@@ -72,6 +80,7 @@ struct Hello {
   pid @3 :UInt32;           # client process id in its own namespace, for logs only
   token @4 :Data;           # authentication material; empty when the server requires none
   authNonce @5 :Data;       # 32 random bytes the server proves its secret over (AuthChallenge)
+  api @6 :SessionApi;       # the method table of the session's calls
 }
 
 struct Welcome {

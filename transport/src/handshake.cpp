@@ -196,7 +196,7 @@ Result<WelcomeInfo> answerChallenge(Channel& channel, const Challenge& challenge
 
 Result<WelcomeInfo> clientHandshake(Channel& channel, std::uint64_t sessionId, std::string_view clientName,
                              std::chrono::milliseconds timeout, std::span<const std::byte> token,
-                             std::uint32_t protocolVersion, std::string_view authToken) {
+                             std::uint32_t protocolVersion, std::string_view authToken, SessionApi api) {
   const std::uint32_t version = protocolVersion != 0 ? protocolVersion : wire::PROTOCOL_VERSION;
   const std::string name(clientName);
   const bool mutual = authenticates(channel, authToken);
@@ -209,6 +209,7 @@ Result<WelcomeInfo> clientHandshake(Channel& channel, std::uint64_t sessionId, s
     hello.setPid(static_cast<std::uint32_t>(::getpid()));
     hello.setToken(wireBytes(token));
     if (mutual) hello.setAuthNonce(wireBytes(nonce));
+    hello.setApi(api == SessionApi::kDriver ? wire::SessionApi::DRIVER : wire::SessionApi::RUNTIME);
   });
   if (!sent) return std::unexpected(sent.error());
 
@@ -253,6 +254,7 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
     info.pid = hello.getPid();
     info.token = toBytes(hello.getToken());
     info.authNonce = toBytes(hello.getAuthNonce());
+    info.api = hello.getApi() == wire::SessionApi::DRIVER ? SessionApi::kDriver : SessionApi::kRuntime;
   });
   if (problem != nullptr || !isHello) {
     (void)sendWelcome(channel, 0, wire::TransportStatus::MALFORMED, "expected Hello");
@@ -291,7 +293,7 @@ Result<HelloInfo> serverHandshake(Channel& channel, std::chrono::milliseconds ti
 
 Result<OpenedSession> openSession(std::string_view endpoint, const TransportConfig& config,
                                   std::string_view clientName, std::span<const std::byte> token,
-                                  std::uint64_t sessionId) {
+                                  std::uint64_t sessionId, SessionApi api) {
   OpenedSession session;
   session.sessionId = sessionId != 0 ? sessionId : newSessionId();
   session.endpoint = std::string(endpoint);
@@ -306,7 +308,7 @@ Result<OpenedSession> openSession(std::string_view endpoint, const TransportConf
     if (!channel) return std::unexpected(channel.error());
     // The second hop reaches the worker, which answers once its GPU context exists.
     const auto bound = hop == 0 ? config.connectTimeout : std::max(config.connectTimeout, config.sessionStartTimeout);
-    auto welcome = clientHandshake(**channel, session.sessionId, clientName, bound, token, 0, config.authToken);
+    auto welcome = clientHandshake(**channel, session.sessionId, clientName, bound, token, 0, config.authToken, api);
     if (!welcome && welcome.error().code == Errc::kBusy && hop == 0 &&
         std::chrono::steady_clock::now() + busyPause < busyUntil) {
       std::this_thread::sleep_for(busyPause);

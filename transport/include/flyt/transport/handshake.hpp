@@ -29,6 +29,9 @@
 
 namespace flyt::transport {
 
+// The CUDA API a session's calls belong to (schema/session.capnp, SessionApi).
+enum class SessionApi : std::uint8_t { kRuntime, kDriver };
+
 struct HelloInfo {
   std::uint32_t protocolVersion = 0;
   std::uint64_t sessionId = 0;
@@ -36,6 +39,7 @@ struct HelloInfo {
   std::uint32_t pid = 0;
   std::vector<std::byte> token;
   std::vector<std::byte> authNonce;  // the client's nonce for the server's proof (authentication)
+  SessionApi api = SessionApi::kRuntime;
 };
 
 struct WelcomeInfo {
@@ -50,7 +54,8 @@ struct WelcomeInfo {
                                            std::chrono::milliseconds timeout,
                                            std::span<const std::byte> token = {},
                                            std::uint32_t protocolVersion = 0,
-                                           std::string_view authToken = {});
+                                           std::string_view authToken = {},
+                                           SessionApi api = SessionApi::kRuntime);
 
 // Decides whether a well-formed Hello may open a session (e.g. checks its token). An error is sent
 // to the client as the refusal message; a non-empty string redirects the client to that endpoint
@@ -77,11 +82,13 @@ struct OpenedSession {
 // session id at the new endpoint), authenticating with config.authToken at each. Every step is
 // bounded by config.connectTimeout. `sessionId` 0
 // picks a new random id; a cluster client passes the id its grant names, and the grant as `token`.
+// `api` tells the worker which method table the session's calls use.
 [[nodiscard]] Result<OpenedSession> openSession(std::string_view endpoint,
                                                 const TransportConfig& config,
                                                 std::string_view clientName,
                                                 std::span<const std::byte> token = {},
-                                                std::uint64_t sessionId = 0);
+                                                std::uint64_t sessionId = 0,
+                                                SessionApi api = SessionApi::kRuntime);
 
 // A random 64-bit session id, never 0.
 [[nodiscard]] std::uint64_t newSessionId();
