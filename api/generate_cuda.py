@@ -52,7 +52,7 @@ DEVICE_ROLES = ("device", "alloc", "free", "address", "unchecked")
 HANDLE_OPS = ("use", "create", "destroy", "lookup")
 
 PROBE_INTERNAL = "#define __CUDA_API_VERSION_INTERNAL 1\n#include <cuda.h>\n#include <cudaProfiler.h>\n"
-PROBE_PUBLIC = "#include <cuda.h>\n#include <cudaProfiler.h>\n"
+PROBE_PUBLIC = "#define CUDA_ENABLE_DEPRECATED 1\n#include <cuda.h>\n#include <cudaProfiler.h>\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,8 +456,9 @@ namespace flyt::api::cu {{
 
 // How a call travels: waited for, batched, answered on the client, or fetched once and cached.
 enum class Kind : std::uint8_t {{ Sync, Async, Local, Cached }};
-// Generated (client stub and worker handler made from the argument roles) or hand-written.
-enum class Handler : std::uint8_t {{ Generated, Custom }};
+// Generated (client stub and worker handler made from the argument roles), Worker (client stub
+// generated, the worker's handler hand-written) or Custom (hand-written on both sides).
+enum class Handler : std::uint8_t {{ Generated, Worker, Custom }};
 
 enum class Method : std::uint32_t {{
 {enumerators}}};
@@ -568,9 +569,23 @@ def render_client_stubs(api: Api) -> str:
             per_thread = exported.endswith(PER_THREAD_SUFFIXES)
             names = ", ".join(f"::flyt::interpose::cu::perThread({a.name})"
                               if per_thread and canonical_type(a.type) == "CUstream" else a.name for a in e.args)
-            lines.append(f"FLYT_CU_EXPORT CUresult {exported}({params_text(e) or 'void'}) {{\n"
-                         f"  return ::flyt::interpose::cu::forward<::flyt::api::cu::Method::{e.name}>({names});\n"
-                         f"}}\n")
+            call = f"::flyt::interpose::cu::forward<::flyt::api::cu::Method::{e.name}>({names})"
+            names_set = {a.name for a in e.args}
+            before = []
+            after = []
+            for a in e.args:
+                if a.role == "alloc":
+                    after.append(f"::flyt::interpose::cu::allocated(*{a.name}, {parse_expression(e.name, a.bytes, names_set)});")
+                elif a.role == "free":
+                    # Known here: a wrong pointer fails at once, as the driver's own free does.
+                    before.append(f"  if (!::flyt::interpose::cu::freeable({a.name})) return CUDA_ERROR_INVALID_VALUE;\n")
+                    after.append(f"::flyt::interpose::cu::released({a.name});")
+            if after:
+                body = (f"  const CUresult result = {call};\n"
+                        f"  if (result == CUDA_SUCCESS) {{ {' '.join(after)} }}\n  return result;\n")
+            else:
+                body = f"  return {call};\n"
+            lines.append(f"FLYT_CU_EXPORT CUresult {exported}({params_text(e) or 'void'}) {{\n{''.join(before)}{body}}}\n")
     return "".join(lines)
 
 
@@ -628,8 +643,12 @@ def render_driver_table(public: dict[str, Prototype], exports: list[str]) -> str
 
 namespace flyt::api::cu {{
 
+// Deprecated functions (cuCtxGetSharedMemConfig, ...) are members too: applications still call them.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 struct DriverTable {{
 {members}}};
+#pragma GCC diagnostic pop
 
 }}  // namespace flyt::api::cu
 
@@ -655,6 +674,8 @@ def render_serve(api: Api) -> str:
                 f"inline Outcome {fn}(ServeContext& c, ::flyt::api::ArgReader& in) {{\n"]
         for a in e.args:
             t = "std::string" if a.size == "cstring" else pointee(a.type) if a.size else a.type
+            if t.startswith("const "):
+                t = t[len("const "):]  # the handler's own copy, decoded into
             body.append(f"  {t} {a.name}{{}};\n")
         decodes = " && ".join(f"in.{'getString' if a.size == 'cstring' else 'get'}({a.name})"
                               for a in e.args if not (a.size and a.dir == "out"))

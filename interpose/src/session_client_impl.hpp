@@ -43,7 +43,8 @@ bool SessionClient<Traits>::connectLocked() noexcept {
     client_detail::log().error("{}", session.error().message);
     return false;
   }
-  client_detail::log().info("session {:016x} on {}", session->sessionId, session->endpoint);
+  client_detail::log().info("session {:016x} on {} ({} API)", session->sessionId, session->endpoint,
+                            Traits::kApi == transport::SessionApi::kDriver ? "driver" : "runtime");
   m_sessionId = session->sessionId;
   m_channel = std::move(session->channel);
   m_channel->setReceiveSpin(m_config.replySpin);

@@ -1,0 +1,175 @@
+// The driver library's session client (Flyt's libcuda.so.1): SessionClient (session_client.hpp) with
+// the driver's method ids (api/cuda.toml) and CUresult, plus what the application's process keeps
+// about its session so that queries need no round trip:
+//
+//   - the device snapshot the worker sends once (attributes, names, UUIDs, memory, PCI ids);
+//   - contexts: the id of each device's primary context and its retain count, every context the
+//     session created and its device, each thread's stack of current contexts (cuCtxGetCurrent,
+//     cuCtxSetCurrent, cuCtxPushCurrent and cuCtxPopCurrent are answered here), the context-local
+//     storage NVIDIA's runtime keeps per context (export_tables.cpp);
+//   - the parameter layout of every function and kernel the session looked up (launch.cpp packs
+//     kernelParams by it);
+//   - the session's device allocations (pointer queries, unified-address copies).
+//
+// Before a call is sent, DriverCall makes the worker's current context the calling thread's: a
+// flytSetContext call is batched ahead of it whenever the thread's context differs from the last
+// one the worker was told.
+//
+// Threading: every function may be called from any thread; the state has its own mutex, taken
+// before (never while holding) the client's.
+#pragma once
+
+#include <cuda.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "flyt/api/codec.hpp"
+#include "flyt/api/cu_device_snapshot.hpp"
+#include "flyt/api/cu_methods.hpp"
+#include "session_client.hpp"
+
+namespace flyt::interpose::cu {
+
+using api::cu::Method;
+
+struct CuTraits {
+  using Method = api::cu::Method;
+  using Error = CUresult;
+  static constexpr Error kSuccess = CUDA_SUCCESS;
+  static constexpr Error kDevicesUnavailable = CUDA_ERROR_DEVICE_UNAVAILABLE;
+  static constexpr Error kUnknown = CUDA_ERROR_UNKNOWN;
+  static constexpr transport::SessionApi kApi = transport::SessionApi::kDriver;
+  static Error fromStatus(wire::TransportStatus status, std::int32_t verbatim) noexcept;
+  // The driver API has no "last error": an earlier batched call's failure is returned by the next
+  // call that synchronises (DriverCall), and logged.
+  static void noteEarlierFailure(Error error) noexcept;
+};
+
+using CuClient = SessionClient<CuTraits>;
+using Outcome = CuClient::Outcome;
+
+// The parameter block of a function or kernel: each parameter's offset and size, in order.
+struct ParamLayout {
+  struct Param {
+    std::uint32_t offset;
+    std::uint32_t size;
+  };
+  std::vector<Param> params;
+  std::uint32_t bytes = 0;  // the whole block (last offset + size)
+};
+
+// A context the application may make current.
+struct ContextInfo {
+  CUdevice device = 0;
+  bool primary = false;
+};
+
+class DriverState {
+ public:
+  static DriverState& get() noexcept;
+
+  // Connects (first call only) and fetches the device snapshot. CUDA_ERROR_DEVICE_UNAVAILABLE when
+  // no session could be had (the reason is logged once).
+  [[nodiscard]] CUresult init() noexcept;
+  // The snapshot; null until init() succeeded.
+  [[nodiscard]] const api::cu::DeviceSnapshot* devices() const noexcept;
+  [[nodiscard]] const api::cu::DeviceInfo* device(CUdevice ordinal) const noexcept;
+
+  // ---- contexts ----
+  [[nodiscard]] CUcontext current() const noexcept;  // the calling thread's
+  void setCurrent(CUcontext context) noexcept;       // replaces the top of the thread's stack
+  void push(CUcontext context) noexcept;
+  [[nodiscard]] CUcontext pop() noexcept;  // null when the stack is empty
+  [[nodiscard]] std::optional<ContextInfo> context(CUcontext context) const noexcept;
+  void addContext(CUcontext context, ContextInfo info) noexcept;
+  void removeContext(CUcontext context) noexcept;  // also from every thread's stack it is on
+  // The primary context of `device` (0: none retained yet) and its retain count.
+  [[nodiscard]] CUcontext primary(CUdevice device) const noexcept;
+  void setPrimary(CUdevice device, CUcontext context) noexcept;
+  int retainPrimary(CUdevice device) noexcept;   // returns the new count
+  int releasePrimary(CUdevice device) noexcept;  // returns the new count (not below 0)
+
+  // ---- context-local storage (export_tables.cpp): (context, key) -> (value, destructor) ----
+  using StorageDestructor = void (*)(CUcontext, void*, void*);
+  void storagePut(CUcontext context, void* key, void* value, StorageDestructor destructor) noexcept;
+  bool storageDelete(CUcontext context, void* key) noexcept;
+  [[nodiscard]] std::optional<void*> storageGet(CUcontext context, void* key) const noexcept;
+  // Runs the destructors of the context's entries (its state goes away: destroy, primary reset or
+  // last release) and forgets them. Called without the state's lock held during the calls.
+  void storageDestroy(CUcontext context) noexcept;
+
+  // ---- functions and kernels ----
+  void setLayout(std::uint64_t handle, ParamLayout layout) noexcept;
+  [[nodiscard]] std::optional<ParamLayout> layout(std::uint64_t handle) const noexcept;
+  void setName(std::uint64_t handle, std::string name) noexcept;
+  [[nodiscard]] const char* name(std::uint64_t handle) const noexcept;  // stable until the process ends
+
+  // ---- device allocations ----
+  void allocated(CUdeviceptr base, std::size_t bytes) noexcept;
+  void released(CUdeviceptr base) noexcept;
+  // The allocation holding `address`: its base and size.
+  [[nodiscard]] std::optional<std::pair<CUdeviceptr, std::size_t>> allocation(CUdeviceptr address) const noexcept;
+
+  // The context the worker runs calls in, as it was last told (DriverCall keeps it).
+  std::uint64_t& workerContext() noexcept { return m_workerContext; }
+
+ private:
+  DriverState() = default;
+  mutable std::mutex m_mutex;
+  bool m_initTried = false;
+  CUresult m_initResult = CUDA_ERROR_NOT_INITIALIZED;
+  std::vector<std::byte> m_snapshotBytes;
+  const api::cu::DeviceSnapshot* m_snapshot = nullptr;
+  std::map<CUcontext, ContextInfo> m_contexts;
+  std::map<CUdevice, std::pair<CUcontext, int>> m_primaries;
+  struct Stored {
+    void* value;
+    StorageDestructor destructor;
+  };
+  std::map<std::pair<CUcontext, void*>, Stored> m_storage;
+  std::map<std::uint64_t, ParamLayout> m_layouts;
+  std::map<std::uint64_t, std::string> m_names;
+  std::map<CUdeviceptr, std::size_t> m_allocations;
+  std::uint64_t m_workerContext = 0;  // guarded by the client's session, not m_mutex
+};
+
+// One call, or a few, through the session with the worker's context matching the calling
+// thread's. Holds the client's session (its mutex) while it lives.
+class DriverCall {
+ public:
+  DriverCall();
+  [[nodiscard]] CuClient::Session& session() noexcept { return m_session; }
+  // The call waited for: replies to earlier failed batched calls are returned when `reportEarlier`
+  // (a call that synchronises), else logged.
+  [[nodiscard]] Outcome call(Method method, std::span<const std::byte> args, std::span<const std::byte> payload = {},
+                             std::optional<RegionBulk> region = std::nullopt, bool reportEarlier = false) noexcept;
+  [[nodiscard]] CUresult enqueue(Method method, std::span<const std::byte> args,
+                                 std::span<const std::byte> payload = {},
+                                 std::optional<RegionBulk> region = std::nullopt) noexcept;
+
+ private:
+  CuClient::Session m_session;
+};
+
+// Stream 0 of a per-thread-default-stream export (_ptsz/_ptds) is the calling thread's stream.
+[[nodiscard]] inline CUstream perThread(CUstream stream) noexcept {
+  return stream == nullptr ? CU_STREAM_PER_THREAD : stream;
+}
+
+// A handle as it travels (an id, or an unmapped kind's value).
+template <class Handle>
+[[nodiscard]] std::uint64_t wireHandle(Handle handle) noexcept {
+  if constexpr (std::is_pointer_v<Handle>) {
+    return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(handle));
+  } else {
+    return static_cast<std::uint64_t>(handle);
+  }
+}
+
+}  // namespace flyt::interpose::cu

@@ -1,0 +1,26 @@
+// What the files of the driver library call in each other (one concern per file; the exported
+// functions themselves are declared by cuda.h).
+#pragma once
+
+#include <cuda.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace flyt::interpose::cu {
+
+// contexts.cpp: the id of `device`'s primary context, asking the worker the first time; neither
+// retains it nor makes it current (what the runtime's export table asks for).
+[[nodiscard]] CUresult primaryContext(CUdevice device, CUcontext* context) noexcept;
+
+// modules.cpp: loads a module image (a fatbin, a cubin ELF or PTX text; its size is read from the
+// image) into the current context, uploading it unless the worker has it already.
+[[nodiscard]] CUresult loadModuleImage(CUmodule* module, const void* image) noexcept;
+
+// device.cpp: what cuDriverGetVersion answers (the worker's driver, capped at this build's CUDA).
+[[nodiscard]] int driverVersion() noexcept;
+
+// unsupported.cpp: logs "<name> is not supported by Flyt" once per name; CUDA_ERROR_NOT_SUPPORTED.
+int reportUnsupported(const char* name) noexcept;
+
+}  // namespace flyt::interpose::cu
