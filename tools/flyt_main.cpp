@@ -1,8 +1,10 @@
 // flyt: the user's command line.
 //
-//   flyt run [--server URL] [--executor K] -- PROGRAM ARGS...
+//   flyt run [--server URL] [--executor K] [--api runtime|driver] -- PROGRAM ARGS...
 //       Runs PROGRAM with Flyt's libcudart.so.13 forced in (LD_PRELOAD, so an RPATH to NVIDIA's
-//       runtime cannot win) and FLYT_SERVER naming the node. Without --server and FLYT_SERVER, a
+//       runtime cannot win) and FLYT_SERVER naming the node. With --api driver, Flyt's
+//       libcuda.so.1 (<prefix>/lib/driver) is forced in instead, and NVIDIA's own runtime and
+//       libraries run in PROGRAM on top of it. Without --server and FLYT_SERVER, a
 //       private flyt-node (shared memory only, unique name) is started for the run and stopped
 //       afterwards. Exits with PROGRAM's status, or 128 + the signal that killed it.
 //   flyt run --orchestrator HOST:PORT --tenant NAME --token T [--config client.toml] -- PROGRAM ...
@@ -12,8 +14,8 @@
 //   flyt node [flyt-node options]
 //       Runs a node in the foreground (exec of flyt-node).
 //
-// Layout: flyt and flyt-node live in <prefix>/bin, libcudart.so.13 in <prefix>/lib (the build
-// tree has the same shape).
+// Layout: flyt and flyt-node live in <prefix>/bin, libcudart.so.13 in <prefix>/lib, libcuda.so.1 in
+// <prefix>/lib/driver (the build tree has the same shape).
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -52,12 +54,15 @@ constexpr auto kNodeStartTimeout = 15s;
 constexpr auto kNodeStopGrace = 5s;
 
 constexpr const char* kRunFooter = R"(
-Usage: flyt run [--server URL] [--executor K] [--] PROGRAM ARGS...
+Usage: flyt run [--server URL] [--executor K] [--api runtime|driver] [--] PROGRAM ARGS...
        flyt run --orchestrator HOST:PORT --tenant NAME --token T [--] PROGRAM ARGS...
 
 Examples:
   flyt run -- ./matmul 1024                  private node for this run (shared memory)
   flyt run --server tcp://gpu1:7070 -- ./app a node on another host
+  flyt run --api driver -- python3 train.py  cut at the driver API: NVIDIA's runtime, cuBLAS,
+                                             cuDNN, PyTorch and static-runtime programs run
+                                             unmodified on Flyt's libcuda.so.1
   FLYT_SERVER=shm://flyt flyt run -- ./app   the node started by `flyt node` on this host
   flyt run --orchestrator ctl1:7000 --tenant vm-a --token $TOKEN -- ./app
                                              cluster: the orchestrator picks the node and GPU
@@ -280,6 +285,7 @@ int runProgram(const std::vector<std::string>& program, const fs::path& runtime,
 struct RunOptions {
   std::string server;
   std::string executor = "auto";
+  std::string api = "runtime";
   std::string config;
   std::string orchestrator;
   std::string tenant;
@@ -319,10 +325,12 @@ std::optional<bool> exportClusterSettings(const RunOptions& options) {
 int run(const RunOptions& options, bool executorGiven) {
   const fs::path self = selfDirectory();
   std::error_code ec;
-  const fs::path runtime = fs::weakly_canonical(self / ".." / "lib" / "libcudart.so.13", ec);
+  const bool driver = options.api == "driver";
+  const fs::path library = driver ? fs::path("driver") / "libcuda.so.1" : fs::path("libcudart.so.13");
+  const fs::path runtime = fs::weakly_canonical(self / ".." / "lib" / library, ec);
   if (ec || !fs::exists(runtime)) {
-    say("Flyt's libcudart.so.13 is not at {} (flyt expects <prefix>/bin/flyt and "
-        "<prefix>/lib/libcudart.so.13)", (self / ".." / "lib").string());
+    say("Flyt's {} is not at {} (flyt expects <prefix>/bin/flyt and <prefix>/lib/{})", library.filename().string(),
+        (self / ".." / "lib" / library).string(), library.string());
     return kExitFlytError;
   }
   const auto clustered = exportClusterSettings(options);
@@ -391,6 +399,10 @@ int main(int argc, char** argv) {
   runCommand->add_option("--executor", options.executor,
                          "private node only: auto or cuda (the GPU), standin (the GPU stand-in, a test double)")
       ->check(CLI::IsMember({"auto", "cuda", "standin"}));
+  runCommand->add_option("--api", options.api,
+                         "where Flyt cuts: runtime (Flyt's libcudart.so.13, the default) or driver (Flyt's "
+                         "libcuda.so.1 under NVIDIA's own runtime and libraries)")
+      ->check(CLI::IsMember({"runtime", "driver"}));
   runCommand->add_option("--config", options.config, "client.toml ([transport], [cluster]); sets FLYT_CONFIG")
       ->check(CLI::ExistingFile);
   runCommand->add_option("--orchestrator", options.orchestrator,

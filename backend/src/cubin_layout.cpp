@@ -221,7 +221,12 @@ std::expected<KernelLayouts, CubinLayoutError> cubinKernelLayouts(std::span<cons
   return layouts;
 }
 
-std::expected<KernelLayouts, CubinLayoutError> fatbinKernelLayouts(std::span<const std::byte> image) {
+namespace {
+
+// Calls `use` on every uncompressed cubin of a fatbin image, in order; kNoCubin or kCompressed when
+// there is none.
+template <class Use>
+std::expected<void, CubinLayoutError> forEachCubin(std::span<const std::byte> image, Use&& use) {
   auto total = api::fatbinImageBytes(image.data(), image.size());
   if (!total) {
     return std::unexpected(total.error() == api::FatbinError::kImageMagic ? CubinLayoutError::kBadMagic
@@ -229,7 +234,6 @@ std::expected<KernelLayouts, CubinLayoutError> fatbinKernelLayouts(std::span<con
   }
   const Bytes bytes(image.first(*total));
   std::uint64_t at = *bytes.get<std::uint16_t>(6);  // the fatbin header's size
-  KernelLayouts layouts;
   bool sawCubin = false;
   bool sawCompressed = false;
   while (at < bytes.size()) {
@@ -248,12 +252,73 @@ std::expected<KernelLayouts, CubinLayoutError> fatbinKernelLayouts(std::span<con
       continue;
     }
     sawCubin = true;
-    auto kernels = cubinKernelLayouts(*payload);
-    if (!kernels) return std::unexpected(kernels.error());
-    layouts.merge(*kernels);  // keeps the first cubin's layout of a kernel
+    if (auto used = use(*payload); !used) return used;
   }
   if (!sawCubin) return std::unexpected(sawCompressed ? CubinLayoutError::kCompressed : CubinLayoutError::kNoCubin);
+  return {};
+}
+
+}  // namespace
+
+std::expected<KernelLayouts, CubinLayoutError> fatbinKernelLayouts(std::span<const std::byte> image) {
+  KernelLayouts layouts;
+  auto walked = forEachCubin(image, [&](std::span<const std::byte> cubin) -> std::expected<void, CubinLayoutError> {
+    auto kernels = cubinKernelLayouts(cubin);
+    if (!kernels) return std::unexpected(kernels.error());
+    layouts.merge(*kernels);  // keeps the first cubin's layout of a kernel
+    return {};
+  });
+  if (!walked) return std::unexpected(walked.error());
   return layouts;
+}
+
+std::expected<GlobalSizes, CubinLayoutError> cubinGlobals(std::span<const std::byte> elf) {
+  constexpr std::uint32_t kSymtab = 2;
+  constexpr std::uint8_t kObject = 1;
+  constexpr std::uint64_t kSymbolBytes = 24;
+  const Bytes bytes(elf);
+  if (elf.size() < kElfHeaderBytes || std::memcmp(elf.data(), "\x7f" "ELF", 4) != 0) {
+    return std::unexpected(CubinLayoutError::kBadMagic);
+  }
+  const auto tableAt = *bytes.get<std::uint64_t>(0x28);
+  const auto count = *bytes.get<std::uint16_t>(0x3c);
+  if (*bytes.get<std::uint16_t>(0x3a) != kSectionHeaderBytes) return std::unexpected(CubinLayoutError::kBadElf);
+  GlobalSizes globals;
+  for (std::uint16_t i = 0; i < count; ++i) {
+    const std::uint64_t header = tableAt + std::uint64_t{i} * kSectionHeaderBytes;
+    auto type = bytes.get<std::uint32_t>(header + 4);
+    auto link = bytes.get<std::uint32_t>(header + 40);
+    if (!type || !link) return std::unexpected(CubinLayoutError::kTruncated);
+    if (*type != kSymtab) continue;
+    auto symbols = sectionHeader(bytes, header);
+    if (!symbols || *link >= count) return std::unexpected(CubinLayoutError::kBadElf);
+    auto strings = sectionHeader(bytes, tableAt + std::uint64_t{*link} * kSectionHeaderBytes);
+    if (!strings) return std::unexpected(strings.error());
+    auto names = sectionBytes(bytes, *strings);
+    auto table = sectionBytes(bytes, *symbols);
+    if (!names || !table) return std::unexpected(CubinLayoutError::kTruncated);
+    const Bytes entries(*table);
+    for (std::uint64_t at = 0; at + kSymbolBytes <= entries.size(); at += kSymbolBytes) {
+      const auto name = *entries.get<std::uint32_t>(at);
+      const auto info = *entries.get<std::uint8_t>(at + 4);
+      const auto size = *entries.get<std::uint64_t>(at + 16);
+      if ((info & 0xf) != kObject || size == 0) continue;
+      if (auto text = sectionName(*names, name); text && !text->empty()) globals.emplace(std::string(*text), size);
+    }
+  }
+  return globals;
+}
+
+std::expected<GlobalSizes, CubinLayoutError> fatbinGlobals(std::span<const std::byte> image) {
+  GlobalSizes globals;
+  auto walked = forEachCubin(image, [&](std::span<const std::byte> cubin) -> std::expected<void, CubinLayoutError> {
+    auto found = cubinGlobals(cubin);
+    if (!found) return std::unexpected(found.error());
+    globals.merge(*found);
+    return {};
+  });
+  if (!walked) return std::unexpected(walked.error());
+  return globals;
 }
 
 }  // namespace flyt::backend

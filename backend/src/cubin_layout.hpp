@@ -48,4 +48,10 @@ using KernelLayouts = std::map<std::string, KernelLayout, std::less<>>;
 // skipped; if nothing but compressed cubins is found the answer is kCompressed.
 [[nodiscard]] std::expected<KernelLayouts, CubinLayoutError> fatbinKernelLayouts(std::span<const std::byte> image);
 
+// Name -> size in bytes of every variable (__device__, __constant__: STT_OBJECT symbols) of one
+// ELF cubin, and of every uncompressed cubin of a fatbin (the first cubin's size of a name wins).
+using GlobalSizes = std::map<std::string, std::uint64_t, std::less<>>;
+[[nodiscard]] std::expected<GlobalSizes, CubinLayoutError> cubinGlobals(std::span<const std::byte> elf);
+[[nodiscard]] std::expected<GlobalSizes, CubinLayoutError> fatbinGlobals(std::span<const std::byte> image);
+
 }  // namespace flyt::backend

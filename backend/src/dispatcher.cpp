@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "allocation_table.hpp"
+#include "driver/driver_session.hpp"
 #include "output_capture.hpp"
 #include "flyt/backend/executor.hpp"
 #include "flyt/backend/session_handler.hpp"
@@ -995,6 +996,7 @@ class CallDispatcher final : public SessionHandler {
 
 Result<std::unique_ptr<SessionHandler>> makeSessionHandler(const transport::HelloInfo& hello,
                                                            const SessionOptions& options) {
+  if (hello.api == transport::SessionApi::kDriver) return makeDriverSessionHandler(hello, options);
   std::unique_ptr<Executor> executor;
   if (options.executor != ExecutorKind::kStandIn) {
     auto made = makeCudaExecutor(options.limits);

@@ -1,0 +1,179 @@
+// The driver session: each batched call is decoded and dispatched to its handler, the generated
+// ones (cu_serve.inc, made from api/cuda.toml with their checks) or the hand-written ones
+// (handlers.hpp); replies follow the batch engine's rule (batch_engine.hpp).
+#include "driver_session.hpp"
+
+#include <kj/exception.h>
+
+#include "../batch_engine.hpp"
+#include "../output_capture.hpp"
+#include "driver_loader.hpp"
+#include "flyt/transport/log.hpp"
+#include "handlers.hpp"
+#include "standin_driver.hpp"
+
+namespace flyt::backend {
+namespace cu {
+
+using api::cu::Method;
+
+#include "cu_serve.inc"
+
+namespace {
+
+spdlog::logger& log() { return flyt::logger("worker"); }
+
+class DriverSession final : public SessionHandler {
+ public:
+  DriverSession(const api::cu::DriverTable& driver, std::string description, std::uint64_t sessionId, int deviceCount,
+                std::unique_ptr<OutputCapture> output, std::shared_ptr<MemoryQuota> quota)
+      : m_context(driver, sessionId, std::move(quota), deviceCount), m_description(std::move(description)),
+        m_sessionId(sessionId), m_engine(sessionId), m_output(std::move(output)) {}
+
+  transport::Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
+    m_context.maxReplyPayload = channel.maxPayloadBytes();
+    std::optional<transport::Result<SessionState>> answer;
+    kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
+      auto envelope = message.root<wire::Envelope>();
+      if (envelope.isGoodbye()) {
+        log().info("session {:016x}: goodbye ({})", m_sessionId, envelope.getGoodbye().getReason().cStr());
+        answer = SessionState::kEnded;
+      } else if (envelope.isBatch()) {
+        const auto payload = message.payload();
+        auto handled = m_engine.handle(
+            envelope.getBatch(), channel, [&](wire::Call::Reader call) { return execute(call, payload); },
+            [&](std::size_t limit) { return m_output ? m_output->drain(limit) : std::string(); });
+        if (handled) {
+          answer = SessionState::kOpen;
+        } else {
+          answer = std::unexpected(handled.error());
+        }
+      }
+    });
+    if (problem != nullptr || !answer) {
+      return transport::fail(transport::Errc::kMalformed,
+                             fmt::format("session {:016x}: undecodable or unexpected message", m_sessionId));
+    }
+    return *answer;
+  }
+
+ private:
+  Outcome execute(wire::Call::Reader call, std::span<const std::byte> payload) {
+    const auto* info = api::cu::methodInfo(call.getMethod());
+    if (info == nullptr) {
+      Outcome out;
+      out.status = wire::TransportStatus::UNSUPPORTED;
+      out.error = CUDA_ERROR_NOT_SUPPORTED;
+      out.detail = fmt::format("unknown driver method id {}", call.getMethod());
+      return out;
+    }
+    std::span<const std::byte> bulk;
+    if (call.hasBulk() && call.getBulk().size() != 0) {
+      auto ref = call.getBulk()[0];
+      if (call.getBulk().size() != 1 || ref.getSegment() != wire::INLINE_SEGMENT || ref.getOffset() > payload.size() ||
+          ref.getLength() > payload.size() - ref.getOffset()) {
+        return m_context.malformed(fmt::format("{}: a bulk reference outside the message's inline bytes", info->name));
+      }
+      bulk = payload.subspan(ref.getOffset(), ref.getLength());
+    }
+    capnp::Data::Reader data = call.hasArgs() ? call.getArgs().getAs<capnp::Data>() : capnp::Data::Reader();
+    api::ArgReader args({reinterpret_cast<const std::byte*>(data.begin()), data.size()});
+    CallInput in{args, bulk};
+    auto& c = m_context;
+    switch (info->method) {
+#define FLYT_SERVE(name) \
+  case Method::name: return serve_##name(c, args);
+      FLYT_CU_SERVED(FLYT_SERVE)
+#undef FLYT_SERVE
+      case Method::flytGetDevices: return serveGetDevices(c, in);
+      case Method::flytSetContext: return serveSetContext(c, in);
+      case Method::cuDevicePrimaryCtxRetain: return servePrimaryRetain(c, in);
+      case Method::cuDevicePrimaryCtxRelease_v2: return servePrimaryRelease(c, in);
+      case Method::cuDevicePrimaryCtxReset_v2: return servePrimaryReset(c, in);
+      case Method::cuCtxCreate_v4: return serveContextCreate(c, in);
+      case Method::cuCtxDestroy_v2: return serveContextDestroy(c, in);
+      case Method::cuMemcpyHtoD_v2: return serveCopyToDevice(c, in, false);
+      case Method::cuMemcpyHtoDAsync_v2: return serveCopyToDevice(c, in, true);
+      case Method::cuMemcpyDtoH_v2: return serveCopyToHost(c, in, false);
+      case Method::cuMemcpyDtoHAsync_v2: return serveCopyToHost(c, in, true);
+      case Method::cuMemGetInfo_v2: return serveMemGetInfo(c, in);
+      case Method::cuMemAllocPitch_v2: return serveAllocPitch(c, in);
+      case Method::flytUploadImage: return serveUploadImage(c, in);
+      case Method::cuModuleLoadData: return serveLoadImage(c, in, false);
+      case Method::cuLibraryLoadData: return serveLoadImage(c, in, true);
+      case Method::cuModuleGetFunction: return serveGetFunction(c, in);
+      case Method::cuLibraryGetKernel: return serveGetKernel(c, in);
+      case Method::cuKernelGetFunction: return serveKernelFunction(c, in);
+      case Method::cuModuleGetGlobal_v2: return serveGetGlobal(c, in, false);
+      case Method::cuLibraryGetGlobal: return serveGetGlobal(c, in, true);
+      case Method::cuLaunchKernel: return serveLaunch(c, in, false);
+      case Method::cuLaunchKernelEx: return serveLaunch(c, in, true);
+      default: {
+        Outcome out;
+        out.status = wire::TransportStatus::UNSUPPORTED;
+        out.error = CUDA_ERROR_NOT_SUPPORTED;
+        out.detail = fmt::format("{} is not served by this worker", info->name);
+        return out;
+      }
+    }
+  }
+
+  ServeContext m_context;
+  std::string m_description;
+  std::uint64_t m_sessionId;
+  BatchEngine<Outcome> m_engine;
+  std::unique_ptr<OutputCapture> m_output;
+};
+
+}  // namespace
+}  // namespace cu
+
+transport::Result<std::unique_ptr<SessionHandler>> makeDriverSessionHandler(const transport::HelloInfo& hello,
+                                                                            const SessionOptions& options) {
+  if (options.limits.sharesSms()) {
+    return transport::fail(transport::Errc::kUnsupported,
+                           fmt::format("session {:016x} asks for {}% of the SMs; driver-API sessions cannot enforce "
+                                       "an SM share yet (run it with the runtime API, or without a share)",
+                                       hello.sessionId, options.limits.smPercent));
+  }
+  const api::cu::DriverTable* driver = nullptr;
+  std::string description;
+  if (options.executor != ExecutorKind::kStandIn) {
+    auto loaded = cu::loadNvidiaDriver();
+    if (loaded) {
+      driver = *loaded;
+      description = "NVIDIA driver";
+    } else if (options.executor == ExecutorKind::kCuda) {
+      return transport::fail(transport::Errc::kUnavailable, fmt::format("no GPU: {}", loaded.error().message));
+    } else {
+      cu::log().warn("no GPU ({}): driver session {:016x} runs on the GPU stand-in (test double)",
+                     loaded.error().message, hello.sessionId);
+    }
+  }
+  if (driver == nullptr) {
+    driver = &cu::standInDriver();
+    description = "stand-in (host memory; test double, no GPU)";
+    (void)driver->cuInit(0);
+  }
+  int deviceCount = 0;
+  if (driver->cuDeviceGetCount(&deviceCount) != CUDA_SUCCESS || deviceCount <= 0) {
+    return transport::fail(transport::Errc::kUnavailable, "the driver reports no device");
+  }
+  cu::log().info("driver session {:016x} from {} (pid {}) on {}, {} device(s)", hello.sessionId, hello.clientName,
+                 hello.pid, description, deviceCount);
+  std::unique_ptr<OutputCapture> output;
+  if (options.captureOutput) {
+    auto started = OutputCapture::start();
+    if (started) {
+      output = std::move(*started);
+    } else {
+      cu::log().warn("device printf stays on the worker's stdout: {}", started.error().describe());
+    }
+  }
+  auto quota = options.memoryQuota ? options.memoryQuota : std::make_shared<MemoryQuota>(options.limits.memoryBytes);
+  return std::unique_ptr<SessionHandler>(std::make_unique<cu::DriverSession>(*driver, std::move(description),
+                                                                             hello.sessionId, deviceCount,
+                                                                             std::move(output), std::move(quota)));
+}
+
+}  // namespace flyt::backend

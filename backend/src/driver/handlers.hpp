@@ -1,0 +1,44 @@
+// The hand-written worker handlers of a driver session (api/cuda.toml: handler "custom" and
+// "worker"), one file per concern: serve_contexts.cpp (devices and contexts), serve_memory.cpp
+// (copies and memory queries), serve_modules.cpp (images, modules, kernels, launches). The wire
+// format of each is written at the client's side (interpose/driver/).
+#pragma once
+
+#include <span>
+
+#include "flyt/api/codec.hpp"
+#include "serve_context.hpp"
+
+namespace flyt::backend::cu {
+
+// One call's input: its arguments and the inline bulk bytes it references (empty: none).
+struct CallInput {
+  api::ArgReader& args;
+  std::span<const std::byte> bulk;
+};
+
+// serve_contexts.cpp
+Outcome serveGetDevices(ServeContext& c, CallInput in);
+Outcome serveSetContext(ServeContext& c, CallInput in);
+Outcome servePrimaryRetain(ServeContext& c, CallInput in);
+Outcome servePrimaryRelease(ServeContext& c, CallInput in);
+Outcome servePrimaryReset(ServeContext& c, CallInput in);
+Outcome serveContextCreate(ServeContext& c, CallInput in);
+Outcome serveContextDestroy(ServeContext& c, CallInput in);
+
+// serve_memory.cpp
+Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async);
+Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async);
+Outcome serveMemGetInfo(ServeContext& c, CallInput in);
+Outcome serveAllocPitch(ServeContext& c, CallInput in);
+
+// serve_modules.cpp
+Outcome serveUploadImage(ServeContext& c, CallInput in);
+Outcome serveLoadImage(ServeContext& c, CallInput in, bool library);
+Outcome serveGetFunction(ServeContext& c, CallInput in);
+Outcome serveGetKernel(ServeContext& c, CallInput in);
+Outcome serveKernelFunction(ServeContext& c, CallInput in);
+Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library);
+Outcome serveLaunch(ServeContext& c, CallInput in, bool extended);
+
+}  // namespace flyt::backend::cu

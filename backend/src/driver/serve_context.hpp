@@ -1,0 +1,181 @@
+// What every handler of a driver session works with (the generated ones of cu_serve.inc and the
+// hand-written ones of serve_*.cpp): the session's driver, its handle table, its allocations and
+// quota, and the checks the roles of api/cuda.toml call for. A refused check is an Outcome with
+// status MALFORMED (logged), never a call into the driver.
+#pragma once
+
+#include <cuda.h>
+#include <fmt/format.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../allocation_table.hpp"
+#include "flyt/api/codec.hpp"
+#include "flyt/api/cu_driver_table.hpp"
+#include "flyt/api/cu_methods.hpp"
+#include "flyt/backend/memory_quota.hpp"
+#include "flyt/wire/session.capnp.h"
+
+namespace flyt::backend::cu {
+
+using api::cu::HandleKind;
+
+struct Outcome {
+  std::uint64_t sequence = 0;
+  CUresult error = CUDA_SUCCESS;
+  wire::TransportStatus status = wire::TransportStatus::OK;
+  std::string detail;
+  std::vector<std::byte> results;
+  std::vector<std::byte> payload;  // returned inline after the reply (device-to-host data)
+
+  [[nodiscard]] std::span<const std::byte> payloadBytes() const { return payload; }
+  [[nodiscard]] bool failed() const { return error != CUDA_SUCCESS || status != wire::TransportStatus::OK; }
+};
+
+// The session's driver objects by the ids the application sees. An id names one object of one
+// kind; the application cannot name another session's object, an object of another kind, or one it
+// destroyed. Null passes as null (the driver answers it), and so do the special streams
+// CU_STREAM_LEGACY and CU_STREAM_PER_THREAD.
+class HandleTable {
+ public:
+  explicit HandleTable(std::uint64_t sessionId) : m_sessionId(sessionId) {}
+
+  // A new object: a fresh id.
+  template <class H>
+  H create(HandleKind kind, H real) {
+    if (raw(real) == 0) return H{};
+    return fromRaw<H>(add(kind, raw(real)));
+  }
+  // An object the driver may have handed out before (a stream's context): its id, or a fresh one.
+  template <class H>
+  H lookup(HandleKind kind, H real) {
+    if (raw(real) == 0) return H{};
+    if (auto it = m_byReal.find({kind, raw(real)}); it != m_byReal.end()) return fromRaw<H>(it->second);
+    return create(kind, real);
+  }
+  // The object `id` names, when it is one of `kinds`; else a refusal.
+  template <class H>
+  std::optional<Outcome> use(const char* function, const char* argument, H id, std::initializer_list<HandleKind> kinds,
+                             H* real) {
+    const std::uint64_t wire = raw(id);
+    const bool isStream = std::find(kinds.begin(), kinds.end(), HandleKind::stream) != kinds.end();
+    if (wire == 0 || (isStream && (wire == raw(CU_STREAM_LEGACY) || wire == raw(CU_STREAM_PER_THREAD)))) {
+      *real = id;
+      return std::nullopt;
+    }
+    auto it = m_byId.find(wire);
+    if (it == m_byId.end() || std::find(kinds.begin(), kinds.end(), it->second.kind) == kinds.end()) {
+      return refuse(function, argument, wire, *kinds.begin());
+    }
+    *real = fromRaw<H>(it->second.real);
+    return std::nullopt;
+  }
+  template <class H>
+  void destroy(H id) {
+    auto it = m_byId.find(raw(id));
+    if (it == m_byId.end()) return;
+    m_byReal.erase({it->second.kind, it->second.real});
+    m_byId.erase(it);
+  }
+  // The object `id` names if it is of `kind` (0 when not).
+  [[nodiscard]] std::uint64_t realOf(std::uint64_t id, HandleKind kind) const;
+
+ private:
+  struct Entry {
+    HandleKind kind;
+    std::uint64_t real;
+  };
+  template <class H>
+  static std::uint64_t raw(H handle) {
+    if constexpr (std::is_pointer_v<H>) {
+      return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(handle));
+    } else {
+      return static_cast<std::uint64_t>(handle);
+    }
+  }
+  template <class H>
+  static H fromRaw(std::uint64_t value) {
+    if constexpr (std::is_pointer_v<H>) {
+      return reinterpret_cast<H>(static_cast<std::uintptr_t>(value));
+    } else {
+      return static_cast<H>(value);
+    }
+  }
+  std::uint64_t add(HandleKind kind, std::uint64_t real);
+  std::optional<Outcome> refuse(const char* function, const char* argument, std::uint64_t id, HandleKind kind) const;
+
+  std::uint64_t m_sessionId;
+  // Ids look like aligned addresses and are never 0, 1 or 2 (null and the special streams).
+  std::uint64_t m_next = 0x10000;
+  std::map<std::uint64_t, Entry> m_byId;
+  std::map<std::pair<HandleKind, std::uint64_t>, std::uint64_t> m_byReal;
+};
+
+class ServeContext {
+ public:
+  ServeContext(const api::cu::DriverTable& driver, std::uint64_t sessionId, std::shared_ptr<MemoryQuota> quota,
+               int deviceCount)
+      : m_driver(driver), m_sessionId(sessionId), m_handles(sessionId), m_quota(std::move(quota)),
+        m_deviceCount(deviceCount) {}
+
+  [[nodiscard]] const api::cu::DriverTable& driver() const { return m_driver; }
+  [[nodiscard]] HandleTable& handles() { return m_handles; }
+  [[nodiscard]] std::uint64_t sessionId() const { return m_sessionId; }
+  [[nodiscard]] MemoryQuota& quota() { return *m_quota; }
+  [[nodiscard]] int deviceCount() const { return m_deviceCount; }
+
+  [[nodiscard]] Outcome malformed(std::string detail) const;
+  [[nodiscard]] Outcome unsupported(const char* function) const;
+
+  // ---- checks of argument roles ----
+  std::optional<Outcome> deviceOrdinal(const char* function, const char* argument, const CUdevice* device) const;
+  // [address, address + bytes) lies inside one allocation, module global or registered range.
+  std::optional<Outcome> deviceRange(const char* function, const char* argument, CUdeviceptr address,
+                                     std::uint64_t bytes) const;
+  std::optional<Outcome> isAllocation(const char* function, const char* argument, CUdeviceptr address) const;
+  // Charges `bytes` to the quota; a refusal (CUDA_ERROR_OUT_OF_MEMORY) when they do not fit.
+  std::optional<Outcome> reserve(const char* function, std::uint64_t bytes);
+  void unreserve(std::uint64_t bytes) { m_quota->release(bytes); }
+  void allocated(CUdeviceptr base, std::uint64_t bytes) {
+    m_allocations.add(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
+  }
+  // Forgets the allocation and gives its bytes back to the quota.
+  void released(CUdeviceptr base) {
+    m_quota->release(m_allocations.take(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base))));
+  }
+  // A module's global variable: the session may name it (not charged: it is the module's image).
+  void addGlobal(CUdeviceptr base, std::uint64_t bytes) {
+    m_globals.add(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
+  }
+
+  // ---- state of the hand-written handlers ----
+  // Images being uploaded or uploaded (flytUploadImage), by hash.
+  struct Image {
+    std::vector<std::byte> bytes;
+    std::uint64_t received = 0;
+  };
+  std::map<std::uint64_t, Image> images;
+  // The primary contexts the session holds one real retain of, by device.
+  std::map<CUdevice, CUcontext> retainedPrimaries;
+  // The most bytes one reply may carry inline (the channel's limit).
+  std::size_t maxReplyPayload = 0;
+
+ private:
+  const api::cu::DriverTable& m_driver;
+  std::uint64_t m_sessionId;
+  HandleTable m_handles;
+  std::shared_ptr<MemoryQuota> m_quota;
+  int m_deviceCount;
+  AllocationTable m_allocations;
+  AllocationTable m_globals;
+};
+
+}  // namespace flyt::backend::cu

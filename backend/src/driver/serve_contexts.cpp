@@ -1,0 +1,125 @@
+// Devices and contexts (interpose/driver/device.cpp and contexts.cpp are the other side).
+#include <cstring>
+
+#include "flyt/api/cu_device_snapshot.hpp"
+#include "handlers.hpp"
+
+namespace flyt::backend::cu {
+namespace {
+
+std::optional<Outcome> readDevice(ServeContext& c, CallInput in, const char* function, CUdevice& device) {
+  std::int32_t ordinal = 0;
+  if (!in.args.get(ordinal) || !in.args.exhausted()) return c.malformed(fmt::format("{}: bad arguments", function));
+  device = ordinal;
+  return c.deviceOrdinal(function, "dev", &device);
+}
+
+}  // namespace
+
+// The session's devices as their driver reports them, with the session's memory quota as their size.
+Outcome serveGetDevices(ServeContext& c, CallInput in) {
+  if (!in.args.exhausted()) return c.malformed("flytGetDevices: trailing arguments");
+  const auto& d = c.driver();
+  api::cu::DeviceSnapshot head;
+  head.deviceCount = static_cast<std::uint32_t>(std::min<int>(c.deviceCount(), api::cu::kMaxDevices));
+  Outcome out;
+  if (d.cuDriverGetVersion == nullptr || (out.error = d.cuDriverGetVersion(&head.driverVersion)) != CUDA_SUCCESS) {
+    if (out.error == CUDA_SUCCESS) out.error = CUDA_ERROR_NOT_SUPPORTED;
+    return out;
+  }
+  std::vector<api::cu::DeviceInfo> devices(head.deviceCount);
+  for (std::uint32_t i = 0; i < head.deviceCount; ++i) {
+    auto& info = devices[i];
+    CUdevice device = 0;
+    if ((out.error = d.cuDeviceGet(&device, static_cast<int>(i))) != CUDA_SUCCESS) return out;
+    if ((out.error = d.cuDeviceGetName(info.name, sizeof info.name, device)) != CUDA_SUCCESS) return out;
+    if ((out.error = d.cuDeviceGetUuid_v2(&info.uuid, device)) != CUDA_SUCCESS) return out;
+    if ((out.error = d.cuDeviceGetPCIBusId(info.pciBusId, sizeof info.pciBusId, device)) != CUDA_SUCCESS) return out;
+    std::size_t total = 0;
+    if ((out.error = d.cuDeviceTotalMem_v2(&total, device)) != CUDA_SUCCESS) return out;
+    info.totalMemory = c.quota().limited() ? std::min<std::uint64_t>(total, c.quota().limit()) : total;
+    for (std::uint32_t a = 1; a < api::cu::kAttributeSlots; ++a) {
+      info.attributeResults[a] = d.cuDeviceGetAttribute(&info.attributes[a], static_cast<CUdevice_attribute>(a), device);
+    }
+  }
+  api::ArgWriter writer(out.results);
+  writer.put(head);
+  for (const auto& info : devices) writer.put(info);
+  return out;
+}
+
+Outcome serveSetContext(ServeContext& c, CallInput in) {
+  CUcontext context{};
+  if (!in.args.get(context) || !in.args.exhausted()) return c.malformed("flytSetContext: bad arguments");
+  CUcontext real{};
+  if (auto refused = c.handles().use("flytSetContext", "context", context, {HandleKind::context}, &real)) return *refused;
+  Outcome out;
+  out.error = c.driver().cuCtxSetCurrent(real);
+  return out;
+}
+
+// The session holds at most one real retain per device; the application's retains are counted by
+// the client.
+Outcome servePrimaryRetain(ServeContext& c, CallInput in) {
+  CUdevice device = 0;
+  if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxRetain", device)) return *refused;
+  Outcome out;
+  auto held = c.retainedPrimaries.find(device);
+  CUcontext context{};
+  if (held != c.retainedPrimaries.end()) {
+    context = held->second;
+  } else {
+    if ((out.error = c.driver().cuDevicePrimaryCtxRetain(&context, device)) != CUDA_SUCCESS) return out;
+    c.retainedPrimaries[device] = context;
+  }
+  api::ArgWriter(out.results).put(c.handles().lookup(HandleKind::context, context));
+  return out;
+}
+
+Outcome servePrimaryRelease(ServeContext& c, CallInput in) {
+  CUdevice device = 0;
+  if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxRelease_v2", device)) return *refused;
+  Outcome out;
+  if (c.retainedPrimaries.erase(device) == 1) out.error = c.driver().cuDevicePrimaryCtxRelease_v2(device);
+  return out;
+}
+
+// Everything the session had in the context is gone with it.
+// TODO(issue 12): per-device allocation tables; a reset releases the whole session's quota today.
+Outcome servePrimaryReset(ServeContext& c, CallInput in) {
+  CUdevice device = 0;
+  if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxReset_v2", device)) return *refused;
+  Outcome out;
+  out.error = c.driver().cuDevicePrimaryCtxReset_v2(device);
+  return out;
+}
+
+Outcome serveContextCreate(ServeContext& c, CallInput in) {
+  std::uint32_t flags = 0;
+  std::int32_t ordinal = 0;
+  if (!in.args.get(flags) || !in.args.get(ordinal) || !in.args.exhausted()) return c.malformed("cuCtxCreate: bad arguments");
+  CUdevice device = ordinal;
+  if (auto refused = c.deviceOrdinal("cuCtxCreate", "dev", &device)) return *refused;
+  if (c.driver().cuCtxCreate_v4 == nullptr) return c.unsupported("cuCtxCreate_v4");
+  Outcome out;
+  CUcontext context{};
+  if ((out.error = c.driver().cuCtxCreate_v4(&context, nullptr, flags, device)) != CUDA_SUCCESS) return out;
+  api::ArgWriter(out.results).put(c.handles().create(HandleKind::context, context));
+  return out;
+}
+
+Outcome serveContextDestroy(ServeContext& c, CallInput in) {
+  CUcontext context{};
+  if (!in.args.get(context) || !in.args.exhausted()) return c.malformed("cuCtxDestroy_v2: bad arguments");
+  CUcontext real{};
+  if (auto refused = c.handles().use("cuCtxDestroy_v2", "ctx", context, {HandleKind::context}, &real)) return *refused;
+  if (real == nullptr) return c.malformed("cuCtxDestroy_v2: a null context");
+  for (const auto& [device, primary] : c.retainedPrimaries) {
+    if (primary == real) return c.malformed("cuCtxDestroy_v2: a primary context");
+  }
+  Outcome out;
+  if ((out.error = c.driver().cuCtxDestroy_v2(real)) == CUDA_SUCCESS) c.handles().destroy(context);
+  return out;
+}
+
+}  // namespace flyt::backend::cu

@@ -1,0 +1,115 @@
+// Host/device copies and memory queries (interpose/driver/copies.cpp is the other side).
+//
+// Host-to-device bytes arrive inline with the call and live only while the message does, so an
+// asynchronous copy waits for its stream before the handler returns; device-to-host bytes go back
+// inline with the reply.
+#include "handlers.hpp"
+
+namespace flyt::backend::cu {
+namespace {
+
+struct CopyArgs {
+  CUdeviceptr device = 0;
+  std::uint64_t bytes = 0;
+  CUstream stream{};  // the real stream (async only)
+};
+
+std::optional<Outcome> readCopy(ServeContext& c, CallInput in, const char* function, bool async, CopyArgs& copy) {
+  CUstream stream{};
+  if (!in.args.get(copy.device) || !in.args.get(copy.bytes) || (async && !in.args.get(stream)) || !in.args.exhausted()) {
+    return c.malformed(fmt::format("{}: bad arguments", function));
+  }
+  if (async) {
+    if (auto refused = c.handles().use(function, "hStream", stream, {HandleKind::stream}, &copy.stream)) return refused;
+  }
+  return c.deviceRange(function, "device", copy.device, copy.bytes);
+}
+
+}  // namespace
+
+Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async) {
+  const char* function = async ? "cuMemcpyHtoDAsync_v2" : "cuMemcpyHtoD_v2";
+  CopyArgs copy;
+  if (auto refused = readCopy(c, in, function, async, copy)) return *refused;
+  if (in.bulk.size() != copy.bytes) {
+    return c.malformed(fmt::format("{}: {} payload bytes for a {}-byte copy", function, in.bulk.size(), copy.bytes));
+  }
+  Outcome out;
+  if (!async) {
+    out.error = c.driver().cuMemcpyHtoD_v2(copy.device, in.bulk.data(), copy.bytes);
+    return out;
+  }
+  out.error = c.driver().cuMemcpyHtoDAsync_v2(copy.device, in.bulk.data(), copy.bytes, copy.stream);
+  if (out.error == CUDA_SUCCESS) out.error = c.driver().cuStreamSynchronize(copy.stream);
+  return out;
+}
+
+Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async) {
+  const char* function = async ? "cuMemcpyDtoHAsync_v2" : "cuMemcpyDtoH_v2";
+  CopyArgs copy;
+  if (auto refused = readCopy(c, in, function, async, copy)) return *refused;
+  if (copy.bytes > c.maxReplyPayload) {
+    return c.malformed(fmt::format("{}: {} bytes exceed one reply's {}", function, copy.bytes, c.maxReplyPayload));
+  }
+  Outcome out;
+  out.payload.resize(copy.bytes);
+  if (!async) {
+    out.error = c.driver().cuMemcpyDtoH_v2(out.payload.data(), copy.device, copy.bytes);
+  } else {
+    out.error = c.driver().cuMemcpyDtoHAsync_v2(out.payload.data(), copy.device, copy.bytes, copy.stream);
+    if (out.error == CUDA_SUCCESS) out.error = c.driver().cuStreamSynchronize(copy.stream);
+  }
+  if (out.error != CUDA_SUCCESS) out.payload.clear();
+  return out;
+}
+
+// With a quota: total is the quota, free what is left of it (at most what the GPU has free).
+Outcome serveMemGetInfo(ServeContext& c, CallInput in) {
+  if (!in.args.exhausted()) return c.malformed("cuMemGetInfo_v2: trailing arguments");
+  std::size_t free = 0, total = 0;
+  Outcome out;
+  if ((out.error = c.driver().cuMemGetInfo_v2(&free, &total)) != CUDA_SUCCESS) return out;
+  if (c.quota().limited()) {
+    total = c.quota().limit();
+    free = std::min<std::uint64_t>(free, c.quota().remaining());
+  }
+  api::ArgWriter writer(out.results);
+  writer.put(free);
+  writer.put(total);
+  return out;
+}
+
+// Charged as pitch * height: the unpadded size before the call, the padding after it (an
+// allocation whose padding does not fit is freed again and refused).
+Outcome serveAllocPitch(ServeContext& c, CallInput in) {
+  std::size_t width = 0, height = 0;
+  unsigned elementBytes = 0;
+  if (!in.args.get(width) || !in.args.get(height) || !in.args.get(elementBytes) || !in.args.exhausted()) {
+    return c.malformed("cuMemAllocPitch_v2: bad arguments");
+  }
+  const std::uint64_t unpadded = api::satMul(width, height);
+  if (auto refused = c.reserve("cuMemAllocPitch_v2", unpadded)) return *refused;
+  Outcome out;
+  CUdeviceptr pointer = 0;
+  std::size_t pitch = 0;
+  out.error = c.driver().cuMemAllocPitch_v2(&pointer, &pitch, width, height, elementBytes);
+  if (out.error != CUDA_SUCCESS) {
+    c.unreserve(unpadded);
+    return out;
+  }
+  const std::uint64_t padded = api::satMul(pitch, height);
+  if (padded > unpadded) {
+    if (auto refused = c.reserve("cuMemAllocPitch_v2", padded - unpadded)) {
+      (void)c.driver().cuMemFree_v2(pointer);
+      c.unreserve(unpadded);
+      return *refused;
+    }
+  }
+  c.allocated(pointer, padded);
+  api::ArgWriter writer(out.results);
+  writer.put(pointer);
+  writer.put(pitch);
+  return out;
+}
+
+}  // namespace flyt::backend::cu

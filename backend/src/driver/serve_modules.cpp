@@ -1,0 +1,241 @@
+// Images, modules and libraries, their functions, kernels and globals, and launches
+// (interpose/driver/modules.cpp and launch.cpp are the other side).
+//
+// An image is uploaded once per session in chunks and loaded by its hash, which is checked
+// against the bytes before the driver sees them. A function's or kernel's parameter layout is read
+// from the driver (cuFuncGetParamInfo / cuKernelGetParamInfo) and returned with its lookup.
+// Launches pass the packed parameter block to the driver as CU_LAUNCH_PARAM_BUFFER_POINTER.
+#include "flyt/api/fatbin.hpp"
+#include "handlers.hpp"
+
+namespace flyt::backend::cu {
+namespace {
+
+constexpr std::uint32_t kUnknownLayout = 0xffffffffU;
+// The largest parameter block a CUDA 12.1+ kernel may take.
+constexpr std::uint32_t kMaxParamBytes = 32764;
+
+using ParamInfo = CUresult (*)(void*, std::size_t, std::size_t*, std::size_t*);
+
+// {u32 count, u32 bytes, count x {u32 offset, u32 size}}, or kUnknownLayout where the driver cannot say.
+void writeLayout(api::ArgWriter& writer, CUresult (*info)(void*, std::size_t, std::size_t*, std::size_t*), void* handle) {
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> params;
+  std::uint32_t bytes = 0;
+  bool known = info != nullptr;
+  for (std::size_t i = 0; known; ++i) {
+    std::size_t offset = 0, size = 0;
+    const CUresult error = info(handle, i, &offset, &size);
+    if (error == CUDA_ERROR_INVALID_VALUE) break;  // past the last parameter
+    if (error != CUDA_SUCCESS || offset + size > kMaxParamBytes) {
+      known = false;
+      break;
+    }
+    params.emplace_back(static_cast<std::uint32_t>(offset), static_cast<std::uint32_t>(size));
+    bytes = std::max(bytes, static_cast<std::uint32_t>(offset + size));
+  }
+  writer.put(known ? static_cast<std::uint32_t>(params.size()) : kUnknownLayout);
+  writer.put(bytes);
+  if (!known) return;
+  for (const auto& [offset, size] : params) {
+    writer.put(offset);
+    writer.put(size);
+  }
+}
+
+template <class Handle>
+ParamInfo erased(CUresult (*fn)(Handle, std::size_t, std::size_t*, std::size_t*)) {
+  return reinterpret_cast<ParamInfo>(fn);
+}
+
+bool allowedAttribute(CUlaunchAttributeID id) {
+  switch (id) {
+    case CU_LAUNCH_ATTRIBUTE_IGNORE:
+    case CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW:
+    case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
+    case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION:
+    case CU_LAUNCH_ATTRIBUTE_CLUSTER_SCHEDULING_POLICY_PREFERENCE:
+    case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
+    case CU_LAUNCH_ATTRIBUTE_PRIORITY:
+    case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN_MAP:
+    case CU_LAUNCH_ATTRIBUTE_MEM_SYNC_DOMAIN:
+    case CU_LAUNCH_ATTRIBUTE_PREFERRED_CLUSTER_DIMENSION:
+    case CU_LAUNCH_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT: return true;
+    default: return false;  // events (handles inside the value) and graph-only attributes
+  }
+}
+
+}  // namespace
+
+Outcome serveUploadImage(ServeContext& c, CallInput in) {
+  std::uint64_t hash = 0, total = 0, offset = 0;
+  if (!in.args.get(hash) || !in.args.get(total) || !in.args.get(offset) || !in.args.exhausted()) {
+    return c.malformed("flytUploadImage: bad arguments");
+  }
+  if (total == 0 || total > api::kMaxFatbinBytes) return c.malformed(fmt::format("flytUploadImage: an image of {} bytes", total));
+  auto& image = c.images[hash];
+  if (image.bytes.empty()) image.bytes.resize(total);
+  if (image.bytes.size() != total || offset > total || in.bulk.size() > total - offset) {
+    return c.malformed(fmt::format("flytUploadImage: chunk {}+{} of an image of {} bytes", offset, in.bulk.size(), total));
+  }
+  std::copy(in.bulk.begin(), in.bulk.end(), image.bytes.begin() + static_cast<std::ptrdiff_t>(offset));
+  image.received += in.bulk.size();
+  return {};
+}
+
+Outcome serveLoadImage(ServeContext& c, CallInput in, bool library) {
+  const char* function = library ? "cuLibraryLoadData" : "cuModuleLoadData";
+  std::uint64_t hash = 0, bytes = 0;
+  if (!in.args.get(hash) || !in.args.get(bytes) || !in.args.exhausted()) return c.malformed(fmt::format("{}: bad arguments", function));
+  auto it = c.images.find(hash);
+  if (it == c.images.end() || it->second.bytes.size() != bytes || it->second.received < bytes ||
+      api::fatbinHash(it->second.bytes) != hash) {
+    return c.malformed(fmt::format("{}: image {:016x} was not uploaded whole", function, hash));
+  }
+  const void* image = it->second.bytes.data();
+  Outcome out;
+  if (library) {
+    if (c.driver().cuLibraryLoadData == nullptr) return c.unsupported(function);
+    CUlibrary loaded{};
+    out.error = c.driver().cuLibraryLoadData(&loaded, image, nullptr, nullptr, 0, nullptr, nullptr, 0);
+    if (out.error == CUDA_SUCCESS) api::ArgWriter(out.results).put(c.handles().create(HandleKind::library, loaded));
+  } else {
+    CUmodule loaded{};
+    out.error = c.driver().cuModuleLoadData(&loaded, image);
+    if (out.error == CUDA_SUCCESS) api::ArgWriter(out.results).put(c.handles().create(HandleKind::module, loaded));
+  }
+  return out;
+}
+
+Outcome serveGetFunction(ServeContext& c, CallInput in) {
+  CUmodule module{};
+  std::string name;
+  if (!in.args.get(module) || !in.args.getString(name) || !in.args.exhausted()) return c.malformed("cuModuleGetFunction: bad arguments");
+  CUmodule real{};
+  if (auto refused = c.handles().use("cuModuleGetFunction", "hmod", module, {HandleKind::module}, &real)) return *refused;
+  Outcome out;
+  CUfunction function{};
+  if ((out.error = c.driver().cuModuleGetFunction(&function, real, name.c_str())) != CUDA_SUCCESS) return out;
+  api::ArgWriter writer(out.results);
+  writer.put(c.handles().lookup(HandleKind::function, function));
+  writeLayout(writer, c.driver().cuFuncGetParamInfo ? erased(c.driver().cuFuncGetParamInfo) : nullptr, function);
+  return out;
+}
+
+Outcome serveGetKernel(ServeContext& c, CallInput in) {
+  CUlibrary library{};
+  std::string name;
+  if (!in.args.get(library) || !in.args.getString(name) || !in.args.exhausted()) return c.malformed("cuLibraryGetKernel: bad arguments");
+  CUlibrary real{};
+  if (auto refused = c.handles().use("cuLibraryGetKernel", "library", library, {HandleKind::library}, &real)) return *refused;
+  if (c.driver().cuLibraryGetKernel == nullptr) return c.unsupported("cuLibraryGetKernel");
+  Outcome out;
+  CUkernel kernel{};
+  if ((out.error = c.driver().cuLibraryGetKernel(&kernel, real, name.c_str())) != CUDA_SUCCESS) return out;
+  api::ArgWriter writer(out.results);
+  writer.put(c.handles().lookup(HandleKind::kernel, kernel));
+  writeLayout(writer, c.driver().cuKernelGetParamInfo ? erased(c.driver().cuKernelGetParamInfo) : nullptr, kernel);
+  return out;
+}
+
+Outcome serveKernelFunction(ServeContext& c, CallInput in) {
+  CUkernel kernel{};
+  if (!in.args.get(kernel) || !in.args.exhausted()) return c.malformed("cuKernelGetFunction: bad arguments");
+  CUkernel real{};
+  if (auto refused = c.handles().use("cuKernelGetFunction", "kernel", kernel, {HandleKind::kernel}, &real)) return *refused;
+  if (c.driver().cuKernelGetFunction == nullptr) return c.unsupported("cuKernelGetFunction");
+  Outcome out;
+  CUfunction function{};
+  if ((out.error = c.driver().cuKernelGetFunction(&function, real)) != CUDA_SUCCESS) return out;
+  api::ArgWriter(out.results).put(c.handles().lookup(HandleKind::function, function));
+  return out;
+}
+
+// A module's or library's global: its range becomes one the session may copy to and from.
+Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library) {
+  const char* function = library ? "cuLibraryGetGlobal" : "cuModuleGetGlobal_v2";
+  std::uint64_t owner = 0;
+  std::string name;
+  if (!in.args.get(owner) || !in.args.getString(name) || !in.args.exhausted()) return c.malformed(fmt::format("{}: bad arguments", function));
+  Outcome out;
+  CUdeviceptr address = 0;
+  std::size_t bytes = 0;
+  if (library) {
+    CUlibrary real{};
+    if (auto refused = c.handles().use(function, "library", reinterpret_cast<CUlibrary>(owner), {HandleKind::library}, &real)) return *refused;
+    if (c.driver().cuLibraryGetGlobal == nullptr) return c.unsupported(function);
+    out.error = c.driver().cuLibraryGetGlobal(&address, &bytes, real, name.c_str());
+  } else {
+    CUmodule real{};
+    if (auto refused = c.handles().use(function, "hmod", reinterpret_cast<CUmodule>(owner), {HandleKind::module}, &real)) return *refused;
+    out.error = c.driver().cuModuleGetGlobal_v2(&address, &bytes, real, name.c_str());
+  }
+  if (out.error != CUDA_SUCCESS) return out;
+  c.addGlobal(address, bytes);
+  api::ArgWriter writer(out.results);
+  writer.put(address);
+  writer.put(bytes);
+  return out;
+}
+
+Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
+  const char* name = extended ? "cuLaunchKernelEx" : "cuLaunchKernel";
+  CUfunction function{};
+  std::uint32_t dims[6] = {};
+  std::uint32_t sharedBytes = 0;
+  CUstream stream{};
+  if (!in.args.get(function)) return c.malformed(fmt::format("{}: bad arguments", name));
+  for (auto& dim : dims) {
+    if (!in.args.get(dim)) return c.malformed(fmt::format("{}: bad arguments", name));
+  }
+  if (!in.args.get(sharedBytes) || !in.args.get(stream)) return c.malformed(fmt::format("{}: bad arguments", name));
+  std::vector<CUlaunchAttribute> attributes;
+  if (extended) {
+    std::uint32_t count = 0;
+    if (!in.args.get(count) || count > 64) return c.malformed(fmt::format("{}: bad attribute count", name));
+    attributes.resize(count);
+    for (auto& attribute : attributes) {
+      if (!in.args.get(attribute)) return c.malformed(fmt::format("{}: short attributes", name));
+      if (!allowedAttribute(attribute.id)) {
+        Outcome out = c.unsupported(name);
+        out.detail = fmt::format("{}: launch attribute {} is not served", name, static_cast<int>(attribute.id));
+        return out;
+      }
+    }
+  }
+  std::uint32_t blockBytes = 0;
+  std::span<const std::byte> block;
+  if (!in.args.get(blockBytes) || blockBytes > kMaxParamBytes || !in.args.getBytes(blockBytes, block) || !in.args.exhausted()) {
+    return c.malformed(fmt::format("{}: bad parameter block", name));
+  }
+  CUfunction realFunction{};
+  if (auto refused = c.handles().use(name, "f", function, {HandleKind::function, HandleKind::kernel}, &realFunction)) return *refused;
+  if (realFunction == nullptr) return c.malformed(fmt::format("{}: a null function", name));
+  CUstream realStream{};
+  if (auto refused = c.handles().use(name, "hStream", stream, {HandleKind::stream}, &realStream)) return *refused;
+  // The driver copies the block before it returns.
+  std::vector<std::byte> copy(block.begin(), block.end());
+  std::size_t size = copy.size();
+  void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, copy.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
+  Outcome out;
+  if (!extended) {
+    out.error = c.driver().cuLaunchKernel(realFunction, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], sharedBytes,
+                                          realStream, nullptr, extra);
+    return out;
+  }
+  if (c.driver().cuLaunchKernelEx == nullptr) return c.unsupported(name);
+  CUlaunchConfig config{};
+  config.gridDimX = dims[0];
+  config.gridDimY = dims[1];
+  config.gridDimZ = dims[2];
+  config.blockDimX = dims[3];
+  config.blockDimY = dims[4];
+  config.blockDimZ = dims[5];
+  config.sharedMemBytes = sharedBytes;
+  config.hStream = realStream;
+  config.attrs = attributes.data();
+  config.numAttrs = static_cast<unsigned>(attributes.size());
+  out.error = c.driver().cuLaunchKernelEx(&config, realFunction, nullptr, extra);
+  return out;
+}
+
+}  // namespace flyt::backend::cu

@@ -1,0 +1,208 @@
+// A program written against the CUDA driver API (cuda.h, linked against the toolkit's libcuda
+// stub), run through `flyt run --api driver`: every call reaches Flyt's libcuda.so.1 and a Flyt
+// worker. It checks device queries, contexts, allocations and copies, streams and events,
+// cuGetProcAddress and cuGetExportTable, module loading and launches (kernel results only where
+// the device is a GPU: the stand-in does not run kernels), and that bad input is refused cleanly.
+//
+// Usage: driver_paths KERNELS.fatbin. Prints "driver_paths: all checks passed" at the end.
+#include <cuda.h>
+#include <dlfcn.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace {
+
+int g_failures = 0;
+
+void check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "driver_paths: FAILED: %s\n", what);
+    ++g_failures;
+  }
+}
+
+void checkCall(CUresult result, const char* what) {
+  if (result != CUDA_SUCCESS) {
+    const char* name = nullptr;
+    cuGetErrorName(result, &name);
+    std::fprintf(stderr, "driver_paths: FAILED: %s returned %d (%s)\n", what, static_cast<int>(result),
+                 name != nullptr ? name : "?");
+    ++g_failures;
+  }
+}
+
+#define CHECK_CALL(call) checkCall((call), #call)
+
+void procAddresses() {
+  void* fn = nullptr;
+  CUdriverProcAddressQueryResult status{};
+  CHECK_CALL(cuGetProcAddress("cuMemAlloc", &fn, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &status));
+  check(fn == dlsym(RTLD_DEFAULT, "cuMemAlloc_v2") && fn != nullptr, "cuGetProcAddress(cuMemAlloc, 12000) is cuMemAlloc_v2");
+  CHECK_CALL(cuGetProcAddress("cuMemAlloc", &fn, 2000, CU_GET_PROC_ADDRESS_DEFAULT, &status));
+  check(fn == dlsym(RTLD_DEFAULT, "cuMemAlloc"), "cuGetProcAddress(cuMemAlloc, 2000) is the legacy cuMemAlloc");
+  CHECK_CALL(cuGetProcAddress("cuMemcpyHtoD", &fn, 12000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, &status));
+  check(fn == dlsym(RTLD_DEFAULT, "cuMemcpyHtoD_v2_ptds"), "per-thread cuMemcpyHtoD is cuMemcpyHtoD_v2_ptds");
+  check(cuGetProcAddress("cuNoSuchFunction", &fn, 13000, 0, &status) == CUDA_ERROR_NOT_FOUND && fn == nullptr &&
+            status == CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
+        "an unknown name is CUDA_ERROR_NOT_FOUND");
+  check(cuGetProcAddress("cuLibraryLoadData", &fn, 11000, 0, &status) == CUDA_ERROR_NOT_FOUND &&
+            status == CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT,
+        "a name newer than the asked version is VERSION_NOT_SUFFICIENT");
+}
+
+void exportTables() {
+  const unsigned char bytes[16] = {0x6b, 0xd5, 0xfb, 0x6c, 0x5b, 0xf4, 0xe7, 0x4a,
+                                   0x89, 0x87, 0xd9, 0x39, 0x12, 0xfd, 0x9d, 0xf9};
+  CUuuid cudart;
+  std::memcpy(cudart.bytes, bytes, sizeof bytes);
+  const void* table = nullptr;
+  CHECK_CALL(cuGetExportTable(&table, &cudart));
+  check(table != nullptr && *static_cast<const std::size_t*>(table) == 13 * sizeof(void*),
+        "the runtime interface table has 13 slots");
+  const CUuuid unknown = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}};
+  table = &unknown;
+  check(cuGetExportTable(&table, &unknown) == CUDA_ERROR_NOT_FOUND && table == nullptr,
+        "an unknown export table is CUDA_ERROR_NOT_FOUND with a null table");
+}
+
+std::vector<char> readFile(const char* path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: driver_paths KERNELS.fatbin\n");
+    return 2;
+  }
+  CHECK_CALL(cuInit(0));
+  int version = 0;
+  CHECK_CALL(cuDriverGetVersion(&version));
+  check(version >= 12000, "driver version is CUDA 12 or later");
+  int count = 0;
+  CHECK_CALL(cuDeviceGetCount(&count));
+  check(count >= 1, "at least one device");
+  CUdevice device = 0;
+  CHECK_CALL(cuDeviceGet(&device, 0));
+  check(cuDeviceGet(&device, 99) == CUDA_ERROR_INVALID_DEVICE, "device 99 is CUDA_ERROR_INVALID_DEVICE");
+  char name[256] = {};
+  CHECK_CALL(cuDeviceGetName(name, sizeof name, device));
+  const bool standIn = std::strstr(name, "stand-in") != nullptr;
+  int major = 0, sms = 0;
+  CHECK_CALL(cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device));
+  CHECK_CALL(cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device));
+  check(major >= 7 && sms > 0, "compute capability and SM count are plausible");
+  std::size_t total = 0;
+  CHECK_CALL(cuDeviceTotalMem(&total, device));
+  std::printf("driver_paths: %s, CUDA %d, cc %d.x, %d SMs, %zu MiB\n", name, version, major, sms, total >> 20);
+
+  procAddresses();
+  exportTables();
+
+  CUcontext context = nullptr, current = nullptr;
+  CHECK_CALL(cuDevicePrimaryCtxRetain(&context, device));
+  CHECK_CALL(cuCtxSetCurrent(context));
+  CHECK_CALL(cuCtxGetCurrent(&current));
+  check(current == context, "the primary context is current");
+
+  // Allocations and copies.
+  constexpr unsigned kN = 1 << 18;
+  std::vector<float> host(kN), back(kN);
+  for (unsigned i = 0; i < kN; ++i) host[i] = static_cast<float>(i) * 0.5f;
+  CUdeviceptr in = 0, out = 0;
+  CHECK_CALL(cuMemAlloc(&in, kN * sizeof(float)));
+  CHECK_CALL(cuMemAlloc(&out, kN * sizeof(float)));
+  CHECK_CALL(cuMemcpyHtoD(in, host.data(), kN * sizeof(float)));
+  CHECK_CALL(cuMemcpyDtoD(out, in, kN * sizeof(float)));
+  CHECK_CALL(cuMemcpyDtoH(back.data(), out, kN * sizeof(float)));
+  check(back == host, "host -> device -> device -> host round trip");
+  CHECK_CALL(cuMemsetD32(out, 0x3f800000u, 16));  // 1.0f
+  CHECK_CALL(cuMemcpy(reinterpret_cast<CUdeviceptr>(back.data()), out, 16 * sizeof(float)));
+  check(back[0] == 1.0f && back[15] == 1.0f && back[16] == host[16], "cuMemsetD32 and unified cuMemcpy");
+  std::size_t freeBytes = 0, totalBytes = 0;
+  CHECK_CALL(cuMemGetInfo(&freeBytes, &totalBytes));
+  check(freeBytes <= totalBytes && totalBytes > 0, "cuMemGetInfo");
+  unsigned memoryType = 0;
+  CHECK_CALL(cuPointerGetAttribute(&memoryType, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, in + 100));
+  check(memoryType == CU_MEMORYTYPE_DEVICE, "pointer attribute: device memory");
+
+  // Streams and events.
+  CUstream stream = nullptr;
+  CUevent start = nullptr, stop = nullptr;
+  CHECK_CALL(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  CHECK_CALL(cuEventCreate(&start, CU_EVENT_DEFAULT));
+  CHECK_CALL(cuEventCreate(&stop, CU_EVENT_DEFAULT));
+  CHECK_CALL(cuEventRecord(start, stream));
+  CHECK_CALL(cuMemcpyHtoDAsync(in, host.data(), kN * sizeof(float), stream));
+  CHECK_CALL(cuMemcpyDtoHAsync(back.data(), in, kN * sizeof(float), stream));
+  CHECK_CALL(cuEventRecord(stop, stream));
+  CHECK_CALL(cuStreamSynchronize(stream));
+  float ms = -1;
+  CHECK_CALL(cuEventElapsedTime(&ms, start, stop));
+  check(ms >= 0 && back == host, "asynchronous copies on a stream, timed by events");
+
+  // Modules and launches.
+  const auto image = readFile(argv[1]);
+  check(!image.empty(), "the kernels' fatbin is readable");
+  CUmodule module = nullptr;
+  CHECK_CALL(cuModuleLoadData(&module, image.data()));
+  CUfunction scaleAdd = nullptr;
+  CHECK_CALL(cuModuleGetFunction(&scaleAdd, module, "scale_add"));
+  std::size_t offset = 0, size = 0;
+  CHECK_CALL(cuFuncGetParamInfo(scaleAdd, 2, &offset, &size));
+  check(offset == 16 && size == 4, "scale_add's third parameter is 4 bytes at offset 16");
+  check(cuModuleGetFunction(&scaleAdd, module, "no_such_kernel") == CUDA_ERROR_NOT_FOUND, "an unknown kernel is NOT_FOUND");
+  CHECK_CALL(cuModuleGetFunction(&scaleAdd, module, "scale_add"));
+  float factor = 2.0f, bias = 1.0f;
+  unsigned n = kN;
+  void* params[] = {&out, &in, &factor, &bias, &n};
+  CHECK_CALL(cuLaunchKernel(scaleAdd, (kN + 255) / 256, 1, 1, 256, 1, 1, 0, stream, params, nullptr));
+  CHECK_CALL(cuStreamSynchronize(stream));
+  CHECK_CALL(cuMemcpyDtoH(back.data(), out, kN * sizeof(float)));
+  if (!standIn) {
+    bool right = true;
+    for (unsigned i = 0; i < kN; ++i) right = right && back[i] == host[i] * 2.0f + 1.0f;
+    check(right, "scale_add computed out = in * 2 + 1");
+  }
+  CUlibrary library = nullptr;
+  CUkernel fillIndex = nullptr;
+  CHECK_CALL(cuLibraryLoadData(&library, image.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));
+  CHECK_CALL(cuLibraryGetKernel(&fillIndex, library, "fill_index"));
+  void* fillParams[] = {&out, &n};
+  CHECK_CALL(cuLaunchKernel(reinterpret_cast<CUfunction>(fillIndex), (kN + 127) / 128, 1, 1, 128, 1, 1, 0, nullptr,
+                            fillParams, nullptr));
+  std::vector<unsigned> indices(kN);
+  CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
+  if (!standIn) check(indices[7] == 22 && indices[kN - 1] == (kN - 1) * 3 + 1, "fill_index through a library kernel");
+
+  // Bad input is refused, and the session goes on.
+  check(cuMemcpyHtoD(out + kN * sizeof(float), host.data(), 64) != CUDA_SUCCESS, "a copy past the allocation is refused");
+  check(cuMemFree(in + 4) != CUDA_SUCCESS, "freeing an interior address is refused");
+  check(cuLaunchKernel(reinterpret_cast<CUfunction>(0x1234560), 1, 1, 1, 1, 1, 1, 0, nullptr, params, nullptr) != CUDA_SUCCESS,
+        "a launch of a forged function is refused");
+  CHECK_CALL(cuCtxSynchronize());  // the forged launch's error surfaces here or above, not later
+  CHECK_CALL(cuMemcpyDtoH(back.data(), in, 64));
+
+  CHECK_CALL(cuModuleUnload(module));
+  CHECK_CALL(cuLibraryUnload(library));
+  CHECK_CALL(cuEventDestroy(start));
+  CHECK_CALL(cuEventDestroy(stop));
+  CHECK_CALL(cuStreamDestroy(stream));
+  CHECK_CALL(cuMemFree(in));
+  CHECK_CALL(cuMemFree(out));
+  CHECK_CALL(cuDevicePrimaryCtxRelease(device));
+  if (g_failures != 0) {
+    std::fprintf(stderr, "driver_paths: %d checks failed\n", g_failures);
+    return 1;
+  }
+  std::printf("driver_paths: all checks passed\n");
+  return 0;
+}
