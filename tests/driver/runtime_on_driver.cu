@@ -60,6 +60,9 @@ int main() {
   OK(cudaMalloc(&dy, n * sizeof(float)));
   cudaStream_t stream;
   OK(cudaStreamCreate(&stream));
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusActive;
+  OK(cudaStreamGetCaptureInfo(stream, &capture));  // PyTorch's allocator asks this on every allocation
+  CHECK(capture == cudaStreamCaptureStatusNone);
   cudaEvent_t start, stop;
   OK(cudaEventCreate(&start));
   OK(cudaEventCreate(&stop));

@@ -92,6 +92,7 @@ class DriverSession final : public SessionHandler {
       case Method::cuDevicePrimaryCtxReset_v2: return servePrimaryReset(c, in);
       case Method::cuCtxCreate_v4: return serveContextCreate(c, in);
       case Method::cuCtxDestroy_v2: return serveContextDestroy(c, in);
+      case Method::cuStreamGetCaptureInfo_v3: return serveCaptureInfo(c, in);
       case Method::cuMemcpyHtoD_v2: return serveCopyToDevice(c, in, false);
       case Method::cuMemcpyHtoDAsync_v2: return serveCopyToDevice(c, in, true);
       case Method::cuMemcpyDtoH_v2: return serveCopyToHost(c, in, false);

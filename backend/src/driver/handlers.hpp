@@ -1,5 +1,5 @@
 // The hand-written worker handlers of a driver session (api/cuda.toml: handler "custom" and
-// "worker"), one file per concern: serve_contexts.cpp (devices and contexts), serve_memory.cpp
+// "worker"), one file per concern: serve_contexts.cpp (devices, contexts, stream state), serve_memory.cpp
 // (copies and memory queries), serve_modules.cpp (images, modules, kernels, launches). The wire
 // format of each is written at the client's side (interpose/driver/).
 #pragma once
@@ -25,6 +25,7 @@ Outcome servePrimaryRelease(ServeContext& c, CallInput in);
 Outcome servePrimaryReset(ServeContext& c, CallInput in);
 Outcome serveContextCreate(ServeContext& c, CallInput in);
 Outcome serveContextDestroy(ServeContext& c, CallInput in);
+Outcome serveCaptureInfo(ServeContext& c, CallInput in);
 
 // serve_memory.cpp
 Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async);

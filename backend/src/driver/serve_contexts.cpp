@@ -1,4 +1,5 @@
-// Devices and contexts (interpose/driver/device.cpp and contexts.cpp are the other side).
+// Devices, contexts and stream state (interpose/driver/device.cpp, contexts.cpp and streams.cpp are
+// the other side).
 #include <cstring>
 
 #include "flyt/api/cu_device_snapshot.hpp"
@@ -119,6 +120,26 @@ Outcome serveContextDestroy(ServeContext& c, CallInput in) {
   }
   Outcome out;
   if ((out.error = c.driver().cuCtxDestroy_v2(real)) == CUDA_SUCCESS) c.handles().destroy(context);
+  return out;
+}
+
+// The capture state of a stream, without its dependency list.
+Outcome serveCaptureInfo(ServeContext& c, CallInput in) {
+  CUstream stream{};
+  if (!in.args.get(stream) || !in.args.exhausted()) return c.malformed("cuStreamGetCaptureInfo_v3: bad arguments");
+  CUstream real{};
+  if (auto refused = c.handles().use("cuStreamGetCaptureInfo_v3", "hStream", stream, {HandleKind::stream}, &real)) return *refused;
+  if (c.driver().cuStreamGetCaptureInfo_v3 == nullptr) return c.unsupported("cuStreamGetCaptureInfo_v3");
+  CUstreamCaptureStatus status{};
+  cuuint64_t id = 0;
+  CUgraph graph{};
+  Outcome out;
+  out.error = c.driver().cuStreamGetCaptureInfo_v3(real, &status, &id, &graph, nullptr, nullptr, nullptr);
+  if (out.error != CUDA_SUCCESS) return out;
+  api::ArgWriter writer(out.results);
+  writer.put(static_cast<std::int32_t>(status));
+  writer.put(static_cast<std::uint64_t>(id));
+  writer.put(reinterpret_cast<std::uint64_t>(c.handles().lookup(HandleKind::graph, graph)));
   return out;
 }
 

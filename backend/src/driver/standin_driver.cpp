@@ -675,6 +675,24 @@ CUresult ctxGetDevice(CUdevice* device) {
 CUresult ctxSynchronize() { return CUDA_SUCCESS; }
 CUresult ctxSynchronizeOf(CUcontext) { return CUDA_SUCCESS; }  // cuCtxSynchronize_v2 (CUDA 13)
 
+// Stream capture is never active on the stand-in (it has no graphs).
+CUresult streamIsCapturing(CUstream, CUstreamCaptureStatus* status) {
+  if (status == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *status = CU_STREAM_CAPTURE_STATUS_NONE;
+  return CUDA_SUCCESS;
+}
+CUresult streamCaptureInfo(CUstream, CUstreamCaptureStatus* status, cuuint64_t* id, CUgraph* graph,
+                           const CUgraphNode** dependencies, const CUgraphEdgeData** edgeData, std::size_t* count) {
+  if (status == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *status = CU_STREAM_CAPTURE_STATUS_NONE;
+  if (id != nullptr) *id = 0;
+  if (graph != nullptr) *graph = nullptr;
+  if (dependencies != nullptr) *dependencies = nullptr;
+  if (edgeData != nullptr) *edgeData = nullptr;
+  if (count != nullptr) *count = 0;
+  return CUDA_SUCCESS;
+}
+
 CUresult ctxGetApiVersion(CUcontext context, unsigned int* version) {
   if (version == nullptr) return CUDA_ERROR_INVALID_VALUE;
   return withContext(context, [&](Context&) {
@@ -1268,6 +1286,8 @@ api::cu::DriverTable makeTable() {
   t.cuCtxGetDevice = guarded<ctxGetDevice>;
   t.cuCtxSynchronize = guarded<ctxSynchronize>;
   t.cuCtxSynchronize_v2 = guarded<ctxSynchronizeOf>;
+  t.cuStreamIsCapturing = guarded<streamIsCapturing>;
+  t.cuStreamGetCaptureInfo_v3 = guarded<streamCaptureInfo>;
   t.cuCtxGetApiVersion = guarded<ctxGetApiVersion>;
   t.cuCtxGetId = guarded<ctxGetId>;
   t.cuCtxGetLimit = guarded<ctxGetLimit>;
