@@ -134,6 +134,38 @@ int main(int argc, char** argv) {
   CHECK_CALL(cuPointerGetAttribute(&memoryType, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, in + 100));
   check(memoryType == CU_MEMORYTYPE_DEVICE, "pointer attribute: device memory");
 
+  // 2D copies: a 64 x 100-float window of `host`, into a pitched allocation and back.
+  CUdeviceptr pitched = 0;
+  std::size_t pitch = 0;
+  CHECK_CALL(cuMemAllocPitch(&pitched, &pitch, 100 * sizeof(float), 64, 4));
+  check(pitch >= 100 * sizeof(float), "the pitch covers a row");
+  CUDA_MEMCPY2D up{};
+  up.srcMemoryType = CU_MEMORYTYPE_HOST;
+  up.srcHost = host.data();
+  up.srcPitch = 512 * sizeof(float);
+  up.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+  up.dstDevice = pitched;
+  up.dstPitch = pitch;
+  up.WidthInBytes = 100 * sizeof(float);
+  up.Height = 64;
+  CHECK_CALL(cuMemcpy2D(&up));
+  std::vector<float> window(100 * 64, -1.0f);
+  CUDA_MEMCPY2D down{};
+  down.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+  down.srcDevice = pitched;
+  down.srcPitch = pitch;
+  down.dstMemoryType = CU_MEMORYTYPE_HOST;
+  down.dstHost = window.data();
+  down.dstPitch = 100 * sizeof(float);
+  down.WidthInBytes = 100 * sizeof(float);
+  down.Height = 64;
+  CHECK_CALL(cuMemcpy2D(&down));
+  check(window[0] == host[0] && window[99] == host[99] && window[100] == host[512] && window[63 * 100 + 99] == host[63 * 512 + 99],
+        "cuMemcpy2D host -> pitched device -> host");
+  down.Height = 65;  // one row past the allocation
+  check(cuMemcpy2D(&down) != CUDA_SUCCESS, "a 2D copy past the allocation is refused");
+  CHECK_CALL(cuMemFree(pitched));
+
   // Streams and events.
   CUstream stream = nullptr;
   CUevent start = nullptr, stop = nullptr;

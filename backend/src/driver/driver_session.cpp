@@ -97,6 +97,8 @@ class DriverSession final : public SessionHandler {
       case Method::cuMemcpyHtoDAsync_v2: return serveCopyToDevice(c, in, true);
       case Method::cuMemcpyDtoH_v2: return serveCopyToHost(c, in, false);
       case Method::cuMemcpyDtoHAsync_v2: return serveCopyToHost(c, in, true);
+      case Method::cuMemcpy2D_v2: return serveCopy2D(c, in, false);
+      case Method::cuMemcpy2DAsync_v2: return serveCopy2D(c, in, true);
       case Method::cuMemGetInfo_v2: return serveMemGetInfo(c, in);
       case Method::cuMemAllocPitch_v2: return serveAllocPitch(c, in);
       case Method::flytUploadImage: return serveUploadImage(c, in);

@@ -30,6 +30,7 @@ Outcome serveCaptureInfo(ServeContext& c, CallInput in);
 // serve_memory.cpp
 Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async);
 Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async);
+Outcome serveCopy2D(ServeContext& c, CallInput in, bool async);
 Outcome serveMemGetInfo(ServeContext& c, CallInput in);
 Outcome serveAllocPitch(ServeContext& c, CallInput in);
 

@@ -63,6 +63,69 @@ Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async) {
   return out;
 }
 
+// 2D copies (interpose/driver/copies_2d.cpp): the host side is packed rows, inline; each device
+// side must lie inside the session's memory, from its first byte to its last row's end.
+Outcome serveCopy2D(ServeContext& c, CallInput in, bool async) {
+  const char* function = async ? "cuMemcpy2DAsync_v2" : "cuMemcpy2D_v2";
+  std::uint8_t direction = 0;
+  std::uint64_t dst = 0, dstPitch = 0, src = 0, srcPitch = 0, width = 0, height = 0;
+  CUstream stream{};
+  if (!in.args.get(direction) || !in.args.get(dst) || !in.args.get(dstPitch) || !in.args.get(src) ||
+      !in.args.get(srcPitch) || !in.args.get(width) || !in.args.get(height) || (async && !in.args.get(stream)) ||
+      !in.args.exhausted() || direction < 1 || direction > 3 || width == 0 || height == 0) {
+    return c.malformed(fmt::format("{}: bad arguments", function));
+  }
+  CUstream realStream{};
+  if (async) {
+    if (auto refused = c.handles().use(function, "hStream", stream, {HandleKind::stream}, &realStream)) return *refused;
+  }
+  const bool toDevice = direction != 2, fromDevice = direction != 1;
+  auto extent = [&](std::uint64_t pitch) { return api::satAdd(api::satMul(pitch, height - 1), width); };
+  if (toDevice && (height > 1 && dstPitch < width)) return c.malformed(fmt::format("{}: pitch below width", function));
+  if (fromDevice && (height > 1 && srcPitch < width)) return c.malformed(fmt::format("{}: pitch below width", function));
+  if (toDevice) {
+    if (auto refused = c.deviceRange(function, "dst", dst, extent(dstPitch))) return *refused;
+  }
+  if (fromDevice) {
+    if (auto refused = c.deviceRange(function, "src", src, extent(srcPitch))) return *refused;
+  }
+  const std::uint64_t packed = api::satMul(width, height);
+  CUDA_MEMCPY2D copy{};
+  copy.WidthInBytes = width;
+  copy.Height = height;
+  Outcome out;
+  if (toDevice) {
+    copy.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+    copy.dstDevice = dst;
+    copy.dstPitch = dstPitch;
+  } else {
+    if (packed > c.maxReplyPayload) return c.malformed(fmt::format("{}: {} bytes exceed one reply", function, packed));
+    out.payload.resize(packed);
+    copy.dstMemoryType = CU_MEMORYTYPE_HOST;
+    copy.dstHost = out.payload.data();
+    copy.dstPitch = width;
+  }
+  if (fromDevice) {
+    copy.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+    copy.srcDevice = src;
+    copy.srcPitch = srcPitch;
+  } else {
+    if (in.bulk.size() != packed) return c.malformed(fmt::format("{}: {} payload bytes for {} rows of {}", function, in.bulk.size(), height, width));
+    copy.srcMemoryType = CU_MEMORYTYPE_HOST;
+    copy.srcHost = in.bulk.data();
+    copy.srcPitch = width;
+  }
+  if (!async) {
+    out.error = c.driver().cuMemcpy2D_v2(&copy);
+  } else {
+    out.error = c.driver().cuMemcpy2DAsync_v2(&copy, realStream);
+    // Host bytes live only as long as this message (or this reply's buffer): wait for them.
+    if (out.error == CUDA_SUCCESS && direction != 3) out.error = c.driver().cuStreamSynchronize(realStream);
+  }
+  if (out.error != CUDA_SUCCESS) out.payload.clear();
+  return out;
+}
+
 // With a quota: total is the quota, free what is left of it (at most what the GPU has free).
 Outcome serveMemGetInfo(ServeContext& c, CallInput in) {
   if (!in.args.exhausted()) return c.malformed("cuMemGetInfo_v2: trailing arguments");

@@ -675,6 +675,27 @@ CUresult ctxGetDevice(CUdevice* device) {
 CUresult ctxSynchronize() { return CUDA_SUCCESS; }
 CUresult ctxSynchronizeOf(CUcontext) { return CUDA_SUCCESS; }  // cuCtxSynchronize_v2 (CUDA 13)
 
+// A 2D copy: device and host memory are both host memory here; arrays do not exist.
+CUresult memcpy2D(const CUDA_MEMCPY2D* p) {
+  if (p == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto base = [](CUmemorytype type, const void* host, CUdeviceptr device) -> std::uintptr_t {
+    if (type == CU_MEMORYTYPE_HOST) return reinterpret_cast<std::uintptr_t>(host);
+    if (type == CU_MEMORYTYPE_DEVICE || type == CU_MEMORYTYPE_UNIFIED) return static_cast<std::uintptr_t>(device);
+    return 0;
+  };
+  const std::uintptr_t src = base(p->srcMemoryType, p->srcHost, p->srcDevice);
+  const std::uintptr_t dst = base(p->dstMemoryType, p->dstHost, p->dstDevice);
+  if (src == 0 || dst == 0) return p->srcMemoryType == CU_MEMORYTYPE_ARRAY || p->dstMemoryType == CU_MEMORYTYPE_ARRAY
+                                         ? CUDA_ERROR_NOT_SUPPORTED
+                                         : CUDA_ERROR_INVALID_VALUE;
+  for (std::size_t row = 0; row < p->Height; ++row) {
+    std::memmove(reinterpret_cast<void*>(dst + (p->dstY + row) * p->dstPitch + p->dstXInBytes),
+                 reinterpret_cast<const void*>(src + (p->srcY + row) * p->srcPitch + p->srcXInBytes), p->WidthInBytes);
+  }
+  return CUDA_SUCCESS;
+}
+CUresult memcpy2DAsync(const CUDA_MEMCPY2D* p, CUstream) { return memcpy2D(p); }
+
 // Stream capture is never active on the stand-in (it has no graphs).
 CUresult streamIsCapturing(CUstream, CUstreamCaptureStatus* status) {
   if (status == nullptr) return CUDA_ERROR_INVALID_VALUE;
@@ -1287,6 +1308,8 @@ api::cu::DriverTable makeTable() {
   t.cuCtxSynchronize = guarded<ctxSynchronize>;
   t.cuCtxSynchronize_v2 = guarded<ctxSynchronizeOf>;
   t.cuStreamIsCapturing = guarded<streamIsCapturing>;
+  t.cuMemcpy2D_v2 = guarded<memcpy2D>;
+  t.cuMemcpy2DAsync_v2 = guarded<memcpy2DAsync>;
   t.cuStreamGetCaptureInfo_v3 = guarded<streamCaptureInfo>;
   t.cuCtxGetApiVersion = guarded<ctxGetApiVersion>;
   t.cuCtxGetId = guarded<ctxGetId>;
