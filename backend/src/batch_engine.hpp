@@ -1,8 +1,7 @@
 // The reply rule of a session (schema/session.capnp), for any API's calls: a batch that wants a
 // reply gets one Reply holding the results of every earlier call that failed since the last reply,
-// then the result of its last call, with the device output captured meanwhile. Used by the driver
-// session (driver/driver_session.cpp); the runtime's dispatcher has its own copy of this loop
-// until it moves here too.
+// then the result of its last call, with the device output captured meanwhile. Used by the
+// runtime's dispatcher (dispatcher.cpp) and the driver session (driver/driver_session.cpp).
 //
 // `Outcome` has: sequence, error (an integer CUDA error), status, detail, results, payloadBytes(),
 // failed().

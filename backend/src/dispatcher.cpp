@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "allocation_table.hpp"
+#include "batch_engine.hpp"
 #include "driver/driver_session.hpp"
 #include "output_capture.hpp"
 #include "flyt/backend/executor.hpp"
@@ -51,10 +52,6 @@ using transport::Result;
 
 spdlog::logger& log() { return flyt::logger("worker"); }
 
-// Device printf carried by one reply: with no inline payload, and beside one (which may fill most of
-// a shared-memory chunk).
-constexpr std::size_t kOutputPerReply = 512 << 10;
-constexpr std::size_t kOutputBesidePayload = 32 << 10;
 
 struct Outcome {
   std::uint64_t sequence = 0;
@@ -153,15 +150,6 @@ class PinnedBuffer {
   bool m_registered = false;
 };
 
-// More calls than any client batches (interpose/src/client.cpp sends at most 256), with room to spare.
-constexpr unsigned kMaxCallsPerBatch = 4096;
-
-// Failed calls of batches that want no reply wait for the next reply. A client that never asks for
-// one must not grow the worker without bound: the first kMaxHeldFailures - 1 are kept, then only the
-// latest (in the last place, so that cudaGetLastError still sees it) and a count of those dropped.
-// CUDA reports the first asynchronous error; the dropped ones are logged.
-constexpr std::size_t kMaxHeldFailures = 64;
-
 class CallDispatcher final : public SessionHandler {
  public:
   CallDispatcher(std::unique_ptr<Executor> executor, std::uint64_t sessionId,
@@ -252,84 +240,15 @@ class CallDispatcher final : public SessionHandler {
     });
   }
 
+  // The reply rule (batch_engine.hpp), with device printf captured meanwhile travelling with each
+  // reply, so that it precedes whatever the application prints after synchronising.
   Result<SessionState> handleBatch(wire::Batch::Reader batch, std::span<const std::byte> payload,
                                    transport::Channel& channel) {
-    auto calls = batch.getCalls();
-    // A list of empty Call structs costs Cap'n Proto one word each, so a message of a few dozen
-    // bytes can announce millions of calls, each executed and (when failed) answered with a result
-    // (found by fuzz/dispatch_fuzz.cpp). The client sends at most 256 (interpose/src/client.cpp).
-    if (calls.size() > kMaxCallsPerBatch) {
-      return transport::fail(transport::Errc::kMalformed,
-                             fmt::format("session {:016x}: a batch of {} calls (at most {})", m_sessionId,
-                                         calls.size(), kMaxCallsPerBatch));
-    }
-    Outcome last;
-    for (unsigned i = 0; i < calls.size(); ++i) {
-      Outcome outcome = execute(calls[i], payload);
-      outcome.sequence = calls[i].getSequence();
-      const bool answersNow = batch.getWantsReply() && i + 1 == calls.size();
-      if (answersNow) {
-        last = std::move(outcome);
-      } else if (outcome.failed()) {
-        holdFailure(std::move(outcome));
-      }
-    }
-    if (!batch.getWantsReply()) return SessionState::kOpen;
-    // Device printf lands in this process's stdout, which m_output captures: it travels with the
-    // reply, so it precedes whatever the application prints after synchronising.
-    // Bounded so that the reply still fits one shared-memory chunk next to an inline payload; the
-    // rest goes with the following replies.
-    const std::string output =
-        m_output ? m_output->drain(last.payloadBytes().empty() ? kOutputPerReply : kOutputBesidePayload) : std::string();
-    auto sent = channel.send(
-        [&](capnp::MessageBuilder& builder) {
-          auto reply = builder.initRoot<wire::Envelope>().initReply();
-          if (!output.empty()) {
-            reply.setOutput(kj::arrayPtr(reinterpret_cast<const capnp::byte*>(output.data()),
-                                         output.size()));
-          }
-          auto results = reply.initResults(static_cast<unsigned>(m_failures.size() + 1));
-          unsigned index = 0;
-          for (const auto* outcome : collect(last)) {
-            auto result = results[index++];
-            result.setSequence(outcome->sequence);
-            result.setCudaError(static_cast<std::int32_t>(outcome->error));
-            result.setStatus(outcome->status);
-            if (!outcome->detail.empty()) result.setDetail(outcome->detail);
-            if (!outcome->results.empty()) {
-              result.getResults().setAs<capnp::Data>(
-                  kj::arrayPtr(reinterpret_cast<const capnp::byte*>(outcome->results.data()),
-                               outcome->results.size()));
-            }
-          }
-        },
-        last.payloadBytes());
-    if (m_droppedFailures > 0) {
-      log().warn("session {:016x}: {} more asynchronous calls failed than one reply reports ({}); the first "
-                 "and the latest were reported",
-                 m_sessionId, m_droppedFailures, kMaxHeldFailures);
-    }
-    m_failures.clear();
-    m_droppedFailures = 0;
-    if (!sent) return std::unexpected(sent.error());
+    auto handled = m_engine.handle(
+        batch, channel, [&](wire::Call::Reader call) { return execute(call, payload); },
+        [&](std::size_t limit) { return m_output ? m_output->drain(limit) : std::string(); });
+    if (!handled) return std::unexpected(handled.error());
     return SessionState::kOpen;
-  }
-
-  void holdFailure(Outcome&& outcome) {
-    if (m_failures.size() < kMaxHeldFailures) {
-      m_failures.push_back(std::move(outcome));
-      return;
-    }
-    m_failures.back() = std::move(outcome);
-    ++m_droppedFailures;
-  }
-
-
-  std::vector<const Outcome*> collect(const Outcome& last) const {
-    std::vector<const Outcome*> all;
-    for (const auto& failure : m_failures) all.push_back(&failure);
-    all.push_back(&last);
-    return all;
   }
 
   Outcome execute(wire::Call::Reader call, std::span<const std::byte> payload) {
@@ -981,8 +900,7 @@ class CallDispatcher final : public SessionHandler {
   AllocationTable m_allocations;
   std::set<cudaStream_t> m_streams;
   std::set<cudaEvent_t> m_events;
-  std::vector<Outcome> m_failures;  // failed calls not yet reported (holdFailure)
-  std::uint64_t m_droppedFailures = 0;
+  BatchEngine<Outcome> m_engine{m_sessionId};
   std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
   std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
   bool m_sinkInstalled = false;
