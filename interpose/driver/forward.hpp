@@ -28,9 +28,16 @@ template <class T> struct Codec<api::In<T>> {
   static bool encode(api::ArgWriter& w, const T* p) { if (!p) return false; w.put(*p); return true; }
   static bool decode(api::ArgReader&, const T*) { return true; }
 };
+// An out-pointer may be null where the caller does not want that answer (the runtime passes a null
+// size to cuLibraryGetGlobal): the worker answers it anyway and it is dropped here.
 template <class T> struct Codec<api::Out<T>> {
-  static bool encode(api::ArgWriter&, T* p) { return p != nullptr; }
-  static bool decode(api::ArgReader& r, T* p) { return r.get(*p); }
+  static bool encode(api::ArgWriter&, T*) { return true; }
+  static bool decode(api::ArgReader& r, T* p) {
+    T value{};
+    if (!r.get(value)) return false;
+    if (p != nullptr) *p = value;
+    return true;
+  }
 };
 template <class T> struct Codec<api::InOut<T>> {
   static bool encode(api::ArgWriter& w, T* p) { if (!p) return false; w.put(*p); return true; }

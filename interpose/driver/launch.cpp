@@ -102,10 +102,39 @@ CUresult launchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kerne
   return launch(Method::cuLaunchKernelEx, f, g, {config->attrs, config->numAttrs}, kernelParams, extra);
 }
 
+// cuOccupancyMaxActiveClusters: the configuration as cuLaunchKernelEx sends it, without parameters.
+CUresult activeClusters(int* clusters, CUfunction f, const CUlaunchConfig* config) {
+  if (clusters == nullptr || config == nullptr || (config->numAttrs != 0 && config->attrs == nullptr)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  std::vector<std::byte> args;
+  api::ArgWriter writer(args);
+  writer.put(wireHandle(f));
+  for (unsigned v : {config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX, config->blockDimY,
+                     config->blockDimZ, config->sharedMemBytes}) {
+    writer.put(static_cast<std::uint32_t>(v));
+  }
+  writer.put(wireHandle(config->hStream));
+  writer.put(static_cast<std::uint32_t>(config->numAttrs));
+  for (unsigned i = 0; i < config->numAttrs; ++i) writer.put(config->attrs[i]);
+  auto outcome = DriverCall().call(Method::cuOccupancyMaxActiveClusters, args);
+  if (outcome.error != CUDA_SUCCESS) return outcome.error;
+  std::int32_t count = 0;
+  api::ArgReader reader(outcome.results);
+  if (!reader.get(count)) return CUDA_ERROR_UNKNOWN;
+  *clusters = count;
+  return CUDA_SUCCESS;
+}
+
 }  // namespace
 }  // namespace flyt::interpose::cu
 
 using namespace flyt::interpose::cu;
+
+FLYT_CU_EXPORT CUresult cuOccupancyMaxActiveClusters(int* numClusters, CUfunction func, const CUlaunchConfig* config) {
+  return activeClusters(numClusters, func, config);
+}
 namespace api = flyt::api;
 
 FLYT_CU_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY, unsigned int gridDimZ,

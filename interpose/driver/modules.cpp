@@ -269,6 +269,38 @@ FLYT_CU_EXPORT CUresult cuKernelGetFunction(CUfunction* pFunc, CUkernel kernel) 
   return CUDA_SUCCESS;
 }
 
+// A module's or library's variable: its range becomes one of the session's device ranges here too
+// (pointer queries, unified-address copies of cudaMemcpyToSymbol). Wire: {u64 owner, string name}
+// -> {u64 address, u64 bytes}.
+namespace flyt::interpose::cu {
+namespace {
+CUresult global(Method method, std::uint64_t owner, const char* name, CUdeviceptr* dptr, std::size_t* bytes) {
+  if (name == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  std::vector<std::byte> args;
+  api::ArgWriter writer(args);
+  writer.put(owner);
+  writer.putString(name);
+  auto outcome = DriverCall().call(method, args);
+  if (outcome.error != CUDA_SUCCESS) return outcome.error;
+  std::uint64_t address = 0, size = 0;
+  api::ArgReader reader(outcome.results);
+  if (!reader.get(address) || !reader.get(size)) return CUDA_ERROR_UNKNOWN;
+  DriverState::get().allocated(address, size);
+  if (dptr != nullptr) *dptr = address;
+  if (bytes != nullptr) *bytes = size;
+  return CUDA_SUCCESS;
+}
+}  // namespace
+}  // namespace flyt::interpose::cu
+
+FLYT_CU_EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr* dptr, size_t* bytes, CUmodule hmod, const char* name) {
+  return global(Method::cuModuleGetGlobal_v2, wireHandle(hmod), name, dptr, bytes);
+}
+FLYT_CU_EXPORT CUresult cuLibraryGetGlobal(CUdeviceptr* dptr, size_t* bytes, CUlibrary library, const char* name) {
+  return global(Method::cuLibraryGetGlobal, wireHandle(library), name, dptr, bytes);
+}
+
 FLYT_CU_EXPORT CUresult cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t* paramOffset, size_t* paramSize) {
   return paramInfo(wireHandle(func), paramIndex, paramOffset, paramSize);
 }

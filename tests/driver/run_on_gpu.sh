@@ -52,6 +52,10 @@ if python3 -c 'import torch' 2>/dev/null; then
   echo "native: $(grep 'train step' "$out/torch_native.log")"
   run torch_check "torch_check: all checks passed" python3 "$here/torch_check.py"
   grep 'train step' "$out/torch_check.log" | sed 's/^/flyt:   /'
+  if ! grep -q "all checks passed" "$out/torch_check.log"; then  # again, with cuBLAS's own log
+    CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG=stderr CUBLASLT_LOG_LEVEL=5 FLYT_LOG=debug \
+      timeout 300 "$flyt" run --api driver -- python3 "$here/torch_check.py" >"$out/torch_debug.log" 2>&1
+  fi
 fi
 echo "run_on_gpu: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

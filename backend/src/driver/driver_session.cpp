@@ -111,6 +111,7 @@ class DriverSession final : public SessionHandler {
       case Method::cuLibraryGetGlobal: return serveGetGlobal(c, in, true);
       case Method::cuLaunchKernel: return serveLaunch(c, in, false);
       case Method::cuLaunchKernelEx: return serveLaunch(c, in, true);
+      case Method::cuOccupancyMaxActiveClusters: return serveActiveClusters(c, in);
       default: {
         Outcome out;
         out.status = wire::TransportStatus::UNSUPPORTED;

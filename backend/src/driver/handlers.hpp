@@ -42,5 +42,6 @@ Outcome serveGetKernel(ServeContext& c, CallInput in);
 Outcome serveKernelFunction(ServeContext& c, CallInput in);
 Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library);
 Outcome serveLaunch(ServeContext& c, CallInput in, bool extended);
+Outcome serveActiveClusters(ServeContext& c, CallInput in);
 
 }  // namespace flyt::backend::cu

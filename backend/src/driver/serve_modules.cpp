@@ -26,6 +26,8 @@ void writeLayout(api::ArgWriter& writer, CUresult (*info)(void*, std::size_t, st
     std::size_t offset = 0, size = 0;
     const CUresult error = info(handle, i, &offset, &size);
     if (error == CUDA_ERROR_INVALID_VALUE) break;  // past the last parameter
+    // A kernel without parameters answers its first index with another error than past-the-end.
+    if (i == 0 && error != CUDA_SUCCESS && error != CUDA_ERROR_NOT_SUPPORTED) break;
     if (error != CUDA_SUCCESS || offset + size > kMaxParamBytes) {
       known = false;
       break;
@@ -177,23 +179,46 @@ Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library) {
   return out;
 }
 
-Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
-  const char* name = extended ? "cuLaunchKernelEx" : "cuLaunchKernel";
+namespace {
+
+// The launch configuration of cuLaunchKernelEx and cuOccupancyMaxActiveClusters, decoded and its
+// handles translated; `extended`: with attributes.
+struct LaunchConfig {
   CUfunction function{};
   std::uint32_t dims[6] = {};
   std::uint32_t sharedBytes = 0;
   CUstream stream{};
+  std::vector<CUlaunchAttribute> attributes;
+
+  [[nodiscard]] CUlaunchConfig driverConfig() {
+    CUlaunchConfig config{};
+    config.gridDimX = dims[0];
+    config.gridDimY = dims[1];
+    config.gridDimZ = dims[2];
+    config.blockDimX = dims[3];
+    config.blockDimY = dims[4];
+    config.blockDimZ = dims[5];
+    config.sharedMemBytes = sharedBytes;
+    config.hStream = stream;
+    config.attrs = attributes.data();
+    config.numAttrs = static_cast<unsigned>(attributes.size());
+    return config;
+  }
+};
+
+std::optional<Outcome> readConfig(ServeContext& c, CallInput in, const char* name, bool extended, LaunchConfig& config) {
+  CUfunction function{};
+  CUstream stream{};
   if (!in.args.get(function)) return c.malformed(fmt::format("{}: bad arguments", name));
-  for (auto& dim : dims) {
+  for (auto& dim : config.dims) {
     if (!in.args.get(dim)) return c.malformed(fmt::format("{}: bad arguments", name));
   }
-  if (!in.args.get(sharedBytes) || !in.args.get(stream)) return c.malformed(fmt::format("{}: bad arguments", name));
-  std::vector<CUlaunchAttribute> attributes;
+  if (!in.args.get(config.sharedBytes) || !in.args.get(stream)) return c.malformed(fmt::format("{}: bad arguments", name));
   if (extended) {
     std::uint32_t count = 0;
     if (!in.args.get(count) || count > 64) return c.malformed(fmt::format("{}: bad attribute count", name));
-    attributes.resize(count);
-    for (auto& attribute : attributes) {
+    config.attributes.resize(count);
+    for (auto& attribute : config.attributes) {
       if (!in.args.get(attribute)) return c.malformed(fmt::format("{}: short attributes", name));
       if (!allowedAttribute(attribute.id)) {
         Outcome out = c.unsupported(name);
@@ -202,39 +227,49 @@ Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
       }
     }
   }
+  if (auto refused = c.handles().use(name, "f", function, {HandleKind::function, HandleKind::kernel}, &config.function)) return refused;
+  if (config.function == nullptr) return c.malformed(fmt::format("{}: a null function", name));
+  return c.handles().use(name, "hStream", stream, {HandleKind::stream}, &config.stream);
+}
+
+}  // namespace
+
+Outcome serveActiveClusters(ServeContext& c, CallInput in) {
+  LaunchConfig config;
+  if (auto refused = readConfig(c, in, "cuOccupancyMaxActiveClusters", true, config)) return *refused;
+  if (!in.args.exhausted()) return c.malformed("cuOccupancyMaxActiveClusters: trailing arguments");
+  if (c.driver().cuOccupancyMaxActiveClusters == nullptr) return c.unsupported("cuOccupancyMaxActiveClusters");
+  CUlaunchConfig driverConfig = config.driverConfig();
+  int clusters = 0;
+  Outcome out;
+  out.error = c.driver().cuOccupancyMaxActiveClusters(&clusters, config.function, &driverConfig);
+  if (out.error == CUDA_SUCCESS) api::ArgWriter(out.results).put(static_cast<std::int32_t>(clusters));
+  return out;
+}
+
+Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
+  const char* name = extended ? "cuLaunchKernelEx" : "cuLaunchKernel";
+  LaunchConfig config;
+  if (auto refused = readConfig(c, in, name, extended, config)) return *refused;
   std::uint32_t blockBytes = 0;
   std::span<const std::byte> block;
   if (!in.args.get(blockBytes) || blockBytes > kMaxParamBytes || !in.args.getBytes(blockBytes, block) || !in.args.exhausted()) {
     return c.malformed(fmt::format("{}: bad parameter block", name));
   }
-  CUfunction realFunction{};
-  if (auto refused = c.handles().use(name, "f", function, {HandleKind::function, HandleKind::kernel}, &realFunction)) return *refused;
-  if (realFunction == nullptr) return c.malformed(fmt::format("{}: a null function", name));
-  CUstream realStream{};
-  if (auto refused = c.handles().use(name, "hStream", stream, {HandleKind::stream}, &realStream)) return *refused;
   // The driver copies the block before it returns.
   std::vector<std::byte> copy(block.begin(), block.end());
   std::size_t size = copy.size();
   void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, copy.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
   Outcome out;
   if (!extended) {
-    out.error = c.driver().cuLaunchKernel(realFunction, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], sharedBytes,
-                                          realStream, nullptr, extra);
+    const auto* d = config.dims;
+    out.error = c.driver().cuLaunchKernel(config.function, d[0], d[1], d[2], d[3], d[4], d[5], config.sharedBytes,
+                                          config.stream, nullptr, extra);
     return out;
   }
   if (c.driver().cuLaunchKernelEx == nullptr) return c.unsupported(name);
-  CUlaunchConfig config{};
-  config.gridDimX = dims[0];
-  config.gridDimY = dims[1];
-  config.gridDimZ = dims[2];
-  config.blockDimX = dims[3];
-  config.blockDimY = dims[4];
-  config.blockDimZ = dims[5];
-  config.sharedMemBytes = sharedBytes;
-  config.hStream = realStream;
-  config.attrs = attributes.data();
-  config.numAttrs = static_cast<unsigned>(attributes.size());
-  out.error = c.driver().cuLaunchKernelEx(&config, realFunction, nullptr, extra);
+  CUlaunchConfig driverConfig = config.driverConfig();
+  out.error = c.driver().cuLaunchKernelEx(&driverConfig, config.function, nullptr, extra);
   return out;
 }
 
