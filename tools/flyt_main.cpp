@@ -3,7 +3,7 @@
 //   flyt run [--server URL] [--executor K] [--api runtime|driver] -- PROGRAM ARGS...
 //       Runs PROGRAM with Flyt's libcudart.so.13 forced in (LD_PRELOAD, so an RPATH to NVIDIA's
 //       runtime cannot win) and FLYT_SERVER naming the node. With --api driver, Flyt's
-//       libcuda.so.1 (<prefix>/lib/driver) is forced in instead, and NVIDIA's own runtime and
+//       libcuda.so.1 and libnvidia-ml.so.1 (<prefix>/lib/driver) are forced in instead, and NVIDIA's own runtime and
 //       libraries run in PROGRAM on top of it. Without --server and FLYT_SERVER, a
 //       private flyt-node (shared memory only, unique name) is started for the run and stopped
 //       afterwards. Exits with PROGRAM's status, or 128 + the signal that killed it.
@@ -15,7 +15,7 @@
 //       Runs a node in the foreground (exec of flyt-node).
 //
 // Layout: flyt and flyt-node live in <prefix>/bin, libcudart.so.13 in <prefix>/lib, libcuda.so.1 in
-// <prefix>/lib/driver (the build tree has the same shape).
+// <prefix>/lib/driver with libnvidia-ml.so.1 (the build tree has the same shape).
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -258,8 +258,14 @@ int runProgram(const std::vector<std::string>& program, const fs::path& runtime,
     const char* preload = std::getenv("LD_PRELOAD");
     const char* path = std::getenv("LD_LIBRARY_PATH");
     const std::string libDir = runtime.parent_path().string();
-    const std::string newPreload =
-        runtime.string() + (preload && *preload ? fmt::format(":{}", preload) : std::string());
+    std::string ours = runtime.string();
+    // With the driver: Flyt's NVML too (from the same directory), so that a library opening
+    // NVIDIA's by path still finds Flyt's already loaded under the soname.
+    if (const auto nvml = runtime.parent_path() / "libnvidia-ml.so.1";
+        runtime.filename() == "libcuda.so.1" && fs::exists(nvml)) {
+      ours += ":" + nvml.string();
+    }
+    const std::string newPreload = ours + (preload && *preload ? fmt::format(":{}", preload) : std::string());
     const std::string newPath = libDir + (path && *path ? fmt::format(":{}", path) : std::string());
     ::setenv("LD_PRELOAD", newPreload.c_str(), 1);
     ::setenv("LD_LIBRARY_PATH", newPath.c_str(), 1);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string_view>
+#include <vector>
 
 #include "driver_client.hpp"
 #include "driver_internal.hpp"
@@ -31,6 +32,20 @@ int driverVersion() noexcept {
   if (DriverState::get().init() != CUDA_SUCCESS) return CUDA_VERSION;
   const auto* snapshot = DriverState::get().devices();
   return std::min(snapshot->driverVersion, CUDA_VERSION);
+}
+
+CUresult deviceStatus(int device, api::cu::DeviceStatus* status) noexcept {
+  if (status == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  CUresult error;
+  if (deviceOrError(device, error) == nullptr) return error;
+  std::vector<std::byte> args;
+  api::ArgWriter(args).put(static_cast<std::int32_t>(device));
+  DriverCall call;
+  auto outcome = call.call(Method::flytGetDeviceStatus, args);
+  if (outcome.error != CUDA_SUCCESS) return outcome.error;
+  api::ArgReader reader(outcome.results);
+  if (!reader.get(*status) || !reader.exhausted()) return CUDA_ERROR_UNKNOWN;
+  return CUDA_SUCCESS;
 }
 
 }  // namespace flyt::interpose::cu

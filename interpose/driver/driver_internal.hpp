@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "flyt/api/cu_device_status.hpp"
+
 namespace flyt::interpose::cu {
 
 // contexts.cpp: the id of `device`'s primary context, asking the worker the first time; neither
@@ -19,6 +21,10 @@ namespace flyt::interpose::cu {
 
 // device.cpp: what cuDriverGetVersion answers (the worker's driver, capped at this build's CUDA).
 [[nodiscard]] int driverVersion() noexcept;
+
+// device.cpp: memory, utilisation, temperature and power of `device` as the worker reads them now
+// (flytGetDeviceStatus); what Flyt's libnvidia-ml.so.1 asks through the identity export table.
+[[nodiscard]] CUresult deviceStatus(int device, api::cu::DeviceStatus* status) noexcept;
 
 // unsupported.cpp: logs "<name> is not supported by Flyt" once per name; CUDA_ERROR_NOT_SUPPORTED.
 int reportUnsupported(const char* name) noexcept;

@@ -25,6 +25,7 @@
 
 #include "driver_client.hpp"
 #include "driver_internal.hpp"
+#include "flyt/api/cu_identity.hpp"
 #include "flyt/transport/log.hpp"
 #include "md2.hpp"
 
@@ -48,9 +49,9 @@ constexpr Uuid kContextChecks = {0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0x61, 0x43,
 constexpr Uuid kIntegrityCheck = {0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b,
                                   0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2};
 
-// Flyt's own: answered so that a worker can tell this library from NVIDIA's driver and refuse to
-// serve a session through it (backend/src/driver/driver_loader.hpp names the same bytes).
-constexpr Uuid kFlytIdentity = {'F', 'l', 'y', 't', ' ', 'l', 'i', 'b', 'c', 'u', 'd', 'a', '.', 's', 'o', '1'};
+// Flyt's own (flyt/api/cu_identity.hpp): a worker tells this library from NVIDIA's driver by it,
+// and Flyt's libnvidia-ml.so.1 reaches the session through it.
+constexpr Uuid kFlytIdentity = std::to_array(flyt::api::cu::kFlytIdentityUuid);
 
 using Slot = const void*;
 
@@ -219,7 +220,7 @@ CUresult integrityCheck(unsigned version, std::uint64_t unixSeconds, std::uint64
   return CUDA_SUCCESS;
 }
 
-const Slot kFlytIdentityTable[1] = {reinterpret_cast<Slot>(sizeof(Slot))};
+const flyt::api::cu::FlytIdentityTable kFlytIdentityTable{sizeof(flyt::api::cu::FlytIdentityTable), &deviceStatus};
 
 // ---- lookup -------------------------------------------------------------------------------------
 
@@ -231,7 +232,7 @@ const Table kTables[] = {
     {&kCudartInterface, kCudartInterfaceTable}, {&kToolsCallbackHooks, kToolsCallbackHooksTable},
     {&kToolsTls, kToolsTlsTable},               {&kContextStorage, kContextStorageTable},
     {&kContextChecks, kContextChecksTable},     {&kIntegrityCheck, kIntegrityCheckTable},
-    {&kFlytIdentity, kFlytIdentityTable},
+    {&kFlytIdentity, &kFlytIdentityTable},
 };
 
 std::string uuidText(const CUuuid& id) {

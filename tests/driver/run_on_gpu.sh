@@ -4,7 +4,10 @@
 #   1. NVIDIA's driver exports against api/libcuda-exports.txt (OUT_DIR/exports.diff);
 #   2. driver_paths and runtime_on_driver (static and shared runtime) through `flyt run --api driver`;
 #   3. every GPU acceptance program (bin/gpu) through `flyt run --api driver`;
-#   4. tests/driver/torch_check.py natively and through Flyt (PyTorch, cuBLAS, cuDNN; train-step time).
+#   4. nvml_check (Flyt's libnvidia-ml.so.1, and the process's maps);
+#   5. tests/driver/torch_check.py natively (results saved) and through Flyt over shared memory and
+#      over TCP with the GPU hidden from the application (CUDA_VISIBLE_DEVICES=-1, as in a VM),
+#      each compared with the native results; the timing lines of each.
 # Prints a result line per run and "run_on_gpu: N passed, M failed". Logs go to OUT_DIR.
 set -u
 prefix=$1 out=$2
@@ -44,17 +47,50 @@ run runtime_static "runtime_on_driver: all checks passed" "$prefix/bin/driver/ru
 # NVIDIA's shared runtime: the host's, else one carried in PREFIX/nvidia.
 run runtime_shared "runtime_on_driver: all checks passed" env "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:$prefix/nvidia" \
   "$prefix/bin/driver/runtime_on_driver_shared"
+run nvml_check "nvml_check: all checks passed" "$prefix/bin/driver/nvml_check"
 for program in "$prefix"/bin/gpu/*; do
+  case $(basename "$program") in
+    memory_quota) continue ;;  # needs a node with a quota (tests/gpu/run_quotas.sh)
+  esac
   run "gpu_$(basename "$program")" "" "$program"
 done
+
+# A node with a TCP listener on loopback, for the runs "as in a VM".
+tcp_node() {
+  local ready=$out/node.ready
+  "$prefix/bin/flyt-node" --shm "flyt-gpu-$$" --tcp 127.0.0.1:0 --ready-fd 3 3>"$ready" >"$out/tcp_node.log" 2>&1 &
+  node=$!
+  for _ in $(seq 100); do grep -q tcp:// "$ready" 2>/dev/null && break; sleep 0.1; done
+  server=$(grep -o 'tcp://[^ ]*' "$ready" | head -1)
+}
+
 if python3 -c 'import torch' 2>/dev/null; then
-  python3 "$here/torch_check.py" >"$out/torch_native.log" 2>&1
-  echo "native: $(grep 'train step' "$out/torch_native.log")"
-  run torch_check "torch_check: all checks passed" python3 "$here/torch_check.py"
-  grep 'train step' "$out/torch_check.log" | sed 's/^/flyt:   /'
-  if ! grep -q "all checks passed" "$out/torch_check.log"; then  # again, with cuBLAS's own log
+  # Which private export-table entries NVIDIA's runtime and cuBLAS use natively (a probe: tools/).
+  if env=$("$here/tools/make_trace_driver.sh" "$out/trace" 2>"$out/trace_build.log"); then
+    env $env python3 -c 'import torch; a = torch.randn(64, 64, device="cuda"); print((a @ a).sum().item())' \
+      >"$out/trace_native.log" 2>&1
+    echo "export-table trace: $(grep -c 'slot' "$out/trace_native.log") entry calls (trace_native.log)"
+  fi
+  skip=${TORCH_SKIP:-}
+  timeout 500 python3 "$here/torch_check.py" --skip "$skip" --save "$out/torch_native.pt" >"$out/torch_native.log" 2>&1
+  echo "native run: rc=$?"
+  grep -E 'torch_check: (train|resnet50)' "$out/torch_native.log" | sed 's/^/native: /'
+  run torch_shm "torch_check: all checks passed" python3 "$here/torch_check.py" --skip "$skip" --compare "$out/torch_native.pt"
+  grep -E 'torch_check: (train|resnet50|stage .*FAILED)' "$out/torch_shm.log" | sed 's/^/flyt shm: /'
+  tcp_node
+  if [[ -n $server ]]; then
+    log=$out/torch_tcp.log
+    CUDA_VISIBLE_DEVICES=-1 timeout 500 "$flyt" run --api driver --server "$server" -- \
+      python3 "$here/torch_check.py" --skip "$skip" --compare "$out/torch_native.pt" >"$log" 2>&1
+    record torch_tcp $? "$log" "torch_check: all checks passed"
+    grep -E 'torch_check: (train|resnet50|stage .*FAILED)' "$log" | sed 's/^/flyt tcp: /'
+    kill -TERM "$node"; wait "$node" 2>/dev/null
+  else
+    echo "FAIL  torch_tcp (the TCP node did not start)"; fail=$((fail + 1))
+  fi
+  if ! grep -q "all checks passed" "$out/torch_shm.log"; then  # again, with cuBLAS's own log
     CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG=stderr CUBLASLT_LOG_LEVEL=5 FLYT_LOG=debug \
-      timeout 300 "$flyt" run --api driver -- python3 "$here/torch_check.py" >"$out/torch_debug.log" 2>&1
+      timeout 300 "$flyt" run --api driver -- python3 "$here/torch_check.py" --skip resnet50,compile >"$out/torch_debug.log" 2>&1
   fi
 fi
 echo "run_on_gpu: $pass passed, $fail failed"

@@ -6,7 +6,8 @@
 # Exits with PROGRAM's status, and fails if PROGRAM did not open a Flyt session (NVIDIA's own
 # libcudart.so.13 is on the default library path in CI: passing is not proof of going through Flyt).
 # FLYT_RUN_API=driver runs PROGRAM with `flyt run --api driver` (Flyt's libcuda.so.1 under NVIDIA's
-# runtime) and requires a driver-API session.
+# runtime) and requires a driver-API session. FLYT_RUN_EXPECT: a line PROGRAM must print (stdout or
+# stderr); without it the run fails even when PROGRAM exits 0.
 set -euo pipefail
 flyt=$1 transport=$2
 shift 2
@@ -17,6 +18,10 @@ api=${FLYT_RUN_API:-runtime}
 
 proved() {
   local status=$1
+  if [[ -n ${FLYT_RUN_EXPECT:-} ]] && ! grep -qF -- "$FLYT_RUN_EXPECT" "$log"; then
+    echo "run_through_flyt: the program did not print \"$FLYT_RUN_EXPECT\" (exit status $status)" >&2
+    exit 1
+  fi
   if ! grep -q "\[flyt.interpose\] \[info\] session [0-9a-f]* on $transport://.* ($api API)" "$log"; then
     echo "run_through_flyt: no Flyt $transport session of the $api API was opened by the program" >&2
     cat "$log" >&2
@@ -30,7 +35,7 @@ if [[ $transport == shm ]]; then
   executor=()
   # Without a GPU, the private node must be told to use the stand-in (flyt refuses otherwise).
   if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then executor=(--executor standin); fi
-  "$flyt" run --api "$api" "${executor[@]}" -- "$@" 2> >(tee "$log" >&2) || status=$?
+  "$flyt" run --api "$api" "${executor[@]}" -- "$@" > >(tee -a "$log") 2> >(tee -a "$log" >&2) || status=$?
   sleep 0.2  # let tee finish
   proved $status
 fi
@@ -48,6 +53,6 @@ done
 server=$(grep -o 'tcp://[^ ]*' "$ready" | head -1)
 [[ -n $server ]] || { echo "run_through_flyt: the node reported no TCP endpoint" >&2; exit 1; }
 status=0
-"$flyt" run --api "$api" --server "$server" -- "$@" 2> >(tee "$log" >&2) || status=$?
+"$flyt" run --api "$api" --server "$server" -- "$@" > >(tee -a "$log") 2> >(tee -a "$log" >&2) || status=$?
 sleep 0.2
 proved $status

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "flyt/api/cu_identity.hpp"
 #include "flyt/transport/log.hpp"
 
 namespace flyt::backend::cu {
@@ -26,7 +27,7 @@ transport::Result<const api::cu::DriverTable*> load() {
     return transport::fail(transport::Errc::kUnavailable, "libcuda.so.1 lacks cuInit or cuGetExportTable");
   }
   CUuuid identity;
-  std::memcpy(identity.bytes, kFlytDriverIdentity, sizeof identity.bytes);
+  std::memcpy(identity.bytes, api::cu::kFlytIdentityUuid, sizeof identity.bytes);
   const void* flyt = nullptr;
   if (table->cuGetExportTable(&flyt, &identity) == CUDA_SUCCESS && flyt != nullptr) {
     Dl_info info{};

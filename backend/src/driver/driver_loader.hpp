@@ -13,8 +13,4 @@ namespace flyt::backend::cu {
 // Loaded once per process; later calls return the same table.
 [[nodiscard]] transport::Result<const api::cu::DriverTable*> loadNvidiaDriver();
 
-// The UUID of the private export table by which Flyt's libcuda.so.1 tells itself apart from
-// NVIDIA's (interpose/driver/export_tables.cpp answers it; NVIDIA's driver does not know it).
-inline constexpr unsigned char kFlytDriverIdentity[16] = {'F', 'l', 'y', 't', ' ', 'l', 'i', 'b', 'c', 'u', 'd', 'a', '.', 's', 'o', '1'};
-
 }  // namespace flyt::backend::cu

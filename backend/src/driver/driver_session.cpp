@@ -26,9 +26,11 @@ spdlog::logger& log() { return flyt::logger("worker"); }
 class DriverSession final : public SessionHandler {
  public:
   DriverSession(const api::cu::DriverTable& driver, std::string description, std::uint64_t sessionId, int deviceCount,
-                std::unique_ptr<OutputCapture> output, std::shared_ptr<MemoryQuota> quota)
+                std::unique_ptr<OutputCapture> output, std::shared_ptr<MemoryQuota> quota, bool nvidiaDriver)
       : m_context(driver, sessionId, std::move(quota), deviceCount), m_description(std::move(description)),
-        m_sessionId(sessionId), m_engine(sessionId), m_output(std::move(output)) {}
+        m_sessionId(sessionId), m_engine(sessionId), m_output(std::move(output)) {
+    m_context.readsGpu = nvidiaDriver;
+  }
 
   transport::Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
     m_context.maxReplyPayload = channel.maxPayloadBytes();
@@ -86,6 +88,7 @@ class DriverSession final : public SessionHandler {
       FLYT_CU_SERVED(FLYT_SERVE)
 #undef FLYT_SERVE
       case Method::flytGetDevices: return serveGetDevices(c, in);
+      case Method::flytGetDeviceStatus: return serveDeviceStatus(c, in);
       case Method::flytSetContext: return serveSetContext(c, in);
       case Method::cuDevicePrimaryCtxRetain: return servePrimaryRetain(c, in);
       case Method::cuDevicePrimaryCtxRelease_v2: return servePrimaryRelease(c, in);
@@ -177,7 +180,8 @@ transport::Result<std::unique_ptr<SessionHandler>> makeDriverSessionHandler(cons
   auto quota = options.memoryQuota ? options.memoryQuota : std::make_shared<MemoryQuota>(options.limits.memoryBytes);
   return std::unique_ptr<SessionHandler>(std::make_unique<cu::DriverSession>(*driver, std::move(description),
                                                                              hello.sessionId, deviceCount,
-                                                                             std::move(output), std::move(quota)));
+                                                                             std::move(output), std::move(quota),
+                                                                             driver != &cu::standInDriver()));
 }
 
 }  // namespace flyt::backend

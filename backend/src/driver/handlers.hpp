@@ -19,6 +19,7 @@ struct CallInput {
 
 // serve_contexts.cpp
 Outcome serveGetDevices(ServeContext& c, CallInput in);
+Outcome serveDeviceStatus(ServeContext& c, CallInput in);
 Outcome serveSetContext(ServeContext& c, CallInput in);
 Outcome servePrimaryRetain(ServeContext& c, CallInput in);
 Outcome servePrimaryRelease(ServeContext& c, CallInput in);

@@ -165,6 +165,8 @@ class ServeContext {
   std::map<std::uint64_t, Image> images;
   // The primary contexts the session holds one real retain of, by device.
   std::map<CUdevice, CUcontext> retainedPrimaries;
+  // The session runs on NVIDIA's driver: the GPU's own readings (gpu_monitor.hpp) may be served.
+  bool readsGpu = false;
   // The most bytes one reply may carry inline (the channel's limit).
   std::size_t maxReplyPayload = 0;
 

@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include "flyt/api/cu_device_snapshot.hpp"
+#include "flyt/api/cu_device_status.hpp"
+#include "gpu_monitor.hpp"
 #include "handlers.hpp"
 
 namespace flyt::backend::cu {
@@ -46,6 +48,36 @@ Outcome serveGetDevices(ServeContext& c, CallInput in) {
   api::ArgWriter writer(out.results);
   writer.put(head);
   for (const auto& info : devices) writer.put(info);
+  return out;
+}
+
+// Memory as the session sees it, with NVML's readings of the GPU where the node has them. Without
+// NVML (the stand-in, a host without NVIDIA's NVML): the device's size (or the quota) and what the
+// session holds.
+Outcome serveDeviceStatus(ServeContext& c, CallInput in) {
+  CUdevice device = 0;
+  if (auto refused = readDevice(c, in, "flytGetDeviceStatus", device)) return *refused;
+  Outcome out;
+  char busId[32] = {};
+  std::optional<api::cu::DeviceStatus> reading;
+  if (c.readsGpu && c.driver().cuDeviceGetPCIBusId(busId, sizeof busId, device) == CUDA_SUCCESS) reading = readGpu(busId);
+  api::cu::DeviceStatus status;
+  if (reading) {
+    status = *reading;
+  } else {
+    std::size_t total = 0;
+    if ((out.error = c.driver().cuDeviceTotalMem_v2(&total, device)) != CUDA_SUCCESS) return out;
+    status.totalBytes = total;
+    status.usedBytes = std::min<std::uint64_t>(c.quota().used(), total);
+    status.freeBytes = total - status.usedBytes;
+  }
+  if (c.quota().limited()) {
+    status.totalBytes = std::min(status.totalBytes, c.quota().limit());
+    status.usedBytes = std::min(c.quota().used(), status.totalBytes);
+    status.freeBytes = std::min<std::uint64_t>(status.freeBytes, c.quota().remaining());
+  }
+  api::ArgWriter writer(out.results);
+  writer.put(status);
   return out;
 }
 
