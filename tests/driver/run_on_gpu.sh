@@ -4,7 +4,9 @@
 #   1. NVIDIA's driver exports against api/libcuda-exports.txt (OUT_DIR/exports.diff);
 #   2. driver_paths and runtime_on_driver (static and shared runtime) through `flyt run --api driver`;
 #   3. every GPU acceptance program (bin/gpu) through `flyt run --api driver`;
-#   4. nvml_check (Flyt's libnvidia-ml.so.1, and the process's maps);
+#   4. nvml_check (Flyt's libnvidia-ml.so.1, and the process's maps), and the library programs
+#      of bin/gpu-libraries (cuBLAS, cuFFT, cuRAND, cuSOLVER, cuSPARSE, Thrust/CUB, graphs,
+#      textures, memory pools, managed memory, NVRTC, separable compilation) natively and through Flyt;
 #   5. tests/driver/torch_check.py natively (results saved) and through Flyt over shared memory and
 #      over TCP with the GPU hidden from the application (CUDA_VISIBLE_DEVICES=-1, as in a VM),
 #      each compared with the native results; the timing lines of each.
@@ -48,6 +50,23 @@ run runtime_static "runtime_on_driver: all checks passed" "$prefix/bin/driver/ru
 run runtime_shared "runtime_on_driver: all checks passed" env "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}:$prefix/nvidia" \
   "$prefix/bin/driver/runtime_on_driver_shared"
 run nvml_check "nvml_check: all checks passed" "$prefix/bin/driver/nvml_check"
+
+# Library programs (bin/gpu-libraries: NVIDIA's runtime static, cuBLAS & co. shared), natively and
+# through Flyt, with NVIDIA's libraries from wherever this host has them (toolkit or pip wheels).
+libdirs=
+for lib in libcublas.so.13 libcublasLt.so.13 libcufft.so.12 libcurand.so.10 libcusolver.so.12 libcusparse.so.12 \
+  libnvrtc.so.13 libnvJitLink.so.13; do
+  found=$(find /usr/local/cuda* /usr/lib/x86_64-linux-gnu "$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)" \
+    -name "$lib" 2>/dev/null | head -1)
+  [[ -n $found ]] && libdirs=$libdirs:$(dirname "$found")
+done
+echo "NVIDIA's libraries from: ${libdirs#:}"
+for program in "$prefix"/bin/gpu-libraries/*; do
+  name=lib_$(basename "$program")
+  env LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}$libdirs" timeout 120 "$program" >"$out/$name.native.log" 2>&1
+  echo "native $name: rc=$?"
+  run "$name" "PASS" env LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}$libdirs" "$program"
+done
 for program in "$prefix"/bin/gpu/*; do
   case $(basename "$program") in
     memory_quota) continue ;;  # needs a node with a quota (tests/gpu/run_quotas.sh)

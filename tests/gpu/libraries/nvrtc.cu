@@ -1,0 +1,91 @@
+// A kernel compiled at run time: NVRTC makes PTX and a cubin of a source string, the driver API
+// loads each (cuModuleLoadDataEx: the PTX is JIT-compiled by the driver) and launches it.
+#include <cuda.h>
+#include <nvrtc.h>
+
+#include <string>
+#include <vector>
+
+#include "../gpu_check.cuh"
+
+#define CHECK_CU(call)                                                                        \
+  do {                                                                                        \
+    const CUresult r_ = (call);                                                               \
+    if (r_ != CUDA_SUCCESS) {                                                                 \
+      const char* name_ = nullptr;                                                            \
+      cuGetErrorName(r_, &name_);                                                             \
+      std::fprintf(stderr, "FAIL %s:%d: %s returned %s\n", __FILE__, __LINE__, #call, name_); \
+      std::exit(kExitFailed);                                                                 \
+    }                                                                                         \
+  } while (0)
+
+static const char* kSource = R"(
+extern "C" __global__ void saxpy(float a, const float* x, float* y, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a * x[i] + y[i];
+})";
+
+static std::vector<char> compile(bool cubin) {
+  nvrtcProgram program;
+  if (nvrtcCreateProgram(&program, kSource, "saxpy.cu", 0, nullptr, nullptr) != NVRTC_SUCCESS) std::exit(kExitFailed);
+  const char* options[] = {cubin ? "--gpu-architecture=sm_90" : "--gpu-architecture=compute_90"};
+  if (nvrtcCompileProgram(program, 1, options) != NVRTC_SUCCESS) {
+    size_t size = 0;
+    nvrtcGetProgramLogSize(program, &size);
+    std::string log(size, '\0');
+    nvrtcGetProgramLog(program, log.data());
+    std::fprintf(stderr, "FAIL nvrtc: %s\n", log.c_str());
+    std::exit(kExitFailed);
+  }
+  size_t size = 0;
+  std::vector<char> image;
+  if (cubin) {
+    nvrtcGetCUBINSize(program, &size);
+    image.resize(size);
+    nvrtcGetCUBIN(program, image.data());
+  } else {
+    nvrtcGetPTXSize(program, &size);
+    image.resize(size);
+    nvrtcGetPTX(program, image.data());
+  }
+  nvrtcDestroyProgram(&program);
+  return image;
+}
+
+int main() {
+  require_cuda_device();
+  constexpr int n = 1 << 16;
+  CHECK_CUDA(cudaFree(nullptr));  // the runtime's primary context, current on this thread
+  for (bool cubin : {false, true}) {
+    const std::vector<char> image = compile(cubin);
+    CUmodule module;
+    char log[4096] = {};
+    CUjit_option options[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+    void* values[] = {log, reinterpret_cast<void*>(sizeof log)};
+    CHECK_CU(cuModuleLoadDataEx(&module, image.data(), 2, options, values));
+    CUfunction saxpy;
+    CHECK_CU(cuModuleGetFunction(&saxpy, module, "saxpy"));
+    std::vector<float> x(n), y(n), got(n);
+    for (int i = 0; i < n; ++i) {
+      x[i] = static_cast<float>(i);
+      y[i] = 1.0f;
+    }
+    CUdeviceptr dx, dy;
+    CHECK_CU(cuMemAlloc(&dx, n * 4));
+    CHECK_CU(cuMemAlloc(&dy, n * 4));
+    CHECK_CU(cuMemcpyHtoD(dx, x.data(), n * 4));
+    CHECK_CU(cuMemcpyHtoD(dy, y.data(), n * 4));
+    float a = 3.0f;
+    int count = n;
+    void* args[] = {&a, &dx, &dy, &count};
+    CHECK_CU(cuLaunchKernel(saxpy, n / 256, 1, 1, 256, 1, 1, 0, nullptr, args, nullptr));
+    CHECK_CU(cuMemcpyDtoH(got.data(), dy, n * 4));
+    for (int i = 0; i < n; ++i) {
+      if (got[i] != 3.0f * i + 1.0f) return fail("nvrtc", "%s: y[%d] = %f", cubin ? "cubin" : "ptx", i, got[i]);
+    }
+    CHECK_CU(cuMemFree(dx));
+    CHECK_CU(cuMemFree(dy));
+    CHECK_CU(cuModuleUnload(module));
+  }
+  return pass("nvrtc");
+}
