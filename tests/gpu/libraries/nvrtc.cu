@@ -1,6 +1,9 @@
 // A kernel compiled at run time: NVRTC makes PTX and a cubin of a source string, the driver API
-// loads each (cuModuleLoadDataEx: the PTX is JIT-compiled by the driver) and launches it.
+// loads each (cuModuleLoadDataEx: the PTX is JIT-compiled by the driver) and launches it. The
+// driver's functions come from the runtime (cudaGetDriverEntryPointByVersion), as an application
+// that does not link libcuda gets them.
 #include <cuda.h>
+#include <cudaTypedefs.h>
 #include <nvrtc.h>
 
 #include <string>
@@ -12,9 +15,7 @@
   do {                                                                                        \
     const CUresult r_ = (call);                                                               \
     if (r_ != CUDA_SUCCESS) {                                                                 \
-      const char* name_ = nullptr;                                                            \
-      cuGetErrorName(r_, &name_);                                                             \
-      std::fprintf(stderr, "FAIL %s:%d: %s returned %s\n", __FILE__, __LINE__, #call, name_); \
+      std::fprintf(stderr, "FAIL %s:%d: %s returned %d\n", __FILE__, __LINE__, #call, (int)r_); \
       std::exit(kExitFailed);                                                                 \
     }                                                                                         \
   } while (0)
@@ -52,8 +53,25 @@ static std::vector<char> compile(bool cubin) {
   return image;
 }
 
+template <class Fn>
+static Fn driver(const char* name) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult status{};
+  CHECK_CUDA(cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &status));
+  if (fn == nullptr) std::exit(kExitFailed);
+  return reinterpret_cast<Fn>(fn);
+}
+
 int main() {
   require_cuda_device();
+  auto cuModuleLoadDataEx = driver<PFN_cuModuleLoadDataEx_v2010>("cuModuleLoadDataEx");
+  auto cuModuleGetFunction = driver<PFN_cuModuleGetFunction_v2000>("cuModuleGetFunction");
+  auto cuModuleUnload = driver<PFN_cuModuleUnload_v2000>("cuModuleUnload");
+  auto cuMemAlloc = driver<PFN_cuMemAlloc_v3020>("cuMemAlloc");
+  auto cuMemFree = driver<PFN_cuMemFree_v3020>("cuMemFree");
+  auto cuMemcpyHtoD = driver<PFN_cuMemcpyHtoD_v3020>("cuMemcpyHtoD");
+  auto cuMemcpyDtoH = driver<PFN_cuMemcpyDtoH_v3020>("cuMemcpyDtoH");
+  auto cuLaunchKernel = driver<PFN_cuLaunchKernel_v4000>("cuLaunchKernel");
   constexpr int n = 1 << 16;
   CHECK_CUDA(cudaFree(nullptr));  // the runtime's primary context, current on this thread
   for (bool cubin : {false, true}) {
