@@ -37,6 +37,39 @@ class AllocationTable {
     return offset <= it->second && bytes <= it->second - offset;
   }
 
+  // True when [pointer, pointer + bytes) lies inside allocations that follow each other without a
+  // gap (mappings of one reservation, which a tensor may span). Overflow-safe.
+  [[nodiscard]] bool containsContiguous(const void* pointer, std::size_t bytes) const {
+    std::uintptr_t start = address(pointer);
+    auto it = m_ranges.upper_bound(start);
+    if (it == m_ranges.begin()) return false;
+    --it;
+    while (true) {
+      const std::uintptr_t offset = start - it->first;
+      if (offset > it->second) return false;
+      const std::size_t here = it->second - offset;
+      if (bytes <= here) return true;
+      bytes -= here;
+      start = it->first + it->second;
+      ++it;
+      if (it == m_ranges.end() || it->first != start) return false;
+    }
+  }
+  // True when [pointer, pointer + bytes) shares a byte with an allocation.
+  [[nodiscard]] bool overlaps(const void* pointer, std::size_t bytes) const {
+    const std::uintptr_t start = address(pointer);
+    auto it = m_ranges.lower_bound(start);
+    if (it != m_ranges.end() && bytes > 0 && it->first - start < bytes) return true;
+    if (it == m_ranges.begin()) return false;
+    --it;
+    return start - it->first < it->second;
+  }
+  // The size of the allocation starting at `base`; 0 when there is none.
+  [[nodiscard]] std::size_t sizeAt(const void* base) const {
+    auto it = m_ranges.find(address(base));
+    return it == m_ranges.end() ? 0 : it->second;
+  }
+
   [[nodiscard]] std::size_t count() const { return m_ranges.size(); }
   [[nodiscard]] std::vector<void*> bases() const {
     std::vector<void*> out;

@@ -78,6 +78,56 @@ std::vector<char> readFile(const char* path) {
 
 }  // namespace
 
+// Virtual memory as PyTorch's expandable segments use it: one reservation, two physical chunks
+// mapped side by side, a copy spanning both, the quota view of it, and what is refused.
+void virtualMemory(CUdevice device) {
+  CUmemAllocationProp prop{};
+  prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+  prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  prop.location.id = device;
+  std::size_t granularity = 0;
+  CHECK_CALL(cuMemGetAllocationGranularity(&granularity, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+  check(granularity > 0 && (granularity & (granularity - 1)) == 0, "the granularity is a power of two");
+  if (granularity == 0) return;
+  CUdeviceptr base = 0;
+  CHECK_CALL(cuMemAddressReserve(&base, 4 * granularity, 0, 0, 0));
+  CUmemGenericAllocationHandle first = 0, second = 0;
+  CHECK_CALL(cuMemCreate(&first, granularity, &prop, 0));
+  CHECK_CALL(cuMemCreate(&second, granularity, &prop, 0));
+  std::vector<unsigned char> bytes(2 * granularity), back(2 * granularity);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<unsigned char>(i * 7 + i / 4096);
+  check(cuMemcpyHtoD(base, bytes.data(), 64) != CUDA_SUCCESS, "a copy into reserved but unmapped space is refused");
+  CHECK_CALL(cuMemMap(base, granularity, 0, first, 0));
+  CHECK_CALL(cuMemMap(base + granularity, granularity, 0, second, 0));
+  check(cuMemMap(base, granularity, 0, second, 0) != CUDA_SUCCESS, "mapping over a mapping is refused");
+  CUmemAccessDesc access{};
+  access.location = prop.location;
+  access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  CHECK_CALL(cuMemSetAccess(base, 2 * granularity, &access, 1));
+  unsigned long long flags = 0;
+  CHECK_CALL(cuMemGetAccess(&flags, &prop.location, base + granularity + 5));
+  check(flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE, "cuMemGetAccess reads the access set");
+  CHECK_CALL(cuMemcpyHtoD(base, bytes.data(), bytes.size()));  // spans both mappings
+  CHECK_CALL(cuMemcpyDtoH(back.data(), base, back.size()));
+  check(back == bytes, "a copy across two mappings of one reservation round-trips");
+  CUmemAllocationProp got{};
+  CHECK_CALL(cuMemGetAllocationPropertiesFromHandle(&got, second));
+  check(got.location.id == device && got.type == CU_MEM_ALLOCATION_TYPE_PINNED, "allocation properties");
+  check(cuMemcpyHtoD(base + granularity, bytes.data(), 2 * granularity) != CUDA_SUCCESS,
+        "a copy past the last mapping is refused");
+  check(cuMemRelease(first) != CUDA_SUCCESS, "releasing mapped memory is refused");
+  check(cuMemUnmap(base, 2 * granularity) != CUDA_SUCCESS, "unmapping two mappings at once is refused");
+  check(cuMemAddressFree(base, 4 * granularity) != CUDA_SUCCESS, "freeing a reservation still mapped is refused");
+  CHECK_CALL(cuMemUnmap(base, granularity));
+  CHECK_CALL(cuMemUnmap(base + granularity, granularity));
+  check(cuMemcpyHtoD(base, bytes.data(), 64) != CUDA_SUCCESS, "a copy into unmapped space is refused");
+  CHECK_CALL(cuMemRelease(first));
+  CHECK_CALL(cuMemRelease(second));
+  check(cuMemRelease(second) != CUDA_SUCCESS, "releasing twice is refused");
+  check(cuMemAddressFree(base, granularity) != CUDA_SUCCESS, "freeing part of a reservation is refused");
+  CHECK_CALL(cuMemAddressFree(base, 4 * granularity));
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: driver_paths KERNELS.fatbin\n");
@@ -214,6 +264,8 @@ int main(int argc, char** argv) {
   std::vector<unsigned> indices(kN);
   CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
   if (!standIn) check(indices[7] == 22 && indices[kN - 1] == (kN - 1) * 3 + 1, "fill_index through a library kernel");
+
+  virtualMemory(device);
 
   // Bad input is refused, and the session goes on.
   check(cuMemcpyHtoD(out + kN * sizeof(float), host.data(), 64) != CUDA_SUCCESS, "a copy past the allocation is refused");

@@ -115,6 +115,14 @@ class DriverSession final : public SessionHandler {
       case Method::cuLaunchKernel: return serveLaunch(c, in, false);
       case Method::cuLaunchKernelEx: return serveLaunch(c, in, true);
       case Method::cuOccupancyMaxActiveClusters: return serveActiveClusters(c, in);
+      case Method::cuMemAddressReserve: return serveAddressReserve(c, in);
+      case Method::cuMemAddressFree: return serveAddressFree(c, in);
+      case Method::cuMemCreate: return serveMemCreate(c, in);
+      case Method::cuMemRelease: return serveMemRelease(c, in);
+      case Method::cuMemMap: return serveMemMap(c, in);
+      case Method::cuMemUnmap: return serveMemUnmap(c, in);
+      case Method::cuMemSetAccess: return serveSetAccess(c, in);
+      case Method::cuMemGetAllocationPropertiesFromHandle: return serveAllocationProperties(c, in);
       default: {
         Outcome out;
         out.status = wire::TransportStatus::UNSUPPORTED;

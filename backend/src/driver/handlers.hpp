@@ -1,6 +1,7 @@
 // The hand-written worker handlers of a driver session (api/cuda.toml: handler "custom" and
 // "worker"), one file per concern: serve_contexts.cpp (devices, contexts, stream state), serve_memory.cpp
-// (copies and memory queries), serve_modules.cpp (images, modules, kernels, launches). The wire
+// (copies and memory queries), serve_modules.cpp (images, modules, kernels, launches),
+// serve_virtual_memory.cpp (reservations, physical allocations, mappings). The wire
 // format of each is written at the client's side (interpose/driver/).
 #pragma once
 
@@ -44,5 +45,15 @@ Outcome serveKernelFunction(ServeContext& c, CallInput in);
 Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library);
 Outcome serveLaunch(ServeContext& c, CallInput in, bool extended);
 Outcome serveActiveClusters(ServeContext& c, CallInput in);
+
+// serve_virtual_memory.cpp
+Outcome serveAddressReserve(ServeContext& c, CallInput in);
+Outcome serveAddressFree(ServeContext& c, CallInput in);
+Outcome serveMemCreate(ServeContext& c, CallInput in);
+Outcome serveMemRelease(ServeContext& c, CallInput in);
+Outcome serveMemMap(ServeContext& c, CallInput in);
+Outcome serveMemUnmap(ServeContext& c, CallInput in);
+Outcome serveSetAccess(ServeContext& c, CallInput in);
+Outcome serveAllocationProperties(ServeContext& c, CallInput in);
 
 }  // namespace flyt::backend::cu

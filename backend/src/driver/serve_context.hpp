@@ -155,6 +155,24 @@ class ServeContext {
   void addGlobal(CUdeviceptr base, std::uint64_t bytes) {
     m_globals.add(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
   }
+  // A range of a reservation mapped to physical memory (cuMemMap): the session may name it (the
+  // physical memory is what is charged). Returns false when it overlaps a mapping.
+  bool addMapping(CUdeviceptr base, std::uint64_t bytes) {
+    const auto* p = reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base));
+    if (m_mappings.overlaps(p, bytes)) return false;
+    m_mappings.add(p, bytes);
+    return true;
+  }
+  // The size of the mapping starting at `base`, which is forgotten; 0 when there is none.
+  std::uint64_t removeMapping(CUdeviceptr base) {
+    return m_mappings.take(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)));
+  }
+  [[nodiscard]] std::uint64_t mappingSize(CUdeviceptr base) const {
+    return m_mappings.sizeAt(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)));
+  }
+  [[nodiscard]] bool anyMappingIn(CUdeviceptr base, std::uint64_t bytes) const {
+    return m_mappings.overlaps(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
+  }
 
   // ---- state of the hand-written handlers ----
   // Images being uploaded or uploaded (flytUploadImage), by hash.
@@ -167,6 +185,16 @@ class ServeContext {
   std::map<CUdevice, CUcontext> retainedPrimaries;
   // The session runs on NVIDIA's driver: the GPU's own readings (gpu_monitor.hpp) may be served.
   bool readsGpu = false;
+  // Virtual memory (serve_virtual_memory.cpp): reservations (base -> size), physical allocations
+  // by handle id, and which handle each mapping's base maps.
+  AllocationTable reservations;
+  struct Physical {
+    CUmemGenericAllocationHandle real = 0;
+    std::uint64_t bytes = 0;
+    unsigned mappings = 0;
+  };
+  std::map<std::uint64_t, Physical> physical;
+  std::map<CUdeviceptr, std::uint64_t> mappingHandle;
   // The most bytes one reply may carry inline (the channel's limit).
   std::size_t maxReplyPayload = 0;
 
@@ -178,6 +206,7 @@ class ServeContext {
   int m_deviceCount;
   AllocationTable m_allocations;
   AllocationTable m_globals;
+  AllocationTable m_mappings;
 };
 
 }  // namespace flyt::backend::cu

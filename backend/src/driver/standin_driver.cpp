@@ -9,7 +9,8 @@
 // What it does not do: kernels are never executed (launches are checked and logged at debug
 // level); module variables are zeroed host memory of the size their cubin's symbol table gives; PTX
 // is not compiled, so a PTX module has no kernels it knows of. Streams, events and modules are not
-// tied to a context; allocations are, and go when their context is destroyed or reset.
+// tied to a context; allocations are, and go when their context is destroyed or reset. Virtual
+// memory (reservations, physical allocations, mappings) is process-wide, as the driver's is.
 #include "driver/standin_driver.hpp"
 
 #include <algorithm>
@@ -19,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <expected>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -501,6 +504,172 @@ CUresult memHostUnregister(void*) { return CUDA_SUCCESS; }
 CUresult memHostGetDevicePointer(CUdeviceptr* address, void* host, unsigned int flags) {
   if (address == nullptr || host == nullptr || flags != 0) return CUDA_ERROR_INVALID_VALUE;
   *address = reinterpret_cast<CUdeviceptr>(host);
+  return CUDA_SUCCESS;
+}
+
+// ---- virtual memory ------------------------------------------------------------------------------
+// A reservation is inaccessible address space (mmap PROT_NONE); a physical allocation is a memfd of
+// its size, so that every mapping of it shows the same bytes; cuMemMap maps the file over the
+// reservation (MAP_FIXED), cuMemUnmap puts inaccessible space back. Access flags are recorded, not
+// enforced: the worker checks ranges before any copy reaches here.
+
+constexpr std::size_t kGranularity = 2u << 20;  // what the H100's driver answers
+
+struct Physical {
+  int fd = -1;
+  std::size_t bytes = 0;
+  CUmemAllocationProp prop{};
+};
+
+struct VirtualMemory {
+  std::mutex mutex;
+  std::map<CUdeviceptr, std::size_t> reservations;
+  std::map<unsigned long long, Physical> physical;  // by handle (1, 2, ...)
+  std::map<CUdeviceptr, std::pair<std::size_t, unsigned long long>> mappings;  // size, access flags
+  unsigned long long nextHandle = 1;
+};
+
+VirtualMemory& virtualMemory() {
+  static VirtualMemory* const instance = new VirtualMemory;  // never destroyed, as state()
+  return *instance;
+}
+
+CUresult memGetAllocationGranularity(std::size_t* granularity, const CUmemAllocationProp* prop,
+                                     CUmemAllocationGranularity_flags) {
+  if (granularity == nullptr || prop == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *granularity = kGranularity;
+  return CUDA_SUCCESS;
+}
+
+CUresult memAddressReserve(CUdeviceptr* ptr, std::size_t size, std::size_t alignment, CUdeviceptr, unsigned long long) {
+  if (ptr == nullptr || size == 0 || size % kGranularity != 0 || (alignment != 0 && alignment % kGranularity != 0)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  const std::size_t align = std::max(alignment, kGranularity);
+  void* space = ::mmap(nullptr, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (space == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  const auto start = reinterpret_cast<std::uintptr_t>(space);
+  const std::uintptr_t base = roundUp(start, align);
+  if (base > start) ::munmap(space, base - start);
+  if (const std::uintptr_t tail = start + size + align - (base + size); tail > 0) {
+    ::munmap(reinterpret_cast<void*>(base + size), tail);
+  }
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  v.reservations[base] = size;
+  *ptr = base;
+  return CUDA_SUCCESS;
+}
+
+CUresult memAddressFree(CUdeviceptr ptr, std::size_t size) {
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  auto it = v.reservations.find(ptr);
+  if (it == v.reservations.end() || it->second != size) return CUDA_ERROR_INVALID_VALUE;
+  ::munmap(reinterpret_cast<void*>(ptr), size);
+  v.reservations.erase(it);
+  return CUDA_SUCCESS;
+}
+
+CUresult memCreate(CUmemGenericAllocationHandle* handle, std::size_t size, const CUmemAllocationProp* prop,
+                   unsigned long long flags) {
+  if (handle == nullptr || prop == nullptr || size == 0 || size % kGranularity != 0 || flags != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  auto& s = state();
+  {
+    std::scoped_lock lock(s.mutex);
+    if (size > kTotalMemory - s.allocated) return CUDA_ERROR_OUT_OF_MEMORY;
+    s.allocated += size;
+  }
+  const int fd = ::memfd_create("flyt-standin-physical", MFD_CLOEXEC);
+  if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    if (fd >= 0) ::close(fd);
+    std::scoped_lock lock(s.mutex);
+    s.allocated -= size;
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  const auto id = v.nextHandle++;
+  v.physical[id] = Physical{fd, size, *prop};
+  *handle = id;
+  return CUDA_SUCCESS;
+}
+
+// The file stays open while a mapping uses it (munmap, not close, ends a mapping).
+CUresult memRelease(CUmemGenericAllocationHandle handle) {
+  auto& v = virtualMemory();
+  std::size_t bytes = 0;
+  {
+    std::scoped_lock lock(v.mutex);
+    auto it = v.physical.find(handle);
+    if (it == v.physical.end()) return CUDA_ERROR_INVALID_VALUE;
+    ::close(it->second.fd);
+    bytes = it->second.bytes;
+    v.physical.erase(it);
+  }
+  auto& s = state();
+  std::scoped_lock lock(s.mutex);
+  s.allocated -= std::min(bytes, s.allocated);
+  return CUDA_SUCCESS;
+}
+
+CUresult memMap(CUdeviceptr ptr, std::size_t size, std::size_t offset, CUmemGenericAllocationHandle handle,
+                unsigned long long flags) {
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  auto physical = v.physical.find(handle);
+  if (physical == v.physical.end() || flags != 0 || size == 0 || size % kGranularity != 0 ||
+      offset % kGranularity != 0 || offset > physical->second.bytes || size > physical->second.bytes - offset) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  void* mapped = ::mmap(reinterpret_cast<void*>(ptr), size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                        physical->second.fd, static_cast<off_t>(offset));
+  if (mapped == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  v.mappings[ptr] = {size, 0};
+  return CUDA_SUCCESS;
+}
+
+CUresult memUnmap(CUdeviceptr ptr, std::size_t size) {
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  auto it = v.mappings.find(ptr);
+  if (it == v.mappings.end() || it->second.first != size) return CUDA_ERROR_INVALID_VALUE;
+  ::mmap(reinterpret_cast<void*>(ptr), size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  v.mappings.erase(it);
+  return CUDA_SUCCESS;
+}
+
+CUresult memSetAccess(CUdeviceptr ptr, std::size_t size, const CUmemAccessDesc* desc, std::size_t count) {
+  if (desc == nullptr || count == 0) return CUDA_ERROR_INVALID_VALUE;
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  for (auto it = v.mappings.lower_bound(ptr); it != v.mappings.end() && it->first < ptr + size; ++it) {
+    it->second.second = desc[count - 1].flags;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult memGetAccess(unsigned long long* flags, const CUmemLocation* location, CUdeviceptr ptr) {
+  if (flags == nullptr || location == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  auto after = v.mappings.upper_bound(ptr);
+  if (after == v.mappings.begin()) return CUDA_ERROR_INVALID_VALUE;
+  const auto& [base, mapping] = *std::prev(after);
+  if (ptr - base >= mapping.first) return CUDA_ERROR_INVALID_VALUE;
+  *flags = mapping.second;
+  return CUDA_SUCCESS;
+}
+
+CUresult memGetAllocationProperties(CUmemAllocationProp* prop, CUmemGenericAllocationHandle handle) {
+  if (prop == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  auto it = v.physical.find(handle);
+  if (it == v.physical.end()) return CUDA_ERROR_INVALID_VALUE;
+  *prop = it->second.prop;
   return CUDA_SUCCESS;
 }
 
@@ -1277,6 +1446,16 @@ api::cu::DriverTable makeTable() {
   t.cuMemHostRegister_v2 = guarded<memHostRegister>;
   t.cuMemHostUnregister = guarded<memHostUnregister>;
   t.cuMemHostGetDevicePointer_v2 = guarded<memHostGetDevicePointer>;
+  t.cuMemGetAllocationGranularity = guarded<memGetAllocationGranularity>;
+  t.cuMemAddressReserve = guarded<memAddressReserve>;
+  t.cuMemAddressFree = guarded<memAddressFree>;
+  t.cuMemCreate = guarded<memCreate>;
+  t.cuMemRelease = guarded<memRelease>;
+  t.cuMemMap = guarded<memMap>;
+  t.cuMemUnmap = guarded<memUnmap>;
+  t.cuMemSetAccess = guarded<memSetAccess>;
+  t.cuMemGetAccess = guarded<memGetAccess>;
+  t.cuMemGetAllocationPropertiesFromHandle = guarded<memGetAllocationProperties>;
 
   t.cuMemcpyHtoD_v2 = guarded<memcpyHtoD>;
   t.cuMemcpyDtoH_v2 = guarded<memcpyDtoH>;
