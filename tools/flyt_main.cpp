@@ -259,11 +259,12 @@ int runProgram(const std::vector<std::string>& program, const fs::path& runtime,
     const char* path = std::getenv("LD_LIBRARY_PATH");
     const std::string libDir = runtime.parent_path().string();
     std::string ours = runtime.string();
-    // With the driver: Flyt's NVML too (from the same directory), so that a library opening
-    // NVIDIA's by path still finds Flyt's already loaded under the soname.
-    if (const auto nvml = runtime.parent_path() / "libnvidia-ml.so.1";
-        runtime.filename() == "libcuda.so.1" && fs::exists(nvml)) {
-      ours += ":" + nvml.string();
+    // With the driver: Flyt's NVML too (from the same directory), and the dlopen guard, which
+    // answers a request for NVIDIA's driver or NVML by path with Flyt's library of that name.
+    for (const char* companion : {"libnvidia-ml.so.1", "libflyt-dlopen.so"}) {
+      if (const auto file = runtime.parent_path() / companion; runtime.filename() == "libcuda.so.1" && fs::exists(file)) {
+        ours += ":" + file.string();
+      }
     }
     const std::string newPreload = ours + (preload && *preload ? fmt::format(":{}", preload) : std::string());
     const std::string newPath = libDir + (path && *path ? fmt::format(":{}", path) : std::string());

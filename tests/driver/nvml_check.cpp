@@ -3,7 +3,8 @@
 // CUDA driver API says (device count, names, UUIDs, PCI location, compute capability, memory,
 // processes), that memory NVML reports moves with the session's allocations and respects its
 // quota, and that bad input is refused. It also checks the process itself: the NVML and driver
-// libraries mapped are Flyt's, and no NVIDIA driver library or /dev/nvidia* file is open in it.
+// libraries mapped are Flyt's (also when asked for by NVIDIA's path), and no NVIDIA driver library
+// or /dev/nvidia* file is open in it.
 //
 // Usage: nvml_check [QUOTA_BYTES] (the node's memory quota for the session, if any). Prints
 // "nvml_check: all checks passed" at the end.
@@ -205,6 +206,13 @@ int main(int argc, char** argv) {
   check(byBus("not a bus id", &device) == NVML_ERROR_INVALID_ARGUMENT, "a malformed bus id");
   check(std::strcmp(errorString(NVML_ERROR_NOT_SUPPORTED), "Not Supported") == 0, "nvmlErrorString");
 
+  // NVIDIA's libraries asked for by path are answered with Flyt's (libflyt-dlopen.so).
+  void* byPath = ::dlopen("/usr/lib/x86_64-linux-gnu/libcuda.so.1", RTLD_NOW);
+  check(byPath != nullptr && ::dlsym(byPath, "cuInit") == ::dlsym(RTLD_DEFAULT, "cuInit"),
+        "dlopen of NVIDIA's libcuda.so.1 by path is Flyt's");
+  byPath = ::dlopen("/no/such/directory/libnvidia-ml.so.580.95.05", RTLD_NOW);
+  check(byPath != nullptr && ::dlsym(byPath, "nvmlInit_v2") == reinterpret_cast<void*>(init),
+        "dlopen of NVIDIA's NVML by path is Flyt's");
   processIsClean(::dlsym(RTLD_DEFAULT, "cuInit"), reinterpret_cast<void*>(init));
   check(shutdown() == NVML_SUCCESS, "nvmlShutdown");
   check(count(&devices) == NVML_ERROR_UNINITIALIZED, "a query after nvmlShutdown is NVML_ERROR_UNINITIALIZED");
