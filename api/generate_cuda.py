@@ -42,7 +42,8 @@ KINDS = ("sync", "async", "local", "cached")
 HANDLERS = ("generated", "worker", "custom")
 DIRECTIONS = ("in", "out", "inout")
 ENTRY_KEYS = {"name", "id", "kind", "handler", "implemented", "also", "args", "note", "internal",
-              "synchronizes"}
+              "synchronizes", "stream_idle"}
+STREAM_IDLE = ("query", "after")
 ARG_KEYS = {"name", "type", "dir", "size", "role", "bytes", "op", "why"}
 HANDLE_KEYS = {"type", "kind", "mapped", "accepts", "note"}
 PROC_KEYS = {"name", "version", "export"}
@@ -81,6 +82,7 @@ class Entry:
     args: list[Arg]
     internal: bool
     synchronizes: bool
+    stream_idle: str | None
 
 
 @dataclasses.dataclass
@@ -171,7 +173,11 @@ def parse_entry(path: str, raw: dict) -> Entry:
         if arg.name in seen:
             raise InputError(f"{where}: argument '{arg.name}' appears twice")
         seen.add(arg.name)
-    return Entry(name, entry_id, kind, handler, implemented, also, args, internal, synchronizes)
+    stream_idle = raw.get("stream_idle")
+    if stream_idle is not None and (stream_idle not in STREAM_IDLE or
+                                    not any(canonical_type(a.type) == "CUstream" for a in args)):
+        raise InputError(f"{where}: 'stream_idle' is one of {', '.join(STREAM_IDLE)}, for a function of a stream")
+    return Entry(name, entry_id, kind, handler, implemented, also, args, internal, synchronizes, stream_idle)
 
 
 def load_api(path: pathlib.Path) -> Api:
@@ -573,6 +579,19 @@ def render_client_stubs(api: Api) -> str:
             names_set = {a.name for a in e.args}
             before = []
             after = []
+            # Stream state kept in the process (driver_client.hpp): a call on a stream makes it busy;
+            # a query or synchronisation that succeeded makes it idle, unless work came since.
+            streams = [f"::flyt::interpose::cu::perThread({a.name})" if per_thread else a.name
+                       for a in e.args if canonical_type(a.type) == "CUstream" and a.dir == "in"]
+            # Any other call naming a stream counts as work on it (getters too: asking costs at
+            # most one round trip later, never a wrong answer).
+            if e.stream_idle is None:
+                before.extend(f"  ::flyt::interpose::cu::streamBusy({s});\n" for s in streams)
+            else:
+                before.append(f"  const auto observed = ::flyt::interpose::cu::streamGeneration({streams[0]});\n")
+                if e.stream_idle == "query":
+                    before.append(f"  if (::flyt::interpose::cu::streamIdle({streams[0]}, observed)) return CUDA_SUCCESS;\n")
+                after.append(f"::flyt::interpose::cu::streamIdled({streams[0]}, observed);")
             for a in e.args:
                 if a.role == "alloc":
                     after.append(f"::flyt::interpose::cu::allocated(*{a.name}, {parse_expression(e.name, a.bytes, names_set)});")

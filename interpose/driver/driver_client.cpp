@@ -225,6 +225,46 @@ void DriverState::allocated(CUdeviceptr base, std::size_t bytes) noexcept {
   m_allocations[base] = bytes;
 }
 
+namespace {
+
+bool isLegacy(CUstream stream) noexcept { return stream == nullptr || stream == CU_STREAM_LEGACY; }
+
+std::pair<std::uintptr_t, std::uint64_t> streamKey(CUstream stream) noexcept {
+  const auto raw = reinterpret_cast<std::uintptr_t>(stream);
+  return {raw, stream == CU_STREAM_PER_THREAD ? static_cast<std::uint64_t>(::pthread_self()) : 0};
+}
+
+}  // namespace
+
+void DriverState::streamBusy(CUstream stream) noexcept {
+  std::lock_guard lock(m_mutex);
+  ++m_anyStream.generation;
+  if (!isLegacy(stream)) ++m_streams[streamKey(stream)].generation;
+}
+
+std::uint64_t DriverState::streamGeneration(CUstream stream) const noexcept {
+  std::lock_guard lock(m_mutex);
+  if (isLegacy(stream)) return m_anyStream.generation;
+  auto it = m_streams.find(streamKey(stream));
+  return it == m_streams.end() ? 1 : it->second.generation;
+}
+
+bool DriverState::streamIdle(CUstream stream, std::uint64_t generation) const noexcept {
+  std::lock_guard lock(m_mutex);
+  if (isLegacy(stream)) return m_anyStream.idleAt == generation;
+  auto it = m_streams.find(streamKey(stream));
+  return it != m_streams.end() && it->second.idleAt == generation;
+}
+
+void DriverState::streamIdled(CUstream stream, std::uint64_t generation) noexcept {
+  std::lock_guard lock(m_mutex);
+  if (isLegacy(stream)) {
+    m_anyStream.idleAt = generation;
+  } else {
+    m_streams[streamKey(stream)].idleAt = generation;
+  }
+}
+
 void DriverState::released(CUdeviceptr base) noexcept {
   std::lock_guard lock(m_mutex);
   m_allocations.erase(base);

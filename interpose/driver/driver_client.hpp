@@ -116,6 +116,17 @@ class DriverState {
   // The allocation holding `address`: its base and size.
   [[nodiscard]] std::optional<std::pair<CUdeviceptr, std::size_t>> allocation(CUdeviceptr address) const noexcept;
 
+  // ---- stream state: cuStreamQuery on a stream that is known idle costs no round trip ----
+  // Each stream (the per-thread default stream per thread) has a generation, counted up by every
+  // call that queues work on it; a query or synchronisation that succeeded records the generation
+  // it saw as idle. Busy is the safe answer: a stream never seen idle, or with work since, is asked.
+  // The legacy default stream (0, CU_STREAM_LEGACY) synchronises with the blocking streams, so it
+  // counts as busy after work on any stream.
+  void streamBusy(CUstream stream) noexcept;
+  [[nodiscard]] std::uint64_t streamGeneration(CUstream stream) const noexcept;
+  [[nodiscard]] bool streamIdle(CUstream stream, std::uint64_t generation) const noexcept;
+  void streamIdled(CUstream stream, std::uint64_t generation) noexcept;
+
   // The context the worker runs calls in, as it was last told (DriverCall keeps it).
   std::uint64_t& workerContext() noexcept { return m_workerContext; }
 
@@ -136,6 +147,12 @@ class DriverState {
   std::map<std::uint64_t, ParamLayout> m_layouts;
   std::map<std::uint64_t, std::string> m_names;
   std::map<CUdeviceptr, std::size_t> m_allocations;
+  struct StreamState {
+    std::uint64_t generation = 1;
+    std::uint64_t idleAt = 0;  // the generation last seen idle (0: never)
+  };
+  std::map<std::pair<std::uintptr_t, std::uint64_t>, StreamState> m_streams;  // (stream, thread for per-thread)
+  StreamState m_anyStream;  // counted up by work on every stream: the legacy default stream's
   std::uint64_t m_workerContext = 0;  // guarded by the client's session, not m_mutex
 };
 

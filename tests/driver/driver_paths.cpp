@@ -254,6 +254,24 @@ int main(int argc, char** argv) {
     for (unsigned i = 0; i < kN; ++i) right = right && back[i] == host[i] * 2.0f + 1.0f;
     check(right, "scale_add computed out = in * 2 + 1");
   }
+  // A stream's state: busy while a kernel runs (asked), idle after a synchronisation (answered in
+  // the process, and still right after more work).
+  CUfunction spin = nullptr;
+  CHECK_CALL(cuModuleGetFunction(&spin, module, "spin"));
+  unsigned long long cycles = standIn ? 1 : 500'000'000ull;  // about a quarter second on an H100
+  void* spinParams[] = {&cycles};
+  CHECK_CALL(cuStreamSynchronize(stream));
+  check(cuStreamQuery(stream) == CUDA_SUCCESS, "a synchronised stream is idle");
+  check(cuStreamQuery(stream) == CUDA_SUCCESS, "and stays idle");
+  CHECK_CALL(cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, stream, spinParams, nullptr));
+  if (!standIn) check(cuStreamQuery(stream) == CUDA_ERROR_NOT_READY, "a stream running a kernel is not ready");
+  CHECK_CALL(cuStreamSynchronize(stream));
+  check(cuStreamQuery(stream) == CUDA_SUCCESS, "the stream is idle again");
+  CHECK_CALL(cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, nullptr, spinParams, nullptr));
+  if (!standIn) check(cuStreamQuery(nullptr) == CUDA_ERROR_NOT_READY, "the default stream running a kernel is not ready");
+  CHECK_CALL(cuCtxSynchronize());
+  check(cuStreamQuery(nullptr) == CUDA_SUCCESS, "the default stream is idle after a context synchronisation");
+
   CUlibrary library = nullptr;
   CUkernel fillIndex = nullptr;
   CHECK_CALL(cuLibraryLoadData(&library, image.data(), nullptr, nullptr, 0, nullptr, nullptr, 0));

@@ -10,3 +10,10 @@ extern "C" __global__ void fill_index(unsigned* out, unsigned n) {
 }
 
 __device__ unsigned g_counter[4];
+
+// Busy for `cycles` clock cycles (a stream that is not idle yet).
+extern "C" __global__ void spin(unsigned long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < static_cast<long long>(cycles)) {
+  }
+}
