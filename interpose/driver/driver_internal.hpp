@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "flyt/api/cu_device_status.hpp"
 
@@ -25,6 +26,10 @@ namespace flyt::interpose::cu {
 // device.cpp: memory, utilisation, temperature and power of `device` as the worker reads them now
 // (flytGetDeviceStatus); what Flyt's libnvidia-ml.so.1 asks through the identity export table.
 [[nodiscard]] CUresult deviceStatus(int device, api::cu::DeviceStatus* status) noexcept;
+
+// launch.cpp: a kernel's packed parameter block, from `extra` as given or from kernelParams by the
+// layout that came back with the function's lookup.
+[[nodiscard]] CUresult packParams(CUfunction f, void** kernelParams, void** extra, std::vector<std::byte>& block) noexcept;
 
 // unsupported.cpp: logs "<name> is not supported by Flyt" once per name; CUDA_ERROR_NOT_SUPPORTED.
 int reportUnsupported(const char* name) noexcept;

@@ -13,15 +13,15 @@
 #include <span>
 
 #include "driver_client.hpp"
+#include "driver_internal.hpp"
 #include "flyt/transport/log.hpp"
 
 #define FLYT_CU_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace flyt::interpose::cu {
-namespace {
 
 // The packed parameter block, or an error.
-CUresult packParams(CUfunction f, void** kernelParams, void** extra, std::vector<std::byte>& block) {
+CUresult packParams(CUfunction f, void** kernelParams, void** extra, std::vector<std::byte>& block) noexcept {
   if (extra != nullptr) {
     const void* buffer = nullptr;
     std::size_t bytes = 0;
@@ -55,6 +55,8 @@ CUresult packParams(CUfunction f, void** kernelParams, void** extra, std::vector
   }
   return CUDA_SUCCESS;
 }
+
+namespace {
 
 struct Geometry {
   unsigned grid[3];

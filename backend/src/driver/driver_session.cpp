@@ -115,6 +115,12 @@ class DriverSession final : public SessionHandler {
       case Method::cuLaunchKernel: return serveLaunch(c, in, false);
       case Method::cuLaunchKernelEx: return serveLaunch(c, in, true);
       case Method::cuOccupancyMaxActiveClusters: return serveActiveClusters(c, in);
+      case Method::cuGraphAddKernelNode_v2: return serveGraphAddKernelNode(c, in);
+      case Method::cuGraphExecKernelNodeSetParams_v2: return serveGraphExecKernelNodeSetParams(c, in);
+      case Method::cuGraphAddMemsetNode: return serveGraphAddMemsetNode(c, in);
+      case Method::cuGraphAddMemcpyNode: return serveGraphAddMemcpyNode(c, in);
+      case Method::cuGraphAddEmptyNode: return serveGraphAddEmptyNode(c, in);
+      case Method::cuGraphGetNodes: return serveGraphGetNodes(c, in);
       case Method::cuMemAddressReserve: return serveAddressReserve(c, in);
       case Method::cuMemAddressFree: return serveAddressFree(c, in);
       case Method::cuMemCreate: return serveMemCreate(c, in);

@@ -1,11 +1,13 @@
 // The hand-written worker handlers of a driver session (api/cuda.toml: handler "custom" and
 // "worker"), one file per concern: serve_contexts.cpp (devices, contexts, stream state), serve_memory.cpp
 // (copies and memory queries), serve_modules.cpp (images, modules, kernels, launches),
-// serve_virtual_memory.cpp (reservations, physical allocations, mappings). The wire
-// format of each is written at the client's side (interpose/driver/).
+// serve_virtual_memory.cpp (reservations, physical allocations, mappings), serve_graphs.cpp (graphs
+// built node by node). The wire format of each is written at the client's side (interpose/driver/).
 #pragma once
 
+#include <optional>
 #include <span>
+#include <vector>
 
 #include "flyt/api/codec.hpp"
 #include "serve_context.hpp"
@@ -17,6 +19,36 @@ struct CallInput {
   api::ArgReader& args;
   std::span<const std::byte> bulk;
 };
+
+// The launch configuration of cuLaunchKernel(Ex), cuOccupancyMaxActiveClusters and kernel graph
+// nodes, decoded and its handles translated (serve_modules.cpp; the wire format is launch.cpp's).
+struct LaunchConfig {
+  CUfunction function{};
+  std::uint32_t dims[6] = {};
+  std::uint32_t sharedBytes = 0;
+  CUstream stream{};
+  std::vector<CUlaunchAttribute> attributes;
+
+  [[nodiscard]] CUlaunchConfig driverConfig() {
+    CUlaunchConfig config{};
+    config.gridDimX = dims[0];
+    config.gridDimY = dims[1];
+    config.gridDimZ = dims[2];
+    config.blockDimX = dims[3];
+    config.blockDimY = dims[4];
+    config.blockDimZ = dims[5];
+    config.sharedMemBytes = sharedBytes;
+    config.hStream = stream;
+    config.attrs = attributes.data();
+    config.numAttrs = static_cast<unsigned>(attributes.size());
+    return config;
+  }
+};
+// {u64 function, u32 grid x y z, block x y z, u32 shared bytes, u64 stream} [+ attributes when
+// `extended`]
+std::optional<Outcome> readConfig(ServeContext& c, CallInput in, const char* name, bool extended, LaunchConfig& config);
+// {u32 bytes, bytes}: a packed parameter block.
+std::optional<Outcome> readBlock(ServeContext& c, CallInput in, const char* name, std::vector<std::byte>& block);
 
 // serve_contexts.cpp
 Outcome serveGetDevices(ServeContext& c, CallInput in);
@@ -45,6 +77,14 @@ Outcome serveKernelFunction(ServeContext& c, CallInput in);
 Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library);
 Outcome serveLaunch(ServeContext& c, CallInput in, bool extended);
 Outcome serveActiveClusters(ServeContext& c, CallInput in);
+
+// serve_graphs.cpp
+Outcome serveGraphAddKernelNode(ServeContext& c, CallInput in);
+Outcome serveGraphExecKernelNodeSetParams(ServeContext& c, CallInput in);
+Outcome serveGraphAddMemsetNode(ServeContext& c, CallInput in);
+Outcome serveGraphAddMemcpyNode(ServeContext& c, CallInput in);
+Outcome serveGraphAddEmptyNode(ServeContext& c, CallInput in);
+Outcome serveGraphGetNodes(ServeContext& c, CallInput in);
 
 // serve_virtual_memory.cpp
 Outcome serveAddressReserve(ServeContext& c, CallInput in);

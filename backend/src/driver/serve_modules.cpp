@@ -179,33 +179,6 @@ Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library) {
   return out;
 }
 
-namespace {
-
-// The launch configuration of cuLaunchKernelEx and cuOccupancyMaxActiveClusters, decoded and its
-// handles translated; `extended`: with attributes.
-struct LaunchConfig {
-  CUfunction function{};
-  std::uint32_t dims[6] = {};
-  std::uint32_t sharedBytes = 0;
-  CUstream stream{};
-  std::vector<CUlaunchAttribute> attributes;
-
-  [[nodiscard]] CUlaunchConfig driverConfig() {
-    CUlaunchConfig config{};
-    config.gridDimX = dims[0];
-    config.gridDimY = dims[1];
-    config.gridDimZ = dims[2];
-    config.blockDimX = dims[3];
-    config.blockDimY = dims[4];
-    config.blockDimZ = dims[5];
-    config.sharedMemBytes = sharedBytes;
-    config.hStream = stream;
-    config.attrs = attributes.data();
-    config.numAttrs = static_cast<unsigned>(attributes.size());
-    return config;
-  }
-};
-
 std::optional<Outcome> readConfig(ServeContext& c, CallInput in, const char* name, bool extended, LaunchConfig& config) {
   CUfunction function{};
   CUstream stream{};
@@ -232,7 +205,15 @@ std::optional<Outcome> readConfig(ServeContext& c, CallInput in, const char* nam
   return c.handles().use(name, "hStream", stream, {HandleKind::stream}, &config.stream);
 }
 
-}  // namespace
+std::optional<Outcome> readBlock(ServeContext& c, CallInput in, const char* name, std::vector<std::byte>& block) {
+  std::uint32_t blockBytes = 0;
+  std::span<const std::byte> bytes;
+  if (!in.args.get(blockBytes) || blockBytes > kMaxParamBytes || !in.args.getBytes(blockBytes, bytes)) {
+    return c.malformed(fmt::format("{}: bad parameter block", name));
+  }
+  block.assign(bytes.begin(), bytes.end());
+  return std::nullopt;
+}
 
 Outcome serveActiveClusters(ServeContext& c, CallInput in) {
   LaunchConfig config;
@@ -251,13 +232,10 @@ Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
   const char* name = extended ? "cuLaunchKernelEx" : "cuLaunchKernel";
   LaunchConfig config;
   if (auto refused = readConfig(c, in, name, extended, config)) return *refused;
-  std::uint32_t blockBytes = 0;
-  std::span<const std::byte> block;
-  if (!in.args.get(blockBytes) || blockBytes > kMaxParamBytes || !in.args.getBytes(blockBytes, block) || !in.args.exhausted()) {
-    return c.malformed(fmt::format("{}: bad parameter block", name));
-  }
   // The driver copies the block before it returns.
-  std::vector<std::byte> copy(block.begin(), block.end());
+  std::vector<std::byte> copy;
+  if (auto refused = readBlock(c, in, name, copy)) return *refused;
+  if (!in.args.exhausted()) return c.malformed(fmt::format("{}: trailing arguments", name));
   std::size_t size = copy.size();
   void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, copy.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
   Outcome out;

@@ -36,6 +36,7 @@ std::optional<Outcome> checkLocation(ServeContext& c, const char* function, cons
 }  // namespace
 
 Outcome serveAddressReserve(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemAddressReserve == nullptr) return c.unsupported("cuMemAddressReserve");
   std::uint64_t size = 0, alignment = 0, hint = 0, flags = 0;
   if (!in.args.get(size) || !in.args.get(alignment) || !in.args.get(hint) || !in.args.get(flags) || !in.args.exhausted()) {
     return c.malformed("cuMemAddressReserve: bad arguments");
@@ -50,6 +51,7 @@ Outcome serveAddressReserve(ServeContext& c, CallInput in) {
 }
 
 Outcome serveAddressFree(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemAddressFree == nullptr) return c.unsupported("cuMemAddressFree");
   std::uint64_t base = 0, size = 0;
   if (!in.args.get(base) || !in.args.get(size) || !in.args.exhausted()) return c.malformed("cuMemAddressFree: bad arguments");
   if (c.reservations.sizeAt(pointer(base)) != size || size == 0) {
@@ -65,6 +67,7 @@ Outcome serveAddressFree(ServeContext& c, CallInput in) {
 }
 
 Outcome serveMemCreate(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemCreate == nullptr) return c.unsupported("cuMemCreate");
   std::uint64_t size = 0, flags = 0;
   if (!in.args.get(size) || !in.args.get(flags) || !in.args.exhausted() || in.bulk.size() != sizeof(CUmemAllocationProp)) {
     return c.malformed("cuMemCreate: bad arguments");
@@ -87,6 +90,7 @@ Outcome serveMemCreate(ServeContext& c, CallInput in) {
 }
 
 Outcome serveMemRelease(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemRelease == nullptr) return c.unsupported("cuMemRelease");
   CUmemGenericAllocationHandle id = 0;
   if (!in.args.get(id) || !in.args.exhausted()) return c.malformed("cuMemRelease: bad arguments");
   CUmemGenericAllocationHandle real = 0;
@@ -110,6 +114,7 @@ Outcome serveMemRelease(ServeContext& c, CallInput in) {
 }
 
 Outcome serveMemMap(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemMap == nullptr) return c.unsupported("cuMemMap");
   std::uint64_t base = 0, size = 0, offset = 0, flags = 0;
   CUmemGenericAllocationHandle id = 0;
   if (!in.args.get(base) || !in.args.get(size) || !in.args.get(offset) || !in.args.get(id) || !in.args.get(flags) ||
@@ -140,6 +145,7 @@ Outcome serveMemMap(ServeContext& c, CallInput in) {
 }
 
 Outcome serveMemUnmap(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemUnmap == nullptr) return c.unsupported("cuMemUnmap");
   std::uint64_t base = 0, size = 0;
   if (!in.args.get(base) || !in.args.get(size) || !in.args.exhausted()) return c.malformed("cuMemUnmap: bad arguments");
   auto handle = c.mappingHandle.find(base);
@@ -156,6 +162,7 @@ Outcome serveMemUnmap(ServeContext& c, CallInput in) {
 }
 
 Outcome serveSetAccess(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemSetAccess == nullptr) return c.unsupported("cuMemSetAccess");
   std::uint64_t base = 0, size = 0, count = 0;
   if (!in.args.get(base) || !in.args.get(size) || !in.args.get(count) || !in.args.exhausted() || count == 0 ||
       count > 64 || in.bulk.size() != count * sizeof(CUmemAccessDesc)) {
@@ -175,6 +182,7 @@ Outcome serveSetAccess(ServeContext& c, CallInput in) {
 }
 
 Outcome serveAllocationProperties(ServeContext& c, CallInput in) {
+  if (c.driver().cuMemGetAllocationPropertiesFromHandle == nullptr) return c.unsupported("cuMemGetAllocationPropertiesFromHandle");
   CUmemGenericAllocationHandle id = 0;
   if (!in.args.get(id) || !in.args.exhausted()) return c.malformed("cuMemGetAllocationPropertiesFromHandle: bad arguments");
   CUmemGenericAllocationHandle real = 0;
