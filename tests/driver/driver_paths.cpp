@@ -283,6 +283,71 @@ int main(int argc, char** argv) {
   CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
   if (!standIn) check(indices[7] == 22 && indices[kN - 1] == (kN - 1) * 3 + 1, "fill_index through a library kernel");
 
+  // A graph built node by node: memset(in, 1.0f) -> copy(in -> out) -> out = in * factor + 1,
+  // launched twice, the second time with the kernel node's factor changed in the instantiation.
+  {
+    CUgraph graph = nullptr;
+    CHECK_CALL(cuGraphCreate(&graph, 0));
+    CUDA_MEMSET_NODE_PARAMS memset{};
+    memset.dst = in;
+    memset.value = 0x3f800000u;
+    memset.elementSize = 4;
+    memset.width = kN;
+    memset.height = 1;
+    CUgraphNode memsetNode = nullptr, copyNode = nullptr, kernelNode = nullptr;
+    CHECK_CALL(cuGraphAddMemsetNode(&memsetNode, graph, nullptr, 0, &memset, context));
+    CUDA_MEMCPY3D copy{};
+    copy.srcMemoryType = copy.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+    copy.srcDevice = in;
+    copy.dstDevice = out;
+    copy.WidthInBytes = kN * sizeof(float);
+    copy.Height = copy.Depth = 1;
+    CHECK_CALL(cuGraphAddMemcpyNode(&copyNode, graph, &memsetNode, 1, &copy, context));
+    float graphFactor = 2.0f;
+    void* graphParams[] = {&out, &in, &graphFactor, &bias, &n};
+    CUDA_KERNEL_NODE_PARAMS kernel{};
+    kernel.func = scaleAdd;
+    kernel.gridDimX = (kN + 255) / 256;
+    kernel.gridDimY = kernel.gridDimZ = 1;
+    kernel.blockDimX = 256;
+    kernel.blockDimY = kernel.blockDimZ = 1;
+    kernel.kernelParams = graphParams;
+    CHECK_CALL(cuGraphAddKernelNode(&kernelNode, graph, &copyNode, 1, &kernel));
+    std::size_t nodes = 0;
+    CHECK_CALL(cuGraphGetNodes(graph, nullptr, &nodes));
+    check(nodes == 3, "the graph has its three nodes");
+    CUgraphNode listed[3] = {};
+    nodes = 3;
+    CHECK_CALL(cuGraphGetNodes(graph, listed, &nodes));
+    check(nodes == 3 && listed[0] == memsetNode && listed[2] == kernelNode, "cuGraphGetNodes lists the nodes by their handles");
+    CUDA_MEMSET_NODE_PARAMS past = memset;
+    past.width = kN + 1;
+    CUgraphNode refused = nullptr;
+    check(cuGraphAddMemsetNode(&refused, graph, nullptr, 0, &past, context) != CUDA_SUCCESS,
+          "a memset node past the allocation is refused");
+    CUDA_MEMCPY3D fromHost = copy;
+    fromHost.srcMemoryType = CU_MEMORYTYPE_HOST;
+    fromHost.srcHost = host.data();
+    check(cuGraphAddMemcpyNode(&refused, graph, nullptr, 0, &fromHost, context) != CUDA_SUCCESS,
+          "a memcpy node from host memory is refused");
+    CUgraphExec exec = nullptr;
+    CHECK_CALL(cuGraphInstantiate(&exec, graph, 0));
+    CHECK_CALL(cuGraphLaunch(exec, stream));
+    CHECK_CALL(cuStreamSynchronize(stream));
+    CHECK_CALL(cuMemcpyDtoH(back.data(), out, kN * sizeof(float)));
+    bool right = true;
+    for (unsigned i = 0; i < kN; ++i) right = right && back[i] == (standIn ? 1.0f : 3.0f);
+    check(right, standIn ? "the graph's memset and copy ran" : "the graph's memset, copy and kernel ran");
+    graphFactor = 3.0f;
+    CHECK_CALL(cuGraphExecKernelNodeSetParams(exec, kernelNode, &kernel));
+    CHECK_CALL(cuGraphLaunch(exec, stream));
+    CHECK_CALL(cuStreamSynchronize(stream));
+    CHECK_CALL(cuMemcpyDtoH(back.data(), out, kN * sizeof(float)));
+    if (!standIn) check(back[0] == 4.0f && back[kN - 1] == 4.0f, "the updated kernel node ran with its new factor");
+    CHECK_CALL(cuGraphExecDestroy(exec));
+    CHECK_CALL(cuGraphDestroy(graph));
+  }
+
   virtualMemory(device);
 
   // Bad input is refused, and the session goes on.

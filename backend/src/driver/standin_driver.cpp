@@ -1422,6 +1422,218 @@ CUresult occupancy(int* blocks, CUfunction function, int blockSize, std::size_t 
   return occupancyWithFlags(blocks, function, blockSize, dynamicSharedBytes, 0);
 }
 
+// ---- graphs built node by node ------------------------------------------------------------------
+// A graph is its nodes in the order they were added (every dependency is an earlier node, so that
+// order is a topological one); an instantiated graph is a copy of them. A launch runs the memset
+// and memcpy nodes in order on the calling thread and checks (does not run) the kernel nodes.
+// Stream capture is not served here.
+
+struct GraphNode {
+  enum class Kind { kKernel, kMemset, kMemcpy, kEmpty } kind = Kind::kEmpty;
+  CUfunction function = nullptr;
+  Dims grid{}, block{};
+  CUDA_MEMSET_NODE_PARAMS memset{};
+  CUDA_MEMCPY3D copy{};
+};
+
+struct Graph {
+  std::vector<std::unique_ptr<GraphNode>> nodes;
+};
+
+struct GraphExec {
+  std::vector<GraphNode> nodes;
+  std::map<const GraphNode*, std::size_t> index;  // the graph's node -> its copy here
+};
+
+struct Graphs {
+  std::mutex mutex;
+  Registry<Graph> graphs;
+  Registry<GraphExec> execs;
+  std::map<const GraphNode*, Graph*> owner;
+};
+
+Graphs& graphs() {
+  static Graphs* const instance = new Graphs;  // never destroyed, as state()
+  return *instance;
+}
+
+CUresult graphCreate(CUgraph* graph, unsigned int flags) {
+  if (graph == nullptr || flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  *graph = handleOf<CUgraph>(g.graphs.add(std::make_unique<Graph>()));
+  return CUDA_SUCCESS;
+}
+
+CUresult graphDestroy(CUgraph graph) {
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  Graph* found = g.graphs.find(graph);
+  if (found == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (const auto& node : found->nodes) g.owner.erase(node.get());
+  g.graphs.erase(graph);
+  return CUDA_SUCCESS;
+}
+
+CUresult addNode(CUgraphNode* out, CUgraph graph, const CUgraphNode* dependencies, std::size_t count, GraphNode node) {
+  if (out == nullptr || (count != 0 && dependencies == nullptr)) return CUDA_ERROR_INVALID_VALUE;
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  Graph* found = g.graphs.find(graph);
+  if (found == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (std::size_t i = 0; i < count; ++i) {
+    auto it = g.owner.find(reinterpret_cast<const GraphNode*>(dependencies[i]));
+    if (it == g.owner.end() || it->second != found) return CUDA_ERROR_INVALID_VALUE;
+  }
+  found->nodes.push_back(std::make_unique<GraphNode>(node));
+  g.owner[found->nodes.back().get()] = found;
+  *out = reinterpret_cast<CUgraphNode>(found->nodes.back().get());
+  return CUDA_SUCCESS;
+}
+
+CUresult kernelNode(const CUDA_KERNEL_NODE_PARAMS* p, GraphNode& node) {
+  if (p == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  node.kind = GraphNode::Kind::kKernel;
+  node.function = p->func != nullptr ? p->func : reinterpret_cast<CUfunction>(p->kern);
+  node.grid = {p->gridDimX, p->gridDimY, p->gridDimZ};
+  node.block = {p->blockDimX, p->blockDimY, p->blockDimZ};
+  return withFunction(node.function, [](Function&) { return CUDA_SUCCESS; });
+}
+
+CUresult graphAddKernelNode(CUgraphNode* out, CUgraph graph, const CUgraphNode* dependencies, std::size_t count,
+                            const CUDA_KERNEL_NODE_PARAMS* p) {
+  GraphNode node;
+  if (CUresult error = kernelNode(p, node); error != CUDA_SUCCESS) return error;
+  return addNode(out, graph, dependencies, count, node);
+}
+
+CUresult graphAddMemsetNode(CUgraphNode* out, CUgraph graph, const CUgraphNode* dependencies, std::size_t count,
+                            const CUDA_MEMSET_NODE_PARAMS* p, CUcontext) {
+  if (p == nullptr || (p->elementSize != 1 && p->elementSize != 2 && p->elementSize != 4)) return CUDA_ERROR_INVALID_VALUE;
+  GraphNode node;
+  node.kind = GraphNode::Kind::kMemset;
+  node.memset = *p;
+  return addNode(out, graph, dependencies, count, node);
+}
+
+CUresult graphAddMemcpyNode(CUgraphNode* out, CUgraph graph, const CUgraphNode* dependencies, std::size_t count,
+                            const CUDA_MEMCPY3D* p, CUcontext) {
+  if (p == nullptr || p->Depth != 1) return p == nullptr ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_SUPPORTED;
+  GraphNode node;
+  node.kind = GraphNode::Kind::kMemcpy;
+  node.copy = *p;
+  return addNode(out, graph, dependencies, count, node);
+}
+
+CUresult graphAddEmptyNode(CUgraphNode* out, CUgraph graph, const CUgraphNode* dependencies, std::size_t count) {
+  return addNode(out, graph, dependencies, count, GraphNode{});
+}
+
+CUresult graphGetNodes(CUgraph graph, CUgraphNode* nodes, std::size_t* count) {
+  if (count == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  Graph* found = g.graphs.find(graph);
+  if (found == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (nodes == nullptr) {
+    *count = found->nodes.size();
+    return CUDA_SUCCESS;
+  }
+  *count = std::min(*count, found->nodes.size());
+  for (std::size_t i = 0; i < *count; ++i) nodes[i] = reinterpret_cast<CUgraphNode>(found->nodes[i].get());
+  return CUDA_SUCCESS;
+}
+
+CUresult graphInstantiate(CUgraphExec* exec, CUgraph graph, unsigned long long) {
+  if (exec == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  Graph* found = g.graphs.find(graph);
+  if (found == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto made = std::make_unique<GraphExec>();
+  for (const auto& node : found->nodes) {
+    made->index[node.get()] = made->nodes.size();
+    made->nodes.push_back(*node);
+  }
+  *exec = handleOf<CUgraphExec>(g.execs.add(std::move(made)));
+  return CUDA_SUCCESS;
+}
+
+CUresult graphExecDestroy(CUgraphExec exec) {
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  return g.execs.erase(exec) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult graphExecKernelNodeSetParams(CUgraphExec exec, CUgraphNode node, const CUDA_KERNEL_NODE_PARAMS* p) {
+  GraphNode updated;
+  if (CUresult error = kernelNode(p, updated); error != CUDA_SUCCESS) return error;
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  GraphExec* found = g.execs.find(exec);
+  if (found == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto it = found->index.find(reinterpret_cast<const GraphNode*>(node));
+  if (it == found->index.end() || found->nodes[it->second].kind != GraphNode::Kind::kKernel) return CUDA_ERROR_INVALID_VALUE;
+  found->nodes[it->second] = updated;
+  return CUDA_SUCCESS;
+}
+
+// The worker checked every node's ranges when it was added.
+CUresult runNode(const GraphNode& node) {
+  switch (node.kind) {
+    case GraphNode::Kind::kKernel: return launch(node.function, node.grid, node.block);
+    case GraphNode::Kind::kMemset: {
+      const auto& m = node.memset;
+      for (std::size_t row = 0; row < m.height; ++row) {
+        const CUdeviceptr to = m.dst + row * m.pitch;
+        CUresult error = m.elementSize == 1 ? fill<unsigned char>(to, static_cast<unsigned char>(m.value), m.width)
+                         : m.elementSize == 2 ? fill<unsigned short>(to, static_cast<unsigned short>(m.value), m.width)
+                                              : fill<unsigned int>(to, m.value, m.width);
+        if (error != CUDA_SUCCESS) return error;
+      }
+      return CUDA_SUCCESS;
+    }
+    case GraphNode::Kind::kMemcpy: {
+      const auto& c = node.copy;
+      auto side = [](CUmemorytype type, CUdeviceptr device, const void* host) {
+        return static_cast<std::byte*>(type == CU_MEMORYTYPE_DEVICE ? hostPointer(device) : const_cast<void*>(host));
+      };
+      std::byte* from = side(c.srcMemoryType, c.srcDevice, c.srcHost);
+      std::byte* to = side(c.dstMemoryType, c.dstDevice, c.dstHost);
+      const std::size_t srcPitch = c.srcPitch != 0 ? c.srcPitch : c.WidthInBytes;
+      const std::size_t dstPitch = c.dstPitch != 0 ? c.dstPitch : c.WidthInBytes;
+      for (std::size_t row = 0; row < c.Height; ++row) {
+        std::memmove(to + (c.dstY + row) * dstPitch + c.dstXInBytes, from + (c.srcY + row) * srcPitch + c.srcXInBytes,
+                     c.WidthInBytes);
+      }
+      return CUDA_SUCCESS;
+    }
+    case GraphNode::Kind::kEmpty: return CUDA_SUCCESS;
+  }
+  return CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult graphLaunch(CUgraphExec exec, CUstream) {
+  std::vector<GraphNode> nodes;
+  {
+    auto& g = graphs();
+    std::scoped_lock lock(g.mutex);
+    GraphExec* found = g.execs.find(exec);
+    if (found == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    nodes = found->nodes;
+  }
+  for (const auto& node : nodes) {
+    if (CUresult error = runNode(node); error != CUDA_SUCCESS) return error;
+  }
+  return CUDA_SUCCESS;
+}
+
+CUresult graphUpload(CUgraphExec exec, CUstream) {
+  auto& g = graphs();
+  std::scoped_lock lock(g.mutex);
+  return g.execs.find(exec) != nullptr ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
 // ---- the table ---------------------------------------------------------------------------------
 
 api::cu::DriverTable makeTable() {
@@ -1446,6 +1658,18 @@ api::cu::DriverTable makeTable() {
   t.cuMemHostRegister_v2 = guarded<memHostRegister>;
   t.cuMemHostUnregister = guarded<memHostUnregister>;
   t.cuMemHostGetDevicePointer_v2 = guarded<memHostGetDevicePointer>;
+  t.cuGraphCreate = guarded<graphCreate>;
+  t.cuGraphDestroy = guarded<graphDestroy>;
+  t.cuGraphAddKernelNode_v2 = guarded<graphAddKernelNode>;
+  t.cuGraphAddMemsetNode = guarded<graphAddMemsetNode>;
+  t.cuGraphAddMemcpyNode = guarded<graphAddMemcpyNode>;
+  t.cuGraphAddEmptyNode = guarded<graphAddEmptyNode>;
+  t.cuGraphGetNodes = guarded<graphGetNodes>;
+  t.cuGraphInstantiateWithFlags = guarded<graphInstantiate>;
+  t.cuGraphExecDestroy = guarded<graphExecDestroy>;
+  t.cuGraphExecKernelNodeSetParams_v2 = guarded<graphExecKernelNodeSetParams>;
+  t.cuGraphLaunch = guarded<graphLaunch>;
+  t.cuGraphUpload = guarded<graphUpload>;
   t.cuMemGetAllocationGranularity = guarded<memGetAllocationGranularity>;
   t.cuMemAddressReserve = guarded<memAddressReserve>;
   t.cuMemAddressFree = guarded<memAddressFree>;
