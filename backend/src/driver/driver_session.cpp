@@ -104,6 +104,8 @@ class DriverSession final : public SessionHandler {
       case Method::cuMemcpy2DAsync_v2: return serveCopy2D(c, in, true);
       case Method::cuMemGetInfo_v2: return serveMemGetInfo(c, in);
       case Method::cuMemAllocPitch_v2: return serveAllocPitch(c, in);
+      case Method::cuMemPoolSetAttribute: return servePoolAttribute(c, in, true);
+      case Method::cuMemPoolGetAttribute: return servePoolAttribute(c, in, false);
       case Method::flytUploadImage: return serveUploadImage(c, in);
       case Method::cuModuleLoadData: return serveLoadImage(c, in, false);
       case Method::cuLibraryLoadData: return serveLoadImage(c, in, true);

@@ -67,6 +67,7 @@ Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async);
 Outcome serveCopy2D(ServeContext& c, CallInput in, bool async);
 Outcome serveMemGetInfo(ServeContext& c, CallInput in);
 Outcome serveAllocPitch(ServeContext& c, CallInput in);
+Outcome servePoolAttribute(ServeContext& c, CallInput in, bool set);
 
 // serve_modules.cpp
 Outcome serveUploadImage(ServeContext& c, CallInput in);

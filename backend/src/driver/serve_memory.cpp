@@ -175,4 +175,36 @@ Outcome serveAllocPitch(ServeContext& c, CallInput in) {
   return out;
 }
 
+// Memory pool attributes (interpose/driver/memory_pools.cpp): the pool is the session's (or a
+// device's pool the session asked for); the value's C type follows the attribute.
+namespace {
+bool isIntPoolAttribute(CUmemPool_attribute attr) {
+  return attr == CU_MEMPOOL_ATTR_REUSE_FOLLOW_EVENT_DEPENDENCIES || attr == CU_MEMPOOL_ATTR_REUSE_ALLOW_OPPORTUNISTIC ||
+         attr == CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES;
+}
+}  // namespace
+
+Outcome servePoolAttribute(ServeContext& c, CallInput in, bool set) {
+  const char* name = set ? "cuMemPoolSetAttribute" : "cuMemPoolGetAttribute";
+  CUmemoryPool id{}, pool{};
+  std::int32_t attribute = 0;
+  std::uint64_t value = 0;
+  if (!in.args.get(id) || !in.args.get(attribute) || (set && !in.args.get(value)) || !in.args.exhausted()) {
+    return c.malformed(fmt::format("{}: bad arguments", name));
+  }
+  if (auto refused = c.handles().use(name, "pool", id, {HandleKind::memoryPool}, &pool)) return *refused;
+  const auto attr = static_cast<CUmemPool_attribute>(attribute);
+  auto fn = set ? c.driver().cuMemPoolSetAttribute : c.driver().cuMemPoolGetAttribute;
+  if (fn == nullptr) return c.unsupported(name);
+  Outcome out;
+  int small = static_cast<int>(value);
+  cuuint64_t large = value;
+  void* slot = isIntPoolAttribute(attr) ? static_cast<void*>(&small) : static_cast<void*>(&large);
+  out.error = fn(pool, attr, slot);
+  if (out.error == CUDA_SUCCESS && !set) {
+    api::ArgWriter(out.results).put(isIntPoolAttribute(attr) ? static_cast<std::uint64_t>(small) : large);
+  }
+  return out;
+}
+
 }  // namespace flyt::backend::cu
