@@ -83,6 +83,13 @@ void addCommonOptions(CLI::App& command, fb::Options& options, CommandLine& cli)
                   "node for tcp instead of the private one, e.g. tcp://gpu1:7070")
       ->type_name("URL");
   command
+      .add_option("--api", options.api,
+                  "the cut shm and tcp go through: runtime (Flyt's libcudart.so.13) or driver (NVIDIA's runtime "
+                  "on Flyt's libcuda.so.1)")
+      ->type_name("CUT")
+      ->check(CLI::IsMember({"runtime", "driver"}))
+      ->capture_default_str();
+  command
       .add_option("--executor", options.executor,
                   "the private node's: auto (the GPU), cuda, standin (the GPU stand-in, a test double)")
       ->type_name("KIND")
@@ -162,8 +169,8 @@ std::optional<std::string> checkInstallation(const fb::Options& options, const f
   if (flyt && !fs::exists(bin / "flyt"))
     return fmt::format("flyt is not beside flytbench in {}", bin.string());
   if (flyt && !fs::exists(runtime)) {
-    return fmt::format("Flyt's libcudart.so.13 is not at {} (the layout is <prefix>/bin and <prefix>/lib)",
-                       runtime.string());
+    return fmt::format("Flyt's {} is not at {} (the layout is <prefix>/bin, <prefix>/lib and <prefix>/lib/driver)",
+                       runtime.filename().string(), runtime.string());
   }
   return std::nullopt;
 }
@@ -227,7 +234,10 @@ int benchmark(const fb::Options& options) {
   run.points = fb::pointsOf(options);
   const fs::path bin = fb::selfDirectory();
   std::error_code ec;
-  const fs::path runtime = fs::weakly_canonical(bin / ".." / "lib" / "libcudart.so.13", ec);
+  const fs::path runtime =
+      fs::weakly_canonical(options.api == "driver" ? bin / ".." / "lib" / "driver" / "libcuda.so.1"
+                                                   : bin / ".." / "lib" / "libcudart.so.13",
+                           ec);
   run.flytRuntime = runtime.string();
   if (auto problem = checkInstallation(options, bin, runtime)) {
     say("{}", *problem);

@@ -27,6 +27,7 @@ struct Options {
   std::string executor = "auto";            // the private node's
   std::string jsonPath, csvPath, plotPath;  // "-" is stdout; empty: not written
   bool verify = true;
+  std::string api = "runtime";              // the cut the shm and tcp probes run through: runtime, driver
 };
 
 // One measured point: a copy (direction, memory, bytes) or a latency point (name).
@@ -69,6 +70,7 @@ struct TransportRun {
   std::string name;    // native, shm, tcp
   std::string server;  // the node endpoint; empty for native
   std::string cudart;  // the runtime the probes reported
+  std::string driver;  // the driver library the probes reported (what proves the driver cut)
   std::string device;
   Status status = Status::kOk;  // kSkipped: no device (native); kFailed: did not start
   std::string note;
@@ -89,7 +91,8 @@ struct RunResult {
   Options options;
   std::string date;                        // local time, ISO 8601
   std::string device;                      // the first device any transport reported
-  std::string flytRuntime;                 // Flyt's libcudart.so.13 (<dir>/../lib)
+  std::string flytRuntime;                 // Flyt's libcudart.so.13 (<dir>/../lib), or with --api driver
+                                           // its libcuda.so.1 (<dir>/../lib/driver)
   std::vector<std::string> nodeEndpoints;  // the private node's; empty when none was started
   std::vector<Point> points;
   std::vector<TransportRun> transports;

@@ -189,6 +189,16 @@ std::string runtimePath() {
   return ::realpath(info.dli_fname, resolved) != nullptr ? resolved : info.dli_fname;
 }
 
+// The library whose cuInit the process resolves (Flyt's libcuda.so.1 under `flyt run --api driver`,
+// where it is preloaded; "unknown" where the driver is not in the global scope).
+std::string driverPath() {
+  Dl_info info{};
+  void* symbol = ::dlsym(RTLD_DEFAULT, "cuInit");
+  if (symbol == nullptr || ::dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "unknown";
+  char resolved[4096];
+  return ::realpath(info.dli_fname, resolved) != nullptr ? resolved : info.dli_fname;
+}
+
 void reportDevice() {
   int devices = 0;
   const cudaError_t counted = cudaGetDeviceCount(&devices);
@@ -200,7 +210,8 @@ void reportDevice() {
   check(cudaSetDevice(0), "cudaSetDevice 0");
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties 0");
-  emit("\"kind\":\"info\",\"cudart\":" + quoted(runtimePath()) + ",\"device\":" + quoted(prop.name) +
+  emit("\"kind\":\"info\",\"cudart\":" + quoted(runtimePath()) + ",\"driver\":" + quoted(driverPath()) +
+       ",\"device\":" + quoted(prop.name) +
        ",\"devices\":" + std::to_string(devices));
 }
 

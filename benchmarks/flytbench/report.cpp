@@ -40,6 +40,8 @@ std::string headerLines(const RunResult& run) {
       what = t.note;
     } else if (t.name == "native") {
       what = "NVIDIA's runtime " + t.cudart;
+    } else if (run.options.api == "driver") {
+      what = nodeDescription(run, t) + ", NVIDIA's runtime " + t.cudart + " on Flyt's driver " + t.driver;
     } else {
       what = nodeDescription(run, t) + ", Flyt's runtime " + t.cudart;
     }

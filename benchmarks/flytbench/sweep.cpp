@@ -58,7 +58,9 @@ std::vector<std::string> probeArguments(const Options& options) {
 
 std::vector<std::string> probeCommand(const std::string& server, const SweepContext& context) {
   std::vector<std::string> command;
-  if (!server.empty()) command = {(context.binDir / "flyt").string(), "run", "--server", server, "--"};
+  if (!server.empty()) {
+    command = {(context.binDir / "flyt").string(), "run", "--api", context.options.api, "--server", server, "--"};
+  }
   command.push_back((context.binDir / "flytbench-probe").string());
   const auto args = probeArguments(context.options);
   command.insert(command.end(), args.begin(), args.end());
@@ -154,8 +156,12 @@ void takeInfos(TransportRun& run, std::vector<FlatJson> infos, const SweepContex
     }
     if (run.status != Status::kOk) break;
     run.cudart = info.string("cudart").value_or("unknown");
+    run.driver = info.string("driver").value_or("unknown");
     run.device = info.string("device").value_or("unknown");
-    const bool flyt = isFlytRuntime(run.cudart, context.flytRuntime);
+    // What proves the path: Flyt's runtime, or with the driver cut Flyt's driver under NVIDIA's runtime.
+    const bool driverCut = context.options.api == "driver";
+    const std::string& proof = driverCut && run.name != "native" ? run.driver : run.cudart;
+    const bool flyt = isFlytRuntime(proof, context.flytRuntime);
     if (run.name == "native" && flyt) {
       run.status = Status::kFailed;
       run.note = fmt::format(
@@ -164,8 +170,8 @@ void takeInfos(TransportRun& run, std::vector<FlatJson> infos, const SweepContex
           run.cudart);
     } else if (run.name != "native" && !flyt) {
       run.status = Status::kFailed;
-      run.note = fmt::format("under flyt run the probe loaded {}, not Flyt's runtime {}", run.cudart,
-                             context.flytRuntime.string());
+      run.note = fmt::format("under flyt run the probe loaded {}, not Flyt's {} {}", proof,
+                             driverCut ? "driver" : "runtime", context.flytRuntime.string());
     }
   }
   run.infos = std::move(infos);
