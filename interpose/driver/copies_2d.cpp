@@ -1,13 +1,16 @@
-// 2D copies (cuMemcpy2D, cuMemcpy2DUnaligned, cuMemcpy2DAsync) between host and device memory.
+// 2D copies (cuMemcpy2D, cuMemcpy2DUnaligned, cuMemcpy2DAsync) between host memory, device memory
+// and CUDA arrays.
 //
 // The host side's rows travel packed (width bytes each), in chunks of whole rows that fit one
 // message; the worker copies them with its driver's 2D copy from or into the packed buffer. Device
-// to device is one call. Arrays are not served (CUDA_ERROR_NOT_SUPPORTED).
+// to device is one call. An array side counts as a device side.
 //
-// Wire (cuMemcpy2D_v2, and cuMemcpy2DAsync_v2 with {u64 stream} at the end): {u8 direction
+// Wire (cuMemcpy2D_v2, and cuMemcpy2DAsync_v2 with {u64 stream} after the height): {u8 direction
 // (1 host to device, 2 device to host, 3 device to device), u64 dst, u64 dst pitch, u64 src,
-// u64 src pitch, u64 width, u64 height}; host to device: payload = the packed rows; device to host:
-// the reply's payload.
+// u64 src pitch, u64 width, u64 height, [u64 stream,] u8 arrays (bit 0: dst is an array, bit 1:
+// src), then per array side (dst first) {u64 array, u64 x in bytes, u64 y}}; an array side's
+// address and pitch are 0. Host to device: payload = the packed rows; device to host: the reply's
+// payload.
 #include <cuda.h>
 
 #include <cstring>
@@ -26,17 +29,28 @@ struct Side {
   bool device = false;
   std::uintptr_t address = 0;  // the first byte copied (x and y offsets applied)
   std::size_t pitch = 0;
+  CUarray array = nullptr;     // an array side (device = true): its origin is x and y
+  std::size_t x = 0, y = 0;
 };
 
-std::optional<Side> sideOf(CUmemorytype type, const void* host, CUdeviceptr device, std::size_t x, std::size_t y,
-                           std::size_t pitch) {
+std::optional<Side> sideOf(CUmemorytype type, const void* host, CUdeviceptr device, CUarray array, std::size_t x,
+                           std::size_t y, std::size_t pitch) {
+  if (type == CU_MEMORYTYPE_ARRAY) {
+    if (array == nullptr) return std::nullopt;
+    Side side;
+    side.device = true;
+    side.array = array;
+    side.x = x;
+    side.y = y;
+    return side;
+  }
   if (type == CU_MEMORYTYPE_UNIFIED) type = DriverState::get().allocation(device) ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
   Side side;
   side.pitch = pitch;
   switch (type) {
     case CU_MEMORYTYPE_HOST: side.address = reinterpret_cast<std::uintptr_t>(host); break;
     case CU_MEMORYTYPE_DEVICE: side.address = static_cast<std::uintptr_t>(device); side.device = true; break;
-    default: return std::nullopt;  // arrays
+    default: return std::nullopt;
   }
   if (type == CU_MEMORYTYPE_HOST && host == nullptr && device != 0) side.address = static_cast<std::uintptr_t>(device);
   side.address += y * pitch + x;
@@ -55,6 +69,13 @@ std::vector<std::byte> copyArgs(Direction direction, const Side& dst, const Side
   writer.put(static_cast<std::uint64_t>(width));
   writer.put(static_cast<std::uint64_t>(rows));
   if (stream) writer.put(wireHandle(*stream));
+  writer.put(static_cast<std::uint8_t>((dst.array != nullptr ? 1 : 0) | (src.array != nullptr ? 2 : 0)));
+  for (const Side* side : {&dst, &src}) {
+    if (side->array == nullptr) continue;
+    writer.put(wireHandle(side->array));
+    writer.put(static_cast<std::uint64_t>(side->x));
+    writer.put(static_cast<std::uint64_t>(side->y));
+  }
   return args;
 }
 
@@ -62,14 +83,13 @@ CUresult copy2D(const CUDA_MEMCPY2D* p, std::optional<CUstream> stream) {
   if (p == nullptr) return CUDA_ERROR_INVALID_VALUE;
   DriverState::get().streamBusy(stream.value_or(nullptr));
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
-  const auto src = sideOf(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcPitch);
-  const auto dst = sideOf(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstPitch);
+  const auto src = sideOf(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY, p->srcPitch);
+  const auto dst = sideOf(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY, p->dstPitch);
   if (!src || !dst) return CUDA_ERROR_NOT_SUPPORTED;
   const std::size_t width = p->WidthInBytes, height = p->Height;
   if (width == 0 || height == 0) return CUDA_SUCCESS;
-  if ((height > 1 && (src->pitch < width || dst->pitch < width)) || src->address == 0 || dst->address == 0) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
+  auto bad = [&](const Side& side) { return side.array == nullptr && ((height > 1 && side.pitch < width) || side.address == 0); };
+  if (bad(*src) || bad(*dst)) return CUDA_ERROR_INVALID_VALUE;
   const Method method = stream ? Method::cuMemcpy2DAsync_v2 : Method::cuMemcpy2D_v2;
   if (!src->device && !dst->device) {
     if (stream) {
@@ -95,6 +115,8 @@ CUresult copy2D(const CUDA_MEMCPY2D* p, std::optional<CUstream> stream) {
     Side from = *src, to = *dst;
     from.address += row * src->pitch;
     to.address += row * dst->pitch;
+    from.y += row;  // array sides move down by rows
+    to.y += row;
     if (dst->device) {  // host to device: pack the rows
       packed.resize(rows * width);
       for (std::size_t r = 0; r < rows; ++r) {
@@ -116,6 +138,31 @@ CUresult copy2D(const CUDA_MEMCPY2D* p, std::optional<CUstream> stream) {
   return CUDA_SUCCESS;
 }
 
+// A depth-1 3D copy as the 2D copy it is.
+CUresult copy3D(const CUDA_MEMCPY3D* p, std::optional<CUstream> stream) {
+  if (p == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (p->Depth > 1 || p->srcZ != 0 || p->dstZ != 0 || p->srcLOD != 0 || p->dstLOD != 0) return CUDA_ERROR_NOT_SUPPORTED;
+  if (p->Depth == 0) return CUDA_SUCCESS;
+  CUDA_MEMCPY2D flat{};
+  flat.srcXInBytes = p->srcXInBytes;
+  flat.srcY = p->srcY;
+  flat.srcMemoryType = p->srcMemoryType;
+  flat.srcHost = p->srcHost;
+  flat.srcDevice = p->srcDevice;
+  flat.srcArray = p->srcArray;
+  flat.srcPitch = p->srcPitch;
+  flat.dstXInBytes = p->dstXInBytes;
+  flat.dstY = p->dstY;
+  flat.dstMemoryType = p->dstMemoryType;
+  flat.dstHost = p->dstHost;
+  flat.dstDevice = p->dstDevice;
+  flat.dstArray = p->dstArray;
+  flat.dstPitch = p->dstPitch;
+  flat.WidthInBytes = p->WidthInBytes;
+  flat.Height = p->Height;
+  return copy2D(&flat, stream);
+}
+
 }  // namespace
 }  // namespace flyt::interpose::cu
 
@@ -130,4 +177,11 @@ FLYT_CU_EXPORT CUresult cuMemcpy2DUnaligned_v2_ptds(const CUDA_MEMCPY2D* pCopy) 
 FLYT_CU_EXPORT CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D* pCopy, CUstream hStream) { return copy2D(pCopy, hStream); }
 FLYT_CU_EXPORT CUresult cuMemcpy2DAsync_v2_ptsz(const CUDA_MEMCPY2D* pCopy, CUstream hStream) {
   return copy2D(pCopy, perThread(hStream));
+}
+
+FLYT_CU_EXPORT CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D* pCopy) { return copy3D(pCopy, std::nullopt); }
+FLYT_CU_EXPORT CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D* pCopy) { return copy3D(pCopy, CU_STREAM_PER_THREAD); }
+FLYT_CU_EXPORT CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D* pCopy, CUstream hStream) { return copy3D(pCopy, hStream); }
+FLYT_CU_EXPORT CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D* pCopy, CUstream hStream) {
+  return copy3D(pCopy, perThread(hStream));
 }

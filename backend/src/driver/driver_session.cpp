@@ -123,6 +123,10 @@ class DriverSession final : public SessionHandler {
       case Method::cuGraphAddMemcpyNode: return serveGraphAddMemcpyNode(c, in);
       case Method::cuGraphAddEmptyNode: return serveGraphAddEmptyNode(c, in);
       case Method::cuGraphGetNodes: return serveGraphGetNodes(c, in);
+      case Method::cuTexObjectCreate: return serveTexObjectCreate(c, in);
+      case Method::cuTexObjectDestroy: return serveObjectDestroy(c, in, false);
+      case Method::cuSurfObjectCreate: return serveSurfObjectCreate(c, in);
+      case Method::cuSurfObjectDestroy: return serveObjectDestroy(c, in, true);
       case Method::cuMemAddressReserve: return serveAddressReserve(c, in);
       case Method::cuMemAddressFree: return serveAddressFree(c, in);
       case Method::cuMemCreate: return serveMemCreate(c, in);

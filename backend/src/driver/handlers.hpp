@@ -87,6 +87,11 @@ Outcome serveGraphAddMemcpyNode(ServeContext& c, CallInput in);
 Outcome serveGraphAddEmptyNode(ServeContext& c, CallInput in);
 Outcome serveGraphGetNodes(ServeContext& c, CallInput in);
 
+// serve_textures.cpp
+Outcome serveTexObjectCreate(ServeContext& c, CallInput in);
+Outcome serveSurfObjectCreate(ServeContext& c, CallInput in);
+Outcome serveObjectDestroy(ServeContext& c, CallInput in, bool surface);
+
 // serve_virtual_memory.cpp
 Outcome serveAddressReserve(ServeContext& c, CallInput in);
 Outcome serveAddressFree(ServeContext& c, CallInput in);

@@ -195,6 +195,8 @@ class ServeContext {
   };
   std::map<std::uint64_t, Physical> physical;
   std::map<CUdeviceptr, std::uint64_t> mappingHandle;
+  // Texture and surface objects the session made (their values are the driver's: serve_textures.cpp).
+  std::set<std::uint64_t> textureObjects, surfaceObjects;
   // The most bytes one reply may carry inline (the channel's limit).
   std::size_t maxReplyPayload = 0;
 

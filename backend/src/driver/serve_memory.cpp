@@ -3,6 +3,8 @@
 // Host-to-device bytes arrive inline with the call and live only while the message does, so an
 // asynchronous copy waits for its stream before the handler returns; device-to-host bytes go back
 // inline with the reply.
+#include <tuple>
+
 #include "handlers.hpp"
 
 namespace flyt::backend::cu {
@@ -64,16 +66,33 @@ Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async) {
 }
 
 // 2D copies (interpose/driver/copies_2d.cpp): the host side is packed rows, inline; each device
-// side must lie inside the session's memory, from its first byte to its last row's end.
+// side must lie inside the session's memory, from its first byte to its last row's end; an array
+// side must be the session's array (the driver checks its bounds).
 Outcome serveCopy2D(ServeContext& c, CallInput in, bool async) {
   const char* function = async ? "cuMemcpy2DAsync_v2" : "cuMemcpy2D_v2";
   std::uint8_t direction = 0;
   std::uint64_t dst = 0, dstPitch = 0, src = 0, srcPitch = 0, width = 0, height = 0;
   CUstream stream{};
+  std::uint8_t arrays = 0;
   if (!in.args.get(direction) || !in.args.get(dst) || !in.args.get(dstPitch) || !in.args.get(src) ||
       !in.args.get(srcPitch) || !in.args.get(width) || !in.args.get(height) || (async && !in.args.get(stream)) ||
-      !in.args.exhausted() || direction < 1 || direction > 3 || width == 0 || height == 0) {
+      !in.args.get(arrays) || arrays > 3 || direction < 1 || direction > 3 || width == 0 || height == 0) {
     return c.malformed(fmt::format("{}: bad arguments", function));
+  }
+  struct ArraySide {
+    CUarray array{};
+    std::uint64_t x = 0, y = 0;
+  } dstArray, srcArray;
+  for (auto [bit, side, name] : {std::tuple{1, &dstArray, "dstArray"}, std::tuple{2, &srcArray, "srcArray"}}) {
+    if ((arrays & bit) == 0) continue;
+    CUarray id{};
+    if (!in.args.get(id) || !in.args.get(side->x) || !in.args.get(side->y)) return c.malformed(fmt::format("{}: bad array side", function));
+    if (auto refused = c.handles().use(function, name, id, {HandleKind::array}, &side->array)) return *refused;
+    if (side->array == nullptr) return c.malformed(fmt::format("{}: a null array", function));
+  }
+  if (!in.args.exhausted()) return c.malformed(fmt::format("{}: trailing arguments", function));
+  if (((arrays & 1) != 0 && direction == 2) || ((arrays & 2) != 0 && direction == 1)) {
+    return c.malformed(fmt::format("{}: an array side on the host", function));
   }
   CUstream realStream{};
   if (async) {
@@ -83,10 +102,10 @@ Outcome serveCopy2D(ServeContext& c, CallInput in, bool async) {
   auto extent = [&](std::uint64_t pitch) { return api::satAdd(api::satMul(pitch, height - 1), width); };
   if (toDevice && (height > 1 && dstPitch < width)) return c.malformed(fmt::format("{}: pitch below width", function));
   if (fromDevice && (height > 1 && srcPitch < width)) return c.malformed(fmt::format("{}: pitch below width", function));
-  if (toDevice) {
+  if (toDevice && dstArray.array == nullptr) {
     if (auto refused = c.deviceRange(function, "dst", dst, extent(dstPitch))) return *refused;
   }
-  if (fromDevice) {
+  if (fromDevice && srcArray.array == nullptr) {
     if (auto refused = c.deviceRange(function, "src", src, extent(srcPitch))) return *refused;
   }
   const std::uint64_t packed = api::satMul(width, height);
@@ -94,7 +113,12 @@ Outcome serveCopy2D(ServeContext& c, CallInput in, bool async) {
   copy.WidthInBytes = width;
   copy.Height = height;
   Outcome out;
-  if (toDevice) {
+  if (dstArray.array != nullptr) {
+    copy.dstMemoryType = CU_MEMORYTYPE_ARRAY;
+    copy.dstArray = dstArray.array;
+    copy.dstXInBytes = dstArray.x;
+    copy.dstY = dstArray.y;
+  } else if (toDevice) {
     copy.dstMemoryType = CU_MEMORYTYPE_DEVICE;
     copy.dstDevice = dst;
     copy.dstPitch = dstPitch;
@@ -105,7 +129,12 @@ Outcome serveCopy2D(ServeContext& c, CallInput in, bool async) {
     copy.dstHost = out.payload.data();
     copy.dstPitch = width;
   }
-  if (fromDevice) {
+  if (srcArray.array != nullptr) {
+    copy.srcMemoryType = CU_MEMORYTYPE_ARRAY;
+    copy.srcArray = srcArray.array;
+    copy.srcXInBytes = srcArray.x;
+    copy.srcY = srcArray.y;
+  } else if (fromDevice) {
     copy.srcMemoryType = CU_MEMORYTYPE_DEVICE;
     copy.srcDevice = src;
     copy.srcPitch = srcPitch;
