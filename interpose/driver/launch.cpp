@@ -164,3 +164,43 @@ FLYT_CU_EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfu
                                               void** extra) {
   return launchKernelEx(config, f, kernelParams, extra, true);
 }
+
+// A cooperative launch is cuLaunchKernelEx with CU_LAUNCH_ATTRIBUTE_COOPERATIVE (the worker's driver
+// checks that the grid fits the device at once, as cuLaunchCooperativeKernel does).
+namespace {
+CUresult cooperative(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                     unsigned shared, CUstream stream, void** kernelParams) {
+  CUlaunchAttribute attribute{};
+  attribute.id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+  attribute.value.cooperative = 1;
+  CUlaunchConfig config{};
+  config.gridDimX = gx;
+  config.gridDimY = gy;
+  config.gridDimZ = gz;
+  config.blockDimX = bx;
+  config.blockDimY = by;
+  config.blockDimZ = bz;
+  config.sharedMemBytes = shared;
+  config.hStream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cuLaunchKernelEx(&config, f, kernelParams, nullptr);
+}
+}  // namespace
+
+FLYT_CU_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                                  unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+                                                  unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+                                                  void** kernelParams) {
+  return cooperative(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes, hStream,
+                     kernelParams);
+}
+
+FLYT_CU_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                                       unsigned int gridDimZ, unsigned int blockDimX,
+                                                       unsigned int blockDimY, unsigned int blockDimZ,
+                                                       unsigned int sharedMemBytes, CUstream hStream,
+                                                       void** kernelParams) {
+  return cooperative(f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY, blockDimZ, sharedMemBytes,
+                     perThread(hStream), kernelParams);
+}

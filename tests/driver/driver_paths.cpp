@@ -348,6 +348,14 @@ int main(int argc, char** argv) {
     CHECK_CALL(cuGraphDestroy(graph));
   }
 
+  // A cooperative launch (sent as cuLaunchKernelEx with the cooperative attribute).
+  CHECK_CALL(cuMemsetD32(out, 0, kN));
+  CHECK_CALL(cuLaunchCooperativeKernel(reinterpret_cast<CUfunction>(fillIndex), 4, 1, 1, 128, 1, 1, 0, stream,
+                                       fillParams));
+  CHECK_CALL(cuStreamSynchronize(stream));
+  CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
+  if (!standIn) check(indices[511] == 511 * 3 + 1 && indices[512] == 0, "a cooperative launch ran its grid");
+
   virtualMemory(device);
 
   // Bad input is refused, and the session goes on.
