@@ -39,30 +39,8 @@ using flyt::test::Process;
 using flyt::wire::TransportStatus;
 namespace ft = flyt::transport;
 
-struct Node {
-  std::string shm, tcp;
-  std::unique_ptr<Process> process;
-
-  explicit Node(std::vector<std::string> env = {}) {
-    static std::atomic<int> counter{0};
-    const std::string name = "flyt-hostile-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    process = std::make_unique<Process>(
-        std::vector<std::string>{FLYT_NODE_PATH, "--shm", name, "--tcp", "127.0.0.1:0", "--executor", "standin",
-                                 "--log", "info"},
-        std::move(env));
-  }
-  [[nodiscard]] bool ready() {
-    const std::regex line(R"(flyt-node: serving (shm://\S+) and (tcp://\S+))");
-    std::smatch match;
-    if (!eventually([&] { const std::string t = log(); return std::regex_search(t, match, line); }, 10s)) return false;
-    shm = match[1];
-    tcp = match[2];
-    return true;
-  }
-  [[nodiscard]] std::string log() const { return process->stderrText(); }
-  [[nodiscard]] const std::string& endpoint(const std::string& transport) const {
-    return transport == "shm" ? shm : tcp;
-  }
+struct Node : flyt::test::StandinNode {
+  explicit Node(std::vector<std::string> env = {}) : StandinNode(FLYT_NODE_PATH, "flyt-hostile", std::move(env)) {}
 };
 
 struct BulkSpec {

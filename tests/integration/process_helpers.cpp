@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <regex>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -151,6 +152,23 @@ std::vector<std::string> shmFiles(const std::string& prefix) {
     if (name.starts_with(prefix)) names.push_back(name);
   }
   return names;
+}
+
+StandinNode::StandinNode(const std::string& nodePath, const std::string& prefix, std::vector<std::string> env) {
+  static std::atomic<int> counter{0};
+  const std::string name = prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  process = std::make_unique<Process>(
+      std::vector<std::string>{nodePath, "--shm", name, "--tcp", "127.0.0.1:0", "--executor", "standin", "--log", "info"},
+      std::move(env));
+}
+
+bool StandinNode::ready() {
+  const std::regex line(R"(flyt-node: serving (shm://\S+) and (tcp://\S+))");
+  std::smatch match;
+  if (!eventually([&] { const std::string t = log(); return std::regex_search(t, match, line); }, 10s)) return false;
+  shm = match[1];
+  tcp = match[2];
+  return true;
 }
 
 }  // namespace flyt::test

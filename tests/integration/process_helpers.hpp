@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,5 +61,19 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 
 // Names in /dev/shm starting with `prefix`.
 [[nodiscard]] std::vector<std::string> shmFiles(const std::string& prefix);
+
+// A flyt-node (FLYT_NODE_PATH) on the GPU stand-in with a private shm name and a loopback TCP port,
+// for tests that speak the protocol themselves. ready() waits for its "serving" line.
+struct StandinNode {
+  std::string shm, tcp;
+  std::unique_ptr<Process> process;
+
+  StandinNode(const std::string& nodePath, const std::string& prefix, std::vector<std::string> env = {});
+  [[nodiscard]] bool ready();
+  [[nodiscard]] std::string log() const { return process->stderrText(); }
+  [[nodiscard]] const std::string& endpoint(const std::string& transport) const {
+    return transport == "shm" ? shm : tcp;
+  }
+};
 
 }  // namespace flyt::test
