@@ -7,17 +7,9 @@
 #include <cmath>
 #include <vector>
 
-#include "../gpu_check.cuh"
+#include "library_check.cuh"
 
-#define CHECK_BLAS(call)                                                                 \
-  do {                                                                                   \
-    const cublasStatus_t s_ = (call);                                                    \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                   \
-      std::fprintf(stderr, "FAIL %s:%d: %s returned %s\n", __FILE__, __LINE__, #call,    \
-                   cublasGetStatusName(s_));                                             \
-      std::exit(kExitFailed);                                                            \
-    }                                                                                    \
-  } while (0)
+#define CHECK_BLAS(call) CHECK_LIBRARY(call, CUBLAS_STATUS_SUCCESS, cublasGetStatusName)
 
 int main() {
   require_cuda_device();

@@ -5,16 +5,9 @@
 #include <cmath>
 #include <vector>
 
-#include "../gpu_check.cuh"
+#include "library_check.cuh"
 
-#define CHECK_FFT(call)                                                                              \
-  do {                                                                                               \
-    const cufftResult r_ = (call);                                                                   \
-    if (r_ != CUFFT_SUCCESS) {                                                                       \
-      std::fprintf(stderr, "FAIL %s:%d: %s returned %d\n", __FILE__, __LINE__, #call, static_cast<int>(r_)); \
-      std::exit(kExitFailed);                                                                        \
-    }                                                                                                \
-  } while (0)
+#define CHECK_FFT(call) CHECK_LIBRARY(call, CUFFT_SUCCESS, statusNumber)
 
 int main() {
   require_cuda_device();

@@ -9,16 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "../gpu_check.cuh"
+#include "library_check.cuh"
 
-#define CHECK_CU(call)                                                                        \
-  do {                                                                                        \
-    const CUresult r_ = (call);                                                               \
-    if (r_ != CUDA_SUCCESS) {                                                                 \
-      std::fprintf(stderr, "FAIL %s:%d: %s returned %d\n", __FILE__, __LINE__, #call, (int)r_); \
-      std::exit(kExitFailed);                                                                 \
-    }                                                                                         \
-  } while (0)
+#define CHECK_CU(call) CHECK_LIBRARY(call, CUDA_SUCCESS, statusNumber)
 
 static const char* kSource = R"(
 extern "C" __global__ void saxpy(float a, const float* x, float* y, int n) {

@@ -5,16 +5,9 @@
 #include <cmath>
 #include <vector>
 
-#include "../gpu_check.cuh"
+#include "library_check.cuh"
 
-#define CHECK_RAND(call)                                                                             \
-  do {                                                                                               \
-    const curandStatus_t s_ = (call);                                                                \
-    if (s_ != CURAND_STATUS_SUCCESS) {                                                               \
-      std::fprintf(stderr, "FAIL %s:%d: %s returned %d\n", __FILE__, __LINE__, #call, static_cast<int>(s_)); \
-      std::exit(kExitFailed);                                                                        \
-    }                                                                                                \
-  } while (0)
+#define CHECK_RAND(call) CHECK_LIBRARY(call, CURAND_STATUS_SUCCESS, statusNumber)
 
 int main() {
   require_cuda_device();

@@ -5,16 +5,9 @@
 #include <cmath>
 #include <vector>
 
-#include "../gpu_check.cuh"
+#include "library_check.cuh"
 
-#define CHECK_SPARSE(call)                                                                           \
-  do {                                                                                               \
-    const cusparseStatus_t s_ = (call);                                                              \
-    if (s_ != CUSPARSE_STATUS_SUCCESS) {                                                             \
-      std::fprintf(stderr, "FAIL %s:%d: %s returned %s\n", __FILE__, __LINE__, #call, cusparseGetErrorString(s_)); \
-      std::exit(kExitFailed);                                                                        \
-    }                                                                                                \
-  } while (0)
+#define CHECK_SPARSE(call) CHECK_LIBRARY(call, CUSPARSE_STATUS_SUCCESS, cusparseGetErrorString)
 
 int main() {
   require_cuda_device();
