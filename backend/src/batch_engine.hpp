@@ -54,6 +54,10 @@ class BatchEngine {
       if (batch.getWantsReply() && i + 1 == calls.size()) {
         last = std::move(outcome);
       } else if (outcome.failed()) {
+        // The application learns of it at its next synchronising call, without the call's name.
+        flyt::logger("worker").debug("session {:016x}: asynchronous call #{} (method {}) failed: error {}{}{}", m_sessionId,
+                                     outcome.sequence, calls[i].getMethod(), static_cast<int>(outcome.error),
+                                     outcome.detail.empty() ? "" : ", ", outcome.detail);
         hold(std::move(outcome));
       }
     }

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "driver_client.hpp"
@@ -46,6 +47,12 @@ constexpr Uuid kContextStorage = {0xc6, 0x93, 0x33, 0x6e, 0x11, 0x21, 0xdf, 0x11
                                   0xa8, 0xc3, 0x68, 0xf3, 0x55, 0xd8, 0x95, 0x93};
 constexpr Uuid kContextChecks = {0x26, 0x3e, 0x88, 0x60, 0x7c, 0xd2, 0x61, 0x43,
                                  0x92, 0xf6, 0xbb, 0xd5, 0x00, 0x6d, 0xfa, 0x7e};
+constexpr Uuid kContextIdentity = {0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48,
+                                   0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2};
+constexpr Uuid kAlgorithmHints = {0x17, 0x34, 0xdc, 0x26, 0x80, 0x0d, 0x47, 0x45,
+                                   0x87, 0x26, 0xc0, 0xf1, 0xe7, 0xdd, 0x8b, 0xca};
+constexpr Uuid kFunctions = {0x6e, 0x16, 0x3f, 0xbe, 0xb9, 0x58, 0x44, 0x4d,
+                             0x83, 0x5c, 0xe1, 0x82, 0xaf, 0xf1, 0x99, 0x1e};
 constexpr Uuid kIntegrityCheck = {0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b,
                                   0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2};
 
@@ -125,9 +132,107 @@ void hookBuffer2(void** buffer, std::size_t* size) {
 const Slot kToolsCallbackHooksTable[7] = {reinterpret_cast<Slot>(7 * sizeof(Slot)), nullptr, slot(hookBuffer1),
                                           nullptr, nullptr, nullptr, slot(hookBuffer2)};
 
-// ---- TOOLS_TLS: no tool state ----------------------------------------------------------------------
+// ---- TOOLS_TLS: slot 2 is the calling thread's current context (cuBLASLt's kernel registry is
+// keyed by it; without it cuBLAS finds no kernel) ----------------------------------------------------
 
-const Slot kToolsTlsTable[4] = {reinterpret_cast<Slot>(4 * sizeof(Slot)), nullptr, nullptr, nullptr};
+CUresult toolsCurrentContext(CUcontext* context) {
+  if (context == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *context = DriverState::get().current();
+  return CUDA_SUCCESS;
+}
+const Slot kToolsTlsTable[4] = {reinterpret_cast<Slot>(4 * sizeof(Slot)), nullptr, slot(toolsCurrentContext), nullptr};
+
+// ---- CONTEXT_IDENTITY (cuBLAS, cuBLASLt, cuFFT, cuSOLVER) ----------------------------------------
+// The driver's table has 95 slots (a size word and 94 functions) and its callers do not check them
+// for null, so every slot is a function: the known ones below, the rest log their slot once and
+// refuse, which the callers report as an error of their own instead of jumping into nothing.
+//   4:  (context, unsigned long long* id)   the context's unique id (cuCtxGetId)
+//   39: (context, stream, unsigned long long* id)   a stream's unique id
+//   51: (context, stream, CUstream* out, int perThread)   the stream object a stream handle names
+// cuBLAS keys its per-stream workspaces by 51 then 39 (adding the thread for the per-thread stream).
+
+void reportSlot(const char* table, std::size_t index) noexcept {
+  try {
+    static auto* const mutex = new std::mutex;
+    static auto* const seen = new std::set<std::pair<std::string, std::size_t>>;
+    std::lock_guard lock(*mutex);
+    if (seen->emplace(table, index).second) {
+      flyt::logger("interpose").warn("export table {} slot {} is not provided by Flyt (CUDA_ERROR_NOT_SUPPORTED)", table,
+                                     index);
+    }
+  } catch (...) {
+    // The caller still gets its answer.
+  }
+}
+
+// Tables whose callers call slots without checking them: every slot Flyt does not know is a
+// function that logs its table and slot once and refuses.
+constexpr const char* kRefusingTableNames[] = {"21318c60", "1734dc26", "6e163fbe"};
+template <int Table, std::size_t Index>
+CUresult unknownSlot() {
+  reportSlot(kRefusingTableNames[Table], Index);
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+template <int Table, std::size_t Slots, std::size_t... I>
+constexpr std::array<Slot, Slots> refusingTable(std::index_sequence<I...>) {
+  return {reinterpret_cast<Slot>(Slots * sizeof(Slot)), slot(&unknownSlot<Table, I + 1>)...};
+}
+template <int Table, std::size_t Slots>
+constexpr std::array<Slot, Slots> refusingTable() {
+  return refusingTable<Table, Slots>(std::make_index_sequence<Slots - 1>{});
+}
+
+CUresult contextId(CUcontext context, unsigned long long* id) {
+  if (id == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  return cuCtxGetId(currentIfNull(context), id);
+}
+CUresult streamId(CUcontext, CUstream stream, unsigned long long* id) {
+  if (id == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *id = wireHandle(stream);
+  return CUDA_SUCCESS;
+}
+CUresult streamObject(CUcontext, CUstream stream, CUstream* out, int) {
+  if (out == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *out = stream;
+  return CUDA_SUCCESS;
+}
+
+std::array<Slot, 95> contextIdentityTable() {
+  auto table = refusingTable<0, 95>();
+  table[4] = slot(contextId);
+  table[39] = slot(streamId);
+  table[51] = slot(streamObject);
+  return table;
+}
+const std::array<Slot, 95> kContextIdentityTable = contextIdentityTable();
+
+// ---- 1734dc26 (cuBLASLt 13, while choosing a matmul algorithm): slot 4 hands out a byte list and
+// slot 13 releases it; refused, cuBLASLt goes on with an empty list, as it does when the list does
+// not apply. Every slot refuses (64 are served; the driver's size is not known). ----------------------
+
+const std::array<Slot, 64> kAlgorithmHintsTable = refusingTable<1, 64>();
+
+// ---- FUNCTIONS (6e163fbe; cuFFT, for the modules it builds at plan time) ------------------------
+//   7: (context, module, void (*visit)(void* arg, CUfunction, std::uint64_t), void* arg) calls
+//      visit for each function of the module and returns how many it visited (cuFFT expects 1).
+// cuFFT wants at least 8 slots; 64 are served, the others refuse.
+
+using VisitFunction = void (*)(void*, CUfunction, std::uint64_t);
+int moduleFunctions(CUcontext, CUmodule module, VisitFunction visit, void* arg) {
+  if (visit == nullptr) return 0;
+  unsigned count = 0;
+  if (cuModuleGetFunctionCount(&count, module) != CUDA_SUCCESS || count == 0) return 0;
+  std::vector<CUfunction> functions(count);
+  if (cuModuleEnumerateFunctions(functions.data(), count, module) != CUDA_SUCCESS) return 0;
+  for (CUfunction function : functions) visit(arg, function, 0);
+  return static_cast<int>(count);
+}
+std::array<Slot, 64> functionsTable() {
+  auto table = refusingTable<2, 64>();
+  table[7] = slot(moduleFunctions);
+  return table;
+}
+const std::array<Slot, 64> kFunctionsTable = functionsTable();
 
 // ---- CONTEXT_LOCAL_STORAGE: the runtime's per-context state, kept here (driver_client.hpp) -------
 
@@ -232,7 +337,8 @@ const Table kTables[] = {
     {&kCudartInterface, kCudartInterfaceTable}, {&kToolsCallbackHooks, kToolsCallbackHooksTable},
     {&kToolsTls, kToolsTlsTable},               {&kContextStorage, kContextStorageTable},
     {&kContextChecks, kContextChecksTable},     {&kIntegrityCheck, kIntegrityCheckTable},
-    {&kFlytIdentity, &kFlytIdentityTable},
+    {&kContextIdentity, kContextIdentityTable.data()}, {&kAlgorithmHints, kAlgorithmHintsTable.data()},
+    {&kFunctions, kFunctionsTable.data()}, {&kFlytIdentity, &kFlytIdentityTable},
 };
 
 std::string uuidText(const CUuuid& id) {

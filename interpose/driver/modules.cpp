@@ -8,7 +8,8 @@
 // Wire: flytUploadImage {u64 hash, u64 total, u64 offset} + payload chunk;
 // cuModuleLoadData / cuLibraryLoadData {u64 hash, u64 bytes} -> {u64 module | library};
 // cuModuleGetFunction {u64 module, string name} / cuLibraryGetKernel {u64 library, string name}
-// -> {u64 handle, layout}; cuKernelGetFunction {u64 kernel} -> {u64 function}; where a layout is
+// -> {u64 handle, layout}; cuModuleEnumerateFunctions {u64 module, u32 count} -> {u32 count,
+// count x {u64 function, string name, layout}}; cuKernelGetFunction {u64 kernel} -> {u64 function}; where a layout is
 // {u32 count, u32 bytes, count x {u32 offset, u32 size}} and count = kUnknownLayout when the
 // worker's driver cannot say (launches then need `extra`).
 #include <cuda.h>
@@ -142,6 +143,22 @@ CUresult readFile(const char* path, std::vector<char>& contents) noexcept {
   }
 }
 
+// A function's or kernel's layout as the worker sends it, recorded for `handle`.
+bool readLayout(api::ArgReader& reader, std::uint64_t handle) noexcept {
+  std::uint32_t count = 0, bytes = 0;
+  if (!reader.get(count) || !reader.get(bytes)) return false;
+  if (count == kUnknownLayout) return true;
+  ParamLayout layout;
+  layout.bytes = bytes;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    ParamLayout::Param param{};
+    if (!reader.get(param.offset) || !reader.get(param.size)) return false;
+    layout.params.push_back(param);
+  }
+  DriverState::get().setLayout(handle, std::move(layout));
+  return true;
+}
+
 // A lookup by name whose reply is {u64 handle, layout}.
 CUresult lookup(Method method, std::uint64_t owner, const char* name, std::uint64_t& handle) noexcept {
   if (name == nullptr) return CUDA_ERROR_INVALID_VALUE;
@@ -153,18 +170,7 @@ CUresult lookup(Method method, std::uint64_t owner, const char* name, std::uint6
   auto outcome = DriverCall().call(method, args);
   if (outcome.error != CUDA_SUCCESS) return outcome.error;
   api::ArgReader reader(outcome.results);
-  std::uint32_t count = 0, bytes = 0;
-  if (!reader.get(handle) || handle == 0 || !reader.get(count) || !reader.get(bytes)) return CUDA_ERROR_UNKNOWN;
-  if (count != kUnknownLayout) {
-    ParamLayout layout;
-    layout.bytes = bytes;
-    for (std::uint32_t i = 0; i < count; ++i) {
-      ParamLayout::Param param{};
-      if (!reader.get(param.offset) || !reader.get(param.size)) return CUDA_ERROR_UNKNOWN;
-      layout.params.push_back(param);
-    }
-    DriverState::get().setLayout(handle, std::move(layout));
-  }
+  if (!reader.get(handle) || handle == 0 || !readLayout(reader, handle)) return CUDA_ERROR_UNKNOWN;
   DriverState::get().setName(handle, name);
   return CUDA_SUCCESS;
 }
@@ -242,6 +248,28 @@ FLYT_CU_EXPORT CUresult cuModuleGetFunction(CUfunction* hfunc, CUmodule hmod, co
   std::uint64_t id = 0;
   if (CUresult error = lookup(Method::cuModuleGetFunction, wireHandle(hmod), name, id); error != CUDA_SUCCESS) return error;
   *hfunc = handleOf<CUfunction>(id);
+  return CUDA_SUCCESS;
+}
+
+FLYT_CU_EXPORT CUresult cuModuleEnumerateFunctions(CUfunction* functions, unsigned int numFunctions, CUmodule mod) {
+  if (functions == nullptr && numFunctions != 0) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  std::vector<std::byte> args;
+  api::ArgWriter writer(args);
+  writer.put(wireHandle(mod));
+  writer.put(static_cast<std::uint32_t>(numFunctions));
+  auto outcome = DriverCall().call(Method::cuModuleEnumerateFunctions, args);
+  if (outcome.error != CUDA_SUCCESS) return outcome.error;
+  api::ArgReader reader(outcome.results);
+  std::uint32_t count = 0;
+  if (!reader.get(count) || count != numFunctions) return CUDA_ERROR_UNKNOWN;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::uint64_t id = 0;
+    std::string name;
+    if (!reader.get(id) || id == 0 || !reader.getString(name) || !readLayout(reader, id)) return CUDA_ERROR_UNKNOWN;
+    DriverState::get().setName(id, std::move(name));
+    functions[i] = handleOf<CUfunction>(id);
+  }
   return CUDA_SUCCESS;
 }
 

@@ -8,6 +8,7 @@
 #include <cuda.h>
 #include <dlfcn.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +57,12 @@ void procAddresses() {
         "a name newer than the asked version is VERSION_NOT_SUFFICIENT");
 }
 
+CUuuid uuidOf(const unsigned char (&bytes)[16]) {
+  CUuuid id;
+  std::memcpy(id.bytes, bytes, sizeof bytes);
+  return id;
+}
+
 void exportTables() {
   const unsigned char bytes[16] = {0x6b, 0xd5, 0xfb, 0x6c, 0x5b, 0xf4, 0xe7, 0x4a,
                                    0x89, 0x87, 0xd9, 0x39, 0x12, 0xfd, 0x9d, 0xf9};
@@ -65,6 +72,21 @@ void exportTables() {
   CHECK_CALL(cuGetExportTable(&table, &cudart));
   check(table != nullptr && *static_cast<const std::size_t*>(table) == 13 * sizeof(void*),
         "the runtime interface table has 13 slots");
+  // The context-identity table: a context's id (slot 4) as cuCtxGetId answers it; every slot callable.
+  const CUuuid identity = uuidOf({0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2});
+  CHECK_CALL(cuGetExportTable(&table, &identity));
+  const auto* slots = static_cast<void* const*>(table);
+  const std::size_t count = reinterpret_cast<std::size_t>(slots[0]) / sizeof(void*);
+  bool allCallable = count == 95;
+  for (std::size_t i = 1; i < count; ++i) allCallable = allCallable && slots[i] != nullptr;
+  check(allCallable, "the context-identity table has 95 slots, none null");
+  CUcontext current = nullptr;
+  CHECK_CALL(cuCtxGetCurrent(&current));
+  unsigned long long viaTable = 0, viaApi = 0;
+  CHECK_CALL(reinterpret_cast<CUresult (*)(CUcontext, unsigned long long*)>(slots[4])(nullptr, &viaTable));
+  CHECK_CALL(cuCtxGetId(current, &viaApi));
+  check(viaTable == viaApi, "the context-identity table's slot 4 is the current context's id");
+  check(reinterpret_cast<CUresult (*)()>(slots[7])() == CUDA_ERROR_NOT_SUPPORTED, "an unknown slot refuses");
   const CUuuid unknown = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}};
   table = &unknown;
   check(cuGetExportTable(&table, &unknown) == CUDA_ERROR_NOT_FOUND && table == nullptr,
@@ -155,13 +177,13 @@ int main(int argc, char** argv) {
   std::printf("driver_paths: %s, CUDA %d, cc %d.x, %d SMs, %zu MiB\n", name, version, major, sms, total >> 20);
 
   procAddresses();
-  exportTables();
 
   CUcontext context = nullptr, current = nullptr;
   CHECK_CALL(cuDevicePrimaryCtxRetain(&context, device));
   CHECK_CALL(cuCtxSetCurrent(context));
   CHECK_CALL(cuCtxGetCurrent(&current));
   check(current == context, "the primary context is current");
+  exportTables();
 
   // Allocations and copies.
   constexpr unsigned kN = 1 << 18;
@@ -242,6 +264,37 @@ int main(int argc, char** argv) {
   CHECK_CALL(cuFuncGetParamInfo(scaleAdd, 2, &offset, &size));
   check(offset == 16 && size == 4, "scale_add's third parameter is 4 bytes at offset 16");
   check(cuModuleGetFunction(&scaleAdd, module, "no_such_kernel") == CUDA_ERROR_NOT_FOUND, "an unknown kernel is NOT_FOUND");
+  // Every function of the module, with its name and layout (cuFFT reaches it through an export table).
+  unsigned functionCount = 0;
+  CHECK_CALL(cuModuleGetFunctionCount(&functionCount, module));
+  check(functionCount >= 3, "the module has at least three functions");
+  std::vector<CUfunction> functions(functionCount);
+  check(cuModuleEnumerateFunctions(functions.data(), functionCount + 1, module) != CUDA_SUCCESS,
+        "enumerating with the wrong count is refused");
+  CHECK_CALL(cuModuleEnumerateFunctions(functions.data(), functionCount, module));
+  bool namedScaleAdd = false;
+  for (CUfunction f : functions) {
+    const char* name = nullptr;
+    if (cuFuncGetName(&name, f) == CUDA_SUCCESS && name != nullptr && std::strcmp(name, "scale_add") == 0) {
+      namedScaleAdd = cuFuncGetParamInfo(f, 2, &offset, &size) == CUDA_SUCCESS && offset == 16 && size == 4;
+    }
+  }
+  check(namedScaleAdd, "cuModuleEnumerateFunctions answers scale_add with its name and layout");
+  {
+    const CUuuid functionsTable =
+        uuidOf({0x6e, 0x16, 0x3f, 0xbe, 0xb9, 0x58, 0x44, 0x4d, 0x83, 0x5c, 0xe1, 0x82, 0xaf, 0xf1, 0x99, 0x1e});
+    const void* table = nullptr;
+    CHECK_CALL(cuGetExportTable(&table, &functionsTable));
+    const auto* slots = static_cast<void* const*>(table);
+    check(reinterpret_cast<std::size_t>(slots[0]) >= 8 * sizeof(void*), "the functions table has at least 8 slots");
+    using Visit = void (*)(void*, CUfunction, std::uint64_t);
+    using Iterate = int (*)(CUcontext, CUmodule, Visit, void*);
+    unsigned visited = 0;
+    const int reported = reinterpret_cast<Iterate>(slots[7])(
+        nullptr, module, [](void* arg, CUfunction, std::uint64_t) { ++*static_cast<unsigned*>(arg); }, &visited);
+    check(visited == functionCount && reported == static_cast<int>(functionCount),
+          "the functions table's slot 7 visits every function of a module");
+  }
   CHECK_CALL(cuModuleGetFunction(&scaleAdd, module, "scale_add"));
   float factor = 2.0f, bias = 1.0f;
   unsigned n = kN;

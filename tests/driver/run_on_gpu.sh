@@ -8,7 +8,7 @@
 #      of bin/gpu-libraries (cuBLAS, cuFFT, cuRAND, cuSOLVER, cuSPARSE, Thrust/CUB, graphs,
 #      textures, memory pools, managed memory, NVRTC, separable compilation) natively and through Flyt;
 #   5. tests/driver/torch_check.py natively (results saved) and through Flyt over shared memory and
-#      over TCP with the GPU hidden from the application (CUDA_VISIBLE_DEVICES=-1, as in a VM),
+#      over TCP with the GPU hidden from the application (its /dev/nvidia* hidden, as in a VM),
 #      each compared with the native results; the timing lines of each.
 # Prints a result line per run and "run_on_gpu: N passed, M failed". Logs go to OUT_DIR.
 set -u
@@ -36,12 +36,20 @@ if [[ -n $real ]]; then
   echo "exports: $(wc -l <"$out/real-exports.txt") in $real, $(grep -c '^>' "$out/exports.diff") only there, $(grep -c '^<' "$out/exports.diff") only in Flyt's list"
 fi
 
+# A developer's probe (tools/crash_trace.c): where a failed program crashed, in its debug rerun.
+crash_trace=
+gcc -shared -fPIC -O1 -o "$out/crash_trace.so" "$here/tools/crash_trace.c" -ldl 2>/dev/null && crash_trace=$out/crash_trace.so
+
 run() {  # name expected-line command...
   local name=$1 expect=$2
   shift 2
   local log=$out/$name.log
   timeout 300 "$flyt" run --api driver -- "$@" >"$log" 2>&1
-  record "$name" $? "$log" "$expect"
+  local status=$?
+  record "$name" $status "$log" "$expect"
+  if [[ $status -ne 0 ]] || { [[ -n $expect ]] && ! grep -q "$expect" "$log"; }; then  # again, with Flyt's debug log
+    FLYT_LOG=debug LD_PRELOAD=$crash_trace timeout 120 "$flyt" run --api driver -- "$@" >"$out/$name.debug.log" 2>&1
+  fi
 }
 
 run driver_paths "driver_paths: all checks passed" "$prefix/bin/driver/driver_paths" "$prefix/bin/driver/driver_kernels.fatbin"
@@ -99,7 +107,17 @@ if python3 -c 'import torch' 2>/dev/null; then
   tcp_node
   if [[ -n $server ]]; then
     log=$out/torch_tcp.log
-    CUDA_VISIBLE_DEVICES=-1 timeout 500 "$flyt" run --api driver --server "$server" -- \
+    # The GPU hidden from the application as in a VM: its device nodes are /dev/null in a mount
+    # namespace of its own (CUDA_VISIBLE_DEVICES cannot do it: PyTorch reads that variable itself
+    # and then counts no device, whoever serves the driver API).
+    hide=()
+    if unshare --mount true 2>/dev/null; then
+      hide=(unshare --mount sh -c 'for d in /dev/nvidia*; do mount --bind /dev/null "$d"; done; exec "$@"' hide)
+      echo "tcp: the application runs with /dev/nvidia* hidden"
+    else
+      echo "tcp: cannot hide /dev/nvidia* (no mount namespace); the application could see the GPU"
+    fi
+    timeout 500 "${hide[@]}" "$flyt" run --api driver --server "$server" -- \
       python3 "$here/torch_check.py" --skip "$skip" --compare "$out/torch_native.pt" >"$log" 2>&1
     record torch_tcp $? "$log" "torch_check: all checks passed"
     grep -E 'torch_check: (train|resnet50|stage .*FAILED)' "$log" | sed 's/^/flyt tcp: /'
@@ -109,7 +127,7 @@ if python3 -c 'import torch' 2>/dev/null; then
   fi
   if ! grep -q "all checks passed" "$out/torch_shm.log"; then  # again, with cuBLAS's own log
     CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG=stderr CUBLASLT_LOG_LEVEL=5 FLYT_LOG=debug \
-      timeout 300 "$flyt" run --api driver -- python3 "$here/torch_check.py" --skip resnet50,compile >"$out/torch_debug.log" 2>&1
+      LD_PRELOAD=$crash_trace timeout 300 "$flyt" run --api driver -- python3 "$here/torch_check.py" --skip resnet50,compile >"$out/torch_debug.log" 2>&1
   fi
 fi
 echo "run_on_gpu: $pass passed, $fail failed"

@@ -110,6 +110,7 @@ class DriverSession final : public SessionHandler {
       case Method::cuModuleLoadData: return serveLoadImage(c, in, false);
       case Method::cuLibraryLoadData: return serveLoadImage(c, in, true);
       case Method::cuModuleGetFunction: return serveGetFunction(c, in);
+      case Method::cuModuleEnumerateFunctions: return serveEnumerateFunctions(c, in);
       case Method::cuLibraryGetKernel: return serveGetKernel(c, in);
       case Method::cuKernelGetFunction: return serveKernelFunction(c, in);
       case Method::cuModuleGetGlobal_v2: return serveGetGlobal(c, in, false);

@@ -73,6 +73,7 @@ Outcome servePoolAttribute(ServeContext& c, CallInput in, bool set);
 Outcome serveUploadImage(ServeContext& c, CallInput in);
 Outcome serveLoadImage(ServeContext& c, CallInput in, bool library);
 Outcome serveGetFunction(ServeContext& c, CallInput in);
+Outcome serveEnumerateFunctions(ServeContext& c, CallInput in);
 Outcome serveGetKernel(ServeContext& c, CallInput in);
 Outcome serveKernelFunction(ServeContext& c, CallInput in);
 Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library);

@@ -100,12 +100,13 @@ Outcome serveCopy2D(ServeContext& c, CallInput in, bool async) {
   }
   const bool toDevice = direction != 2, fromDevice = direction != 1;
   auto extent = [&](std::uint64_t pitch) { return api::satAdd(api::satMul(pitch, height - 1), width); };
-  if (toDevice && (height > 1 && dstPitch < width)) return c.malformed(fmt::format("{}: pitch below width", function));
-  if (fromDevice && (height > 1 && srcPitch < width)) return c.malformed(fmt::format("{}: pitch below width", function));
+  // An array side has no pitch (the client sends 0): the driver checks its bounds.
   if (toDevice && dstArray.array == nullptr) {
+    if (height > 1 && dstPitch < width) return c.malformed(fmt::format("{}: pitch below width", function));
     if (auto refused = c.deviceRange(function, "dst", dst, extent(dstPitch))) return *refused;
   }
   if (fromDevice && srcArray.array == nullptr) {
+    if (height > 1 && srcPitch < width) return c.malformed(fmt::format("{}: pitch below width", function));
     if (auto refused = c.deviceRange(function, "src", src, extent(srcPitch))) return *refused;
   }
   const std::uint64_t packed = api::satMul(width, height);

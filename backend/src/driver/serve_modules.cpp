@@ -123,6 +123,44 @@ Outcome serveGetFunction(ServeContext& c, CallInput in) {
   return out;
 }
 
+// Every function of a module, each with its name and layout; `count` must be the module's count
+// (cuModuleGetFunctionCount), as the driver requires.
+Outcome serveEnumerateFunctions(ServeContext& c, CallInput in) {
+  constexpr const char* kName = "cuModuleEnumerateFunctions";
+  CUmodule module{};
+  std::uint32_t count = 0;
+  if (!in.args.get(module) || !in.args.get(count) || !in.args.exhausted()) return c.malformed(fmt::format("{}: bad arguments", kName));
+  CUmodule real{};
+  if (auto refused = c.handles().use(kName, "mod", module, {HandleKind::module}, &real)) return *refused;
+  const auto& d = c.driver();
+  if (d.cuModuleGetFunctionCount == nullptr || d.cuModuleEnumerateFunctions == nullptr || d.cuFuncGetName == nullptr) {
+    return c.unsupported(kName);
+  }
+  Outcome out;
+  unsigned actual = 0;
+  if ((out.error = d.cuModuleGetFunctionCount(&actual, real)) != CUDA_SUCCESS) return out;
+  if (count != actual) {
+    out.error = CUDA_ERROR_INVALID_VALUE;
+    return out;
+  }
+  std::vector<CUfunction> functions(count);
+  if ((out.error = d.cuModuleEnumerateFunctions(functions.data(), count, real)) != CUDA_SUCCESS) return out;
+  api::ArgWriter writer(out.results);
+  writer.put(count);
+  for (CUfunction function : functions) {
+    const char* name = nullptr;
+    if ((out.error = d.cuFuncGetName(&name, function)) != CUDA_SUCCESS || name == nullptr) {
+      if (out.error == CUDA_SUCCESS) out.error = CUDA_ERROR_UNKNOWN;
+      out.results.clear();
+      return out;
+    }
+    writer.put(c.handles().lookup(HandleKind::function, function));
+    writer.putString(name);
+    writeLayout(writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, function);
+  }
+  return out;
+}
+
 Outcome serveGetKernel(ServeContext& c, CallInput in) {
   CUlibrary library{};
   std::string name;
@@ -239,15 +277,21 @@ Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
   std::size_t size = copy.size();
   void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, copy.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
   Outcome out;
+  const auto* d = config.dims;
   if (!extended) {
-    const auto* d = config.dims;
     out.error = c.driver().cuLaunchKernel(config.function, d[0], d[1], d[2], d[3], d[4], d[5], config.sharedBytes,
                                           config.stream, nullptr, extra);
-    return out;
+  } else {
+    if (c.driver().cuLaunchKernelEx == nullptr) return c.unsupported(name);
+    CUlaunchConfig driverConfig = config.driverConfig();
+    out.error = c.driver().cuLaunchKernelEx(&driverConfig, config.function, nullptr, extra);
   }
-  if (c.driver().cuLaunchKernelEx == nullptr) return c.unsupported(name);
-  CUlaunchConfig driverConfig = config.driverConfig();
-  out.error = c.driver().cuLaunchKernelEx(&driverConfig, config.function, nullptr, extra);
+  if (out.error != CUDA_SUCCESS) {  // what the worker's debug log says of a failed launch
+    out.detail = fmt::format("{} of function {} grid {}x{}x{} block {}x{}x{}, {} shared bytes, stream {}, {} parameter "
+                             "bytes, {} attributes", name, static_cast<const void*>(config.function), d[0], d[1], d[2],
+                             d[3], d[4], d[5], config.sharedBytes, static_cast<const void*>(config.stream), size,
+                             config.attributes.size());
+  }
   return out;
 }
 

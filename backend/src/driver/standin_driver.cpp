@@ -1254,6 +1254,33 @@ CUresult getFunction(Out* out, Handle module, const char* name, bool libraryOnly
 CUresult moduleGetFunction(CUfunction* function, CUmodule module, const char* name) {
   return getFunction(function, module, name, false);
 }
+
+// cuModuleGetFunctionCount and cuModuleEnumerateFunctions: every kernel of the module's cubins, in
+// name order.
+CUresult moduleFunctionCount(unsigned int* count, CUmodule module) {
+  if (count == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  auto& s = state();
+  std::scoped_lock lock(s.mutex);
+  Module* found = findModule(s, module, false);
+  if (found == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  *count = static_cast<unsigned>(found->layouts.size());
+  return CUDA_SUCCESS;
+}
+CUresult moduleEnumerateFunctions(CUfunction* functions, unsigned int count, CUmodule module) {
+  if (functions == nullptr && count != 0) return CUDA_ERROR_INVALID_VALUE;
+  auto& s = state();
+  std::scoped_lock lock(s.mutex);
+  Module* found = findModule(s, module, false);
+  if (found == nullptr) return CUDA_ERROR_INVALID_HANDLE;
+  if (count != found->layouts.size()) return CUDA_ERROR_INVALID_VALUE;
+  unsigned i = 0;
+  for (const auto& [name, layout] : found->layouts) {
+    auto function = lookUp(s, *found, name);
+    if (!function) return function.error();
+    functions[i++] = handleOf<CUfunction>(*function);
+  }
+  return CUDA_SUCCESS;
+}
 CUresult libraryGetKernel(CUkernel* kernel, CUlibrary library, const char* name) {
   return getFunction(kernel, library, name, true);
 }
@@ -1756,6 +1783,8 @@ api::cu::DriverTable makeTable() {
   t.cuFuncGetParamInfo = guarded<paramInfo<CUfunction>>;
   t.cuKernelGetParamInfo = guarded<paramInfo<CUkernel>>;
   t.cuFuncGetName = guarded<getName<CUfunction>>;
+  t.cuModuleGetFunctionCount = guarded<moduleFunctionCount>;
+  t.cuModuleEnumerateFunctions = guarded<moduleEnumerateFunctions>;
   t.cuKernelGetName = guarded<getName<CUkernel>>;
   t.cuFuncGetAttribute = guarded<getAttribute<CUfunction>>;
   t.cuKernelGetAttribute = guarded<kernelGetAttribute>;
