@@ -300,8 +300,21 @@ DriverCall::DriverCall() : m_session(CuClient::get().session()) {
 Outcome DriverCall::call(Method method, std::span<const std::byte> args, std::span<const std::byte> payload,
                          std::optional<RegionBulk> region, bool reportEarlier) noexcept {
   auto outcome = m_session.call(method, args, payload, region);
-  if (reportEarlier && outcome.error == CUDA_SUCCESS && outcome.earlier != CUDA_SUCCESS) {
-    outcome.error = outcome.earlier;
+  auto& pending = DriverState::get().pendingError();
+  // A call that fails itself reports its own error (an earlier failure is usually part of the
+  // same operation: the chunks of one copy); one that succeeds without synchronising keeps it.
+  const bool reports = reportEarlier && outcome.error == CUDA_SUCCESS;
+  if (outcome.earlier != CUDA_SUCCESS && !reportEarlier && outcome.error == CUDA_SUCCESS) {
+    int none = CUDA_SUCCESS;
+    pending.compare_exchange_strong(none, static_cast<int>(outcome.earlier));
+  }
+  if (reports) {
+    const int earlier = pending.exchange(CUDA_SUCCESS);
+    if (outcome.earlier != CUDA_SUCCESS) {
+      outcome.error = outcome.earlier;
+    } else if (earlier != CUDA_SUCCESS) {
+      outcome.error = static_cast<CUresult>(earlier);
+    }
   }
   return outcome;
 }

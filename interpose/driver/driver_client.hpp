@@ -21,6 +21,7 @@
 
 #include <cuda.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -129,6 +130,9 @@ class DriverState {
 
   // The context the worker runs calls in, as it was last told (DriverCall keeps it).
   std::uint64_t& workerContext() noexcept { return m_workerContext; }
+  // The first failure of a batched call that came back with the reply of a call that does not
+  // synchronise: returned by the next call that does, as the driver reports asynchronous errors.
+  std::atomic<int>& pendingError() noexcept { return m_pendingError; }
 
  private:
   DriverState() = default;
@@ -154,6 +158,7 @@ class DriverState {
   std::map<std::pair<std::uintptr_t, std::uint64_t>, StreamState> m_streams;  // (stream, thread for per-thread)
   StreamState m_anyStream;  // counted up by work on every stream: the legacy default stream's
   std::uint64_t m_workerContext = 0;  // guarded by the client's session, not m_mutex
+  std::atomic<int> m_pendingError{CUDA_SUCCESS};
 };
 
 // One call, or a few, through the session with the worker's context matching the calling

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "flyt/api/codec.hpp"
 #include "flyt/api/cu_device_status.hpp"
 
 namespace flyt::interpose::cu {
@@ -19,6 +20,13 @@ namespace flyt::interpose::cu {
 // modules.cpp: loads a module image (a fatbin, a cubin ELF or PTX text; its size is read from the
 // image) into the current context, uploading it unless the worker has it already.
 [[nodiscard]] CUresult loadModuleImage(CUmodule* module, const void* image) noexcept;
+
+// modules.cpp: reads a layout as the worker sends it ({u32 count, u32 bytes, count x {u32 offset,
+// u32 size}}, count 0xffffffff: unknown) and records it for `handle`; false when malformed.
+[[nodiscard]] bool readLayout(api::ArgReader& reader, std::uint64_t handle) noexcept;
+// modules.cpp: asks the worker again for the layout of `handle` (flytGetParamLayout), for a kernel
+// whose lookup came before any context was current; records it when known.
+[[nodiscard]] CUresult refreshLayout(std::uint64_t handle) noexcept;
 
 // device.cpp: what cuDriverGetVersion answers (the worker's driver, capped at this build's CUDA).
 [[nodiscard]] int driverVersion() noexcept;

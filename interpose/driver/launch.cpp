@@ -40,7 +40,8 @@ CUresult packParams(CUfunction f, void** kernelParams, void** extra, std::vector
     block.assign(begin, begin + bytes);
     return CUDA_SUCCESS;
   }
-  const auto layout = DriverState::get().layout(wireHandle(f));
+  auto layout = DriverState::get().layout(wireHandle(f));
+  if (!layout && refreshLayout(wireHandle(f)) == CUDA_SUCCESS) layout = DriverState::get().layout(wireHandle(f));
   if (!layout) {
     flyt::logger("interpose").warn("cuLaunchKernel: the parameter layout of function {} is unknown; pass the "
                                    "parameters with `extra`", wireHandle(f));

@@ -143,6 +143,8 @@ CUresult readFile(const char* path, std::vector<char>& contents) noexcept {
   }
 }
 
+}  // namespace
+
 // A function's or kernel's layout as the worker sends it, recorded for `handle`.
 bool readLayout(api::ArgReader& reader, std::uint64_t handle) noexcept {
   std::uint32_t count = 0, bytes = 0;
@@ -158,6 +160,18 @@ bool readLayout(api::ArgReader& reader, std::uint64_t handle) noexcept {
   DriverState::get().setLayout(handle, std::move(layout));
   return true;
 }
+
+CUresult refreshLayout(std::uint64_t handle) noexcept {
+  if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  std::vector<std::byte> args;
+  api::ArgWriter(args).put(handle);
+  auto outcome = DriverCall().call(Method::flytGetParamLayout, args);
+  if (outcome.error != CUDA_SUCCESS) return outcome.error;
+  api::ArgReader reader(outcome.results);
+  return readLayout(reader, handle) ? CUDA_SUCCESS : CUDA_ERROR_UNKNOWN;
+}
+
+namespace {
 
 // A lookup by name whose reply is {u64 handle, layout}.
 CUresult lookup(Method method, std::uint64_t owner, const char* name, std::uint64_t& handle) noexcept {

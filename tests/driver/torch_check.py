@@ -77,7 +77,11 @@ def elementwise(dev):
     torch.manual_seed(0)
     a = torch.randn(1024, 1024, device=dev)
     y = (torch.sin(a) * 2 + 1).cpu()
-    assert torch.allclose(y, torch.sin(a.cpu()) * 2 + 1, atol=1e-5), "elementwise kernel differs from the CPU"
+    want = torch.sin(a.cpu()) * 2 + 1
+    wrong = (y - want).abs() > 1e-5
+    assert not wrong.any(), (f"elementwise kernel differs from the CPU at {int(wrong.sum())} of {y.numel()} places, "
+                             f"first at {int(wrong.flatten().nonzero()[0])}: {float(y.flatten()[wrong.flatten()][0])} "
+                             f"for {float(want.flatten()[wrong.flatten()][0])}")
     s = a.sum().item()
     assert abs(s - a.cpu().sum().item()) < 1e-1, "reduction differs"
     results["elementwise"] = y

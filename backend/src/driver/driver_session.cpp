@@ -89,6 +89,7 @@ class DriverSession final : public SessionHandler {
 #undef FLYT_SERVE
       case Method::flytGetDevices: return serveGetDevices(c, in);
       case Method::flytGetDeviceStatus: return serveDeviceStatus(c, in);
+      case Method::flytGetParamLayout: return serveParamLayout(c, in);
       case Method::flytSetContext: return serveSetContext(c, in);
       case Method::cuDevicePrimaryCtxRetain: return servePrimaryRetain(c, in);
       case Method::cuDevicePrimaryCtxRelease_v2: return servePrimaryRelease(c, in);

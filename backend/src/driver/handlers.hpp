@@ -74,6 +74,7 @@ Outcome serveUploadImage(ServeContext& c, CallInput in);
 Outcome serveLoadImage(ServeContext& c, CallInput in, bool library);
 Outcome serveGetFunction(ServeContext& c, CallInput in);
 Outcome serveEnumerateFunctions(ServeContext& c, CallInput in);
+Outcome serveParamLayout(ServeContext& c, CallInput in);
 Outcome serveGetKernel(ServeContext& c, CallInput in);
 Outcome serveKernelFunction(ServeContext& c, CallInput in);
 Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library);

@@ -18,7 +18,9 @@ constexpr std::uint32_t kMaxParamBytes = 32764;
 using ParamInfo = CUresult (*)(void*, std::size_t, std::size_t*, std::size_t*);
 
 // {u32 count, u32 bytes, count x {u32 offset, u32 size}}, or kUnknownLayout where the driver cannot say.
-void writeLayout(api::ArgWriter& writer, CUresult (*info)(void*, std::size_t, std::size_t*, std::size_t*), void* handle) {
+// A kernel looked up while no context is current cannot say (its library is loaded into a context
+// lazily): the layout is then unknown, and the client asks again at the launch (flytGetParamLayout).
+void writeLayout(ServeContext& c, api::ArgWriter& writer, ParamInfo info, void* handle) {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> params;
   std::uint32_t bytes = 0;
   bool known = info != nullptr;
@@ -26,8 +28,14 @@ void writeLayout(api::ArgWriter& writer, CUresult (*info)(void*, std::size_t, st
     std::size_t offset = 0, size = 0;
     const CUresult error = info(handle, i, &offset, &size);
     if (error == CUDA_ERROR_INVALID_VALUE) break;  // past the last parameter
-    // A kernel without parameters answers its first index with another error than past-the-end.
-    if (i == 0 && error != CUDA_SUCCESS && error != CUDA_ERROR_NOT_SUPPORTED) break;
+    if (i == 0 && error != CUDA_SUCCESS && error != CUDA_ERROR_NOT_SUPPORTED) {
+      CUcontext current{};
+      if (c.driver().cuCtxGetCurrent(&current) != CUDA_SUCCESS || current == nullptr) {
+        known = false;
+        break;
+      }
+      break;  // a kernel without parameters answers its first index with another error than past-the-end
+    }
     if (error != CUDA_SUCCESS || offset + size > kMaxParamBytes) {
       known = false;
       break;
@@ -119,7 +127,24 @@ Outcome serveGetFunction(ServeContext& c, CallInput in) {
   if ((out.error = c.driver().cuModuleGetFunction(&function, real, name.c_str())) != CUDA_SUCCESS) return out;
   api::ArgWriter writer(out.results);
   writer.put(c.handles().lookup(HandleKind::function, function));
-  writeLayout(writer, c.driver().cuFuncGetParamInfo ? erased(c.driver().cuFuncGetParamInfo) : nullptr, function);
+  writeLayout(c, writer, c.driver().cuFuncGetParamInfo ? erased(c.driver().cuFuncGetParamInfo) : nullptr, function);
+  return out;
+}
+
+Outcome serveParamLayout(ServeContext& c, CallInput in) {
+  constexpr const char* kName = "flytGetParamLayout";
+  std::uint64_t id = 0;
+  if (!in.args.get(id) || !in.args.exhausted()) return c.malformed(fmt::format("{}: bad arguments", kName));
+  Outcome out;
+  api::ArgWriter writer(out.results);
+  const auto& d = c.driver();
+  if (const std::uint64_t function = c.handles().realOf(id, HandleKind::function); function != 0) {
+    writeLayout(c, writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, reinterpret_cast<void*>(function));
+  } else if (const std::uint64_t kernel = c.handles().realOf(id, HandleKind::kernel); kernel != 0) {
+    writeLayout(c, writer, d.cuKernelGetParamInfo ? erased(d.cuKernelGetParamInfo) : nullptr, reinterpret_cast<void*>(kernel));
+  } else {
+    return c.malformed(fmt::format("{}: {:#x} is no function or kernel of this session", kName, id));
+  }
   return out;
 }
 
@@ -156,7 +181,7 @@ Outcome serveEnumerateFunctions(ServeContext& c, CallInput in) {
     }
     writer.put(c.handles().lookup(HandleKind::function, function));
     writer.putString(name);
-    writeLayout(writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, function);
+    writeLayout(c, writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, function);
   }
   return out;
 }
@@ -173,7 +198,7 @@ Outcome serveGetKernel(ServeContext& c, CallInput in) {
   if ((out.error = c.driver().cuLibraryGetKernel(&kernel, real, name.c_str())) != CUDA_SUCCESS) return out;
   api::ArgWriter writer(out.results);
   writer.put(c.handles().lookup(HandleKind::kernel, kernel));
-  writeLayout(writer, c.driver().cuKernelGetParamInfo ? erased(c.driver().cuKernelGetParamInfo) : nullptr, kernel);
+  writeLayout(c, writer, c.driver().cuKernelGetParamInfo ? erased(c.driver().cuKernelGetParamInfo) : nullptr, kernel);
   return out;
 }
 
