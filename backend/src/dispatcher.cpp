@@ -41,6 +41,7 @@
 #include "flyt/backend/session_handler.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/region_protocol.hpp"
+#include "pinned_buffer.hpp"
 #include "flyt/wire/session.capnp.h"
 #include "module_cache.hpp"
 
@@ -109,45 +110,6 @@ template <class T> struct Slot<api::InOut<T>> {
 template <class List> struct SlotsOf;
 template <class... Tags> struct SlotsOf<api::ArgList<Tags...>> {
   using type = std::tuple<Slot<Tags>...>;
-};
-
-// A reusable page-locked host buffer of the worker's (TCP payloads in, device-to-host data out):
-// copies from and to it are single DMAs. Grows on demand; registration failing (a pinned-memory
-// limit) leaves an ordinary buffer, slower but correct.
-class PinnedBuffer {
- public:
-  PinnedBuffer(Executor& executor, std::uint64_t sessionId) : m_executor(executor), m_sessionId(sessionId) {}
-  ~PinnedBuffer() { release(); }
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  // `bytes` of the buffer; empty when no memory could be had. Invalidates earlier spans.
-  std::span<std::byte> get(std::size_t bytes) {
-    if (bytes > m_bytes) {
-      release();
-      const std::size_t size = (bytes + 4095) / 4096 * 4096;
-      m_data = static_cast<std::byte*>(std::aligned_alloc(4096, size));
-      if (m_data == nullptr) return {};
-      m_bytes = size;
-      m_registered = m_executor.registerHostMemory(m_data, size) == cudaSuccess;
-      if (!m_registered) log().warn("session {:016x}: a {}-byte staging buffer is not page-locked", m_sessionId, size);
-    }
-    return {m_data, bytes};
-  }
-
- private:
-  void release() {
-    if (m_data == nullptr) return;
-    if (m_registered) (void)m_executor.unregisterHostMemory(m_data);
-    std::free(m_data);
-    m_data = nullptr;
-    m_bytes = 0;
-  }
-  Executor& m_executor;
-  std::uint64_t m_sessionId;
-  std::byte* m_data = nullptr;
-  std::size_t m_bytes = 0;
-  bool m_registered = false;
 };
 
 class CallDispatcher final : public SessionHandler {
@@ -906,8 +868,14 @@ class CallDispatcher final : public SessionHandler {
   bool m_sinkInstalled = false;
   // TCP payloads are received into m_received; device-to-host bytes returned inline leave from
   // m_replyStaging. One message is handled at a time, so one of each suffices.
-  std::unique_ptr<PinnedBuffer> m_received = std::make_unique<PinnedBuffer>(*m_executor, m_sessionId);
-  std::unique_ptr<PinnedBuffer> m_replyStaging = std::make_unique<PinnedBuffer>(*m_executor, m_sessionId);
+  std::unique_ptr<PinnedBuffer> m_received = pinnedBuffer();
+  std::unique_ptr<PinnedBuffer> m_replyStaging = pinnedBuffer();
+
+  std::unique_ptr<PinnedBuffer> pinnedBuffer() {
+    return std::make_unique<PinnedBuffer>(
+        [this](void* base, std::size_t bytes) { return m_executor->registerHostMemory(base, bytes) == cudaSuccess; },
+        [this](void* base) { (void)m_executor->unregisterHostMemory(base); }, m_sessionId);
+  }
 };
 
 }  // namespace

@@ -1,18 +1,22 @@
-// Host/device copies of the driver API, through the session.
+// Host/device copies of the driver API, through the session. How the bytes travel depends on where
+// the host memory is (backend/src/driver/serve_memory.cpp is the other side):
 //
-// The bytes travel inline with the messages, in chunks of at most the channel's largest payload:
-// host-to-device chunks are batched (the last of a synchronous copy is waited for), device-to-host
-// chunks come back with the replies. Device-to-device copies are generated functions (forward.hpp);
-// cuMemcpy and cuMemcpyAsync, which take unified addresses, are sent as the copy their addresses
-// make (the session's allocations are known here, driver_client.hpp); host-to-host is a memmove.
-// TODO(issue 12): pinned memory in the data region (one DMA) and the pipelined staging ring, as the
-// runtime library has them.
+//   pinned   cuMemAllocHost/cuMemHostAlloc memory lies in the session's data region, which the
+//            worker registered with the GPU (host_memory.cpp). The call names it (a BulkRef): the
+//            copy is one DMA from or to the application's own buffer. A synchronous copy waits for
+//            it; an asynchronous one is batched and returns at once, with CUDA's own semantics.
+//   small    An asynchronous host-to-device copy from pageable memory of less than 256 KiB travels
+//            inline with the batch and is not waited for (the bytes are copied into the batch).
+//   pageable Everything else is cut into chunks and pipelined (../src/pipelined_copy.hpp): through
+//            the region's staging ring on shared memory, inline over TCP. The copy is complete when
+//            the call returns, which CUDA allows for pageable memory, asynchronous or not.
+// Device-to-device copies are generated functions (forward.hpp); cuMemcpy and cuMemcpyAsync, which
+// take unified addresses, are sent as the copy their addresses make (the session's allocations are
+// known here, driver_client.hpp); host-to-host is a memmove.
 //
-// An asynchronous copy from or to pageable memory returns once the bytes have been moved, which
-// CUDA allows for pageable memory.
-//
-// Wire: cuMemcpyHtoD_v2 {u64 device, u64 bytes} + payload; cuMemcpyHtoDAsync_v2 the same and
-// {u64 stream}; cuMemcpyDtoH_v2 {u64 device, u64 bytes} -> reply payload; cuMemcpyDtoHAsync_v2 the
+// Wire: cuMemcpyHtoD_v2 {u64 device, u64 bytes} + the bytes (inline or a BulkRef into the region);
+// cuMemcpyHtoDAsync_v2 the same and {u64 stream}; cuMemcpyDtoH_v2 {u64 device, u64 bytes} -> the
+// bytes in the reply, or into the region when the call carries a BulkRef; cuMemcpyDtoHAsync_v2 the
 // same and {u64 stream}.
 #include <cuda.h>
 
@@ -22,6 +26,7 @@
 #include <span>
 
 #include "driver_client.hpp"
+#include "pipelined_copy.hpp"
 
 #define FLYT_CU_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -37,50 +42,78 @@ std::vector<std::byte> copyArgs(CUdeviceptr device, std::uint64_t bytes, std::op
   return args;
 }
 
-// `waits`: a synchronous copy (also one on the per-thread stream, _ptds), whose last chunk is waited for.
+// The session as a pipelined copy uses it (pipelined_copy.hpp), with DriverCall's rule for errors
+// of earlier batched calls: the first chunk's reply reports them.
+class Pipeline {
+ public:
+  explicit Pipeline(DriverCall& call) : m_call(call) {}
+  const transport::TransportConfig& config() const noexcept { return m_call.session().config(); }
+  transport::DataRegion* region() noexcept { return m_call.session().region(); }
+  std::size_t maxPayloadBytes() noexcept { return m_call.session().maxPayloadBytes(); }
+  std::expected<std::uint64_t, CUresult> submit(Method method, std::span<const std::byte> args,
+                                                std::span<const std::byte> payload = {},
+                                                std::optional<RegionBulk> region = std::nullopt) noexcept {
+    return m_call.session().submit(method, args, payload, region);
+  }
+  Outcome await(std::uint64_t sequence, std::optional<std::span<std::byte>> target = std::nullopt) noexcept {
+    auto outcome = m_call.session().await(sequence, target);
+    m_call.settle(outcome, m_first);
+    m_first = false;
+    return outcome;
+  }
+
+ private:
+  DriverCall& m_call;
+  bool m_first = true;
+};
+
+// A copy naming the application's pinned memory in the region: one call. A synchronous copy on a
+// stream (the per-thread default stream's, _ptds) is sent asynchronously and its stream waited for.
+CUresult pinnedCopy(Method method, const RegionBulk& host, CUdeviceptr device, std::optional<CUstream> stream,
+                    bool waits) {
+  const auto args = copyArgs(device, host.length, stream);
+  if (!stream) return DriverCall().call(method, args, {}, host, true).error;
+  {
+    DriverCall call;
+    if (!waits) return call.enqueue(method, args, {}, host);
+    if (CUresult error = call.call(method, args, {}, host, true).error; error != CUDA_SUCCESS) return error;
+  }
+  return cuStreamSynchronize(*stream);
+}
+
+// `waits`: a synchronous copy (also one on the per-thread stream, _ptds).
 CUresult toDevice(CUdeviceptr device, const void* host, std::size_t bytes, std::optional<CUstream> stream, bool waits) {
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
   DriverState::get().streamBusy(stream.value_or(nullptr));
   if (bytes == 0) return CUDA_SUCCESS;
   if (host == nullptr || device == 0) return CUDA_ERROR_INVALID_VALUE;
   const Method method = stream ? Method::cuMemcpyHtoDAsync_v2 : Method::cuMemcpyHtoD_v2;
+  // Looked up before taking the session: the region's allocator lock never nests inside it.
+  if (auto pinned = CuClient::get().findRegionHost(host, bytes)) return pinnedCopy(method, *pinned, device, stream, waits);
   const auto* source = static_cast<const std::byte*>(host);
   DriverCall call;
   const std::size_t chunk = call.session().maxPayloadBytes();
   if (chunk == 0) return CUDA_ERROR_DEVICE_UNAVAILABLE;
-  for (std::size_t done = 0; done < bytes;) {
-    const std::size_t n = std::min(chunk, bytes - done);
-    const auto args = copyArgs(device + done, n, stream);
-    const std::span<const std::byte> payload(source + done, n);
-    done += n;
-    if (done < bytes || !waits) {
-      if (CUresult error = call.enqueue(method, args, payload); error != CUDA_SUCCESS) return error;
-    } else {
-      return call.call(method, args, payload, std::nullopt, true).error;
-    }
+  if (!waits && bytes < kStagedMinBytes && bytes <= chunk) {
+    return call.enqueue(method, copyArgs(device, bytes, stream), {source, bytes});
   }
-  return CUDA_SUCCESS;
+  Pipeline pipeline(call);
+  auto args = [&](std::size_t offset, std::size_t n) { return copyArgs(device + offset, n, stream); };
+  return pipelinedToDevice(pipeline, method, args, source, bytes, CUDA_SUCCESS, CUDA_ERROR_UNKNOWN);
 }
 
-CUresult toHost(void* host, CUdeviceptr device, std::size_t bytes, std::optional<CUstream> stream) {
+CUresult toHost(void* host, CUdeviceptr device, std::size_t bytes, std::optional<CUstream> stream, bool waits) {
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
   DriverState::get().streamBusy(stream.value_or(nullptr));
   if (bytes == 0) return CUDA_SUCCESS;
   if (host == nullptr || device == 0) return CUDA_ERROR_INVALID_VALUE;
   const Method method = stream ? Method::cuMemcpyDtoHAsync_v2 : Method::cuMemcpyDtoH_v2;
-  auto* target = static_cast<std::byte*>(host);
+  if (auto pinned = CuClient::get().findRegionHost(host, bytes)) return pinnedCopy(method, *pinned, device, stream, waits);
   DriverCall call;
-  const std::size_t chunk = call.session().maxPayloadBytes();
-  if (chunk == 0) return CUDA_ERROR_DEVICE_UNAVAILABLE;
-  for (std::size_t done = 0; done < bytes;) {
-    const std::size_t n = std::min(chunk, bytes - done);
-    auto outcome = call.call(method, copyArgs(device + done, n, stream), {}, std::nullopt, done == 0);
-    if (outcome.error != CUDA_SUCCESS) return outcome.error;
-    if (outcome.payload.size() != n) return CUDA_ERROR_UNKNOWN;
-    std::memcpy(target + done, outcome.payload.data(), n);
-    done += n;
-  }
-  return CUDA_SUCCESS;
+  if (call.session().maxPayloadBytes() == 0) return CUDA_ERROR_DEVICE_UNAVAILABLE;
+  Pipeline pipeline(call);
+  auto args = [&](std::size_t offset, std::size_t n) { return copyArgs(device + offset, n, stream); };
+  return pipelinedToHost(pipeline, method, args, static_cast<std::byte*>(host), bytes, CUDA_SUCCESS, CUDA_ERROR_UNKNOWN);
 }
 
 bool isDevice(CUdeviceptr address) noexcept { return DriverState::get().allocation(address).has_value(); }
@@ -97,7 +130,7 @@ CUresult unified(CUdeviceptr dst, CUdeviceptr src, std::size_t bytes, std::optio
     return cuMemcpyDtoD_v2_ptds(dst, src, bytes);
   }
   if (dstDevice) return toDevice(dst, srcHost, bytes, stream, waits);
-  if (srcDevice) return toHost(dstHost, src, bytes, stream);
+  if (srcDevice) return toHost(dstHost, src, bytes, stream, waits);
   if (bytes == 0) return CUDA_SUCCESS;
   if (dstHost == nullptr || srcHost == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (stream) {
@@ -129,17 +162,17 @@ FLYT_CU_EXPORT CUresult cuMemcpyHtoDAsync_v2_ptsz(CUdeviceptr dstDevice, const v
 }
 
 FLYT_CU_EXPORT CUresult cuMemcpyDtoH_v2(void* dstHost, CUdeviceptr srcDevice, size_t ByteCount) {
-  return toHost(dstHost, srcDevice, ByteCount, std::nullopt);
+  return toHost(dstHost, srcDevice, ByteCount, std::nullopt, true);
 }
 FLYT_CU_EXPORT CUresult cuMemcpyDtoH_v2_ptds(void* dstHost, CUdeviceptr srcDevice, size_t ByteCount) {
-  return toHost(dstHost, srcDevice, ByteCount, CU_STREAM_PER_THREAD);
+  return toHost(dstHost, srcDevice, ByteCount, CU_STREAM_PER_THREAD, true);
 }
 FLYT_CU_EXPORT CUresult cuMemcpyDtoHAsync_v2(void* dstHost, CUdeviceptr srcDevice, size_t ByteCount, CUstream hStream) {
-  return toHost(dstHost, srcDevice, ByteCount, hStream);
+  return toHost(dstHost, srcDevice, ByteCount, hStream, false);
 }
 FLYT_CU_EXPORT CUresult cuMemcpyDtoHAsync_v2_ptsz(void* dstHost, CUdeviceptr srcDevice, size_t ByteCount,
                                                   CUstream hStream) {
-  return toHost(dstHost, srcDevice, ByteCount, perThread(hStream));
+  return toHost(dstHost, srcDevice, ByteCount, perThread(hStream), false);
 }
 
 FLYT_CU_EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount) {

@@ -300,6 +300,11 @@ DriverCall::DriverCall() : m_session(CuClient::get().session()) {
 Outcome DriverCall::call(Method method, std::span<const std::byte> args, std::span<const std::byte> payload,
                          std::optional<RegionBulk> region, bool reportEarlier) noexcept {
   auto outcome = m_session.call(method, args, payload, region);
+  settle(outcome, reportEarlier);
+  return outcome;
+}
+
+void DriverCall::settle(Outcome& outcome, bool reportEarlier) noexcept {
   auto& pending = DriverState::get().pendingError();
   // A call that fails itself reports its own error (an earlier failure is usually part of the
   // same operation: the chunks of one copy); one that succeeds without synchronising keeps it.
@@ -316,7 +321,6 @@ Outcome DriverCall::call(Method method, std::span<const std::byte> args, std::sp
       outcome.error = static_cast<CUresult>(earlier);
     }
   }
-  return outcome;
 }
 
 CUresult DriverCall::enqueue(Method method, std::span<const std::byte> args, std::span<const std::byte> payload,

@@ -174,6 +174,9 @@ class DriverCall {
   [[nodiscard]] CUresult enqueue(Method method, std::span<const std::byte> args,
                                  std::span<const std::byte> payload = {},
                                  std::optional<RegionBulk> region = std::nullopt) noexcept;
+  // What call() does with a reply: for a reply collected through session() directly (a pipelined
+  // copy's chunks), the same rule for errors of earlier batched calls.
+  void settle(Outcome& outcome, bool reportEarlier) noexcept;
 
  private:
   CuClient::Session m_session;

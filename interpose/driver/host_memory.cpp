@@ -1,9 +1,10 @@
 // Page-locked host memory and pointer queries, answered in the application's process.
 //
-// cuMemAllocHost and cuMemHostAlloc return page-aligned host memory of the application's: valid
-// everywhere the driver's would be for copies (which travel through the session either way).
-// TODO(issue 12): place it in the session's data region so that copies from it are one DMA, and
-// serve cuMemHostGetDevicePointer (mapped memory) on it.
+// cuMemAllocHost and cuMemHostAlloc carve page-locked memory from the session's data region (shared
+// memory the worker registered with the GPU: copies from and to it are single DMAs, copies.cpp).
+// Where the session has no region (TCP) or it is exhausted, they return page-aligned memory of the
+// application's: valid everywhere the driver's would be for copies, which then travel as pageable
+// ones. TODO(issue 12): serve cuMemHostGetDevicePointer (mapped memory) on the region.
 // cuMemHostRegister and cuMemHostUnregister record the range and succeed (the memory stays pageable).
 //
 // Pointer attributes come from the session's allocation records (driver_client.hpp) and these.
@@ -53,7 +54,8 @@ CUresult allocateHost(void** pp, std::size_t bytes, unsigned flags) noexcept {
   if (pp == nullptr || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
   constexpr std::size_t kPage = 4096;
-  void* memory = std::aligned_alloc(kPage, (bytes + kPage - 1) / kPage * kPage);
+  void* memory = CuClient::get().allocateRegionHost(bytes);
+  if (memory == nullptr) memory = std::aligned_alloc(kPage, (bytes + kPage - 1) / kPage * kPage);
   if (memory == nullptr) return CUDA_ERROR_OUT_OF_MEMORY;
   auto& state = hostMemory();
   std::lock_guard lock(state.mutex);
@@ -131,7 +133,7 @@ FLYT_CU_EXPORT CUresult cuMemFreeHost(void* p) {
     if (it == memory.ranges.end() || !it->second.owned) return CUDA_ERROR_INVALID_VALUE;
     memory.ranges.erase(it);
   }
-  std::free(p);
+  if (!CuClient::get().freeRegionHost(p)) std::free(p);
   return CUDA_SUCCESS;
 }
 

@@ -10,13 +10,8 @@
 //            copy is one DMA from or to the application's own buffer. cudaMemcpy waits for it;
 //            cudaMemcpyAsync is batched and returns at once, with CUDA's own semantics.
 //   staged   Pageable memory, on shared memory: the copy is cut into slots of the region's staging
-//            ring and pipelined. Host-to-device: the client fills slot k+1 (several threads for large
-//            slots) while the worker DMAs slot k. Device-to-host: the client asks for up to one
-//            ring's worth of slots ahead and drains slot k while the worker fills the next ones.
-//            Each slot is one call with a reply, which is when the slot is free again.
-//   inline   TCP (or shm without a region, or small copies): the bytes travel with the message, in
-//            chunks of at most one staging slot, pipelined the same way (the worker receives a
-//            TCP payload straight into a page-locked buffer).
+//   inline   ring and pipelined; over TCP the chunks travel inline, pipelined the same way
+//            (pipelined_copy.hpp, shared with the driver library).
 //
 // cudaMemcpyAsync from or to pageable memory returns once the bytes have been moved (for
 // device-to-host, once they are in `dst`): CUDA allows that for pageable memory, and it is what
@@ -27,13 +22,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <optional>
 #include <span>
 #include <vector>
 
 #include "client.hpp"
-#include "parallel_copy.hpp"
+#include "pipelined_copy.hpp"
 #include "flyt/api/codec.hpp"
 #include "flyt/transport/log.hpp"
 
@@ -41,12 +35,6 @@
 
 namespace flyt::interpose {
 namespace {
-
-using namespace std::chrono_literals;
-
-// Copies smaller than this travel inline even where a staging ring exists: one message is cheaper
-// than a slot's bookkeeping.
-constexpr std::size_t kStagedMinBytes = 256 << 10;
 
 // `stream` is set for cudaMemcpyAsync's calls only.
 std::vector<std::byte> copyArgs(std::uint64_t device, std::uint64_t bytes, cudaMemcpyKind kind,
@@ -64,126 +52,16 @@ api::Method methodFor(std::optional<cudaStream_t> stream) {
   return stream ? api::Method::cudaMemcpyAsync : api::Method::cudaMemcpy;
 }
 
-// How a pageable copy is cut: chunks of `chunk` bytes, at most `depth` in flight, through `ring`
-// (null: inline payloads).
-struct Plan {
-  transport::SlotRing* ring = nullptr;
-  std::size_t chunk = 0;
-  std::size_t depth = 1;
-};
-
-Plan planFor(Client::Session& session, std::size_t count) {
-  const auto& config = session.config();
-  auto* region = count >= kStagedMinBytes ? session.region() : nullptr;
-  if (region != nullptr) {
-    return {&region->ring(), region->ring().slotBytes(), region->ring().slotCount()};
-  }
-  // Leave room in the payload limit for nothing but the bytes: the message itself is separate.
-  const std::size_t limit = std::max<std::size_t>(session.maxPayloadBytes(), 4096);
-  return {nullptr, std::min<std::size_t>(limit, std::max<std::uint64_t>(config.regionSlotBytes, 4096)),
-          std::max<std::size_t>(config.regionSlots, 1)};
-}
-
-// One chunk in flight: its reply is still owed.
-struct InFlight {
-  std::uint64_t sequence;
-  std::optional<transport::Slot> slot;
-  std::size_t offset;
-  std::size_t bytes;
-};
-
 cudaError_t pipelinedToDevice(Client::Session& session, std::uint64_t dst, const std::byte* src,
                               std::size_t count, std::optional<cudaStream_t> stream) {
-  const Plan plan = planFor(session, count);
-  const unsigned threads = session.config().copyThreads;
-  std::deque<InFlight> inFlight;
-  cudaError_t first = cudaSuccess;
-  auto retire = [&] {
-    const InFlight done = inFlight.front();
-    inFlight.pop_front();
-    const cudaError_t error = session.await(done.sequence).error;
-    if (done.slot) (void)plan.ring->release(done.slot->index);
-    if (first == cudaSuccess) first = error;
-  };
-  for (std::size_t done = 0; done < count && first == cudaSuccess;) {
-    if (inFlight.size() >= plan.depth) {
-      retire();
-      continue;
-    }
-    const std::size_t n = std::min(plan.chunk, count - done);
-    const auto args = copyArgs(dst + done, n, cudaMemcpyHostToDevice, stream);
-    std::expected<std::uint64_t, cudaError_t> sequence;
-    std::optional<transport::Slot> slot;
-    if (plan.ring != nullptr) {
-      auto acquired = plan.ring->acquire(0ms);  // free: every slot not in flight is released
-      if (!acquired) {
-        first = cudaErrorUnknown;
-        break;
-      }
-      slot = *acquired;
-      parallelCopy(slot->bytes.data(), src + done, n, threads);
-      sequence = session.submit(methodFor(stream), args, {}, RegionBulk{slot->segment, slot->offset, n});
-    } else {
-      sequence = session.submit(methodFor(stream), args, {src + done, n});
-    }
-    if (!sequence) {
-      if (slot) (void)plan.ring->release(slot->index);
-      first = sequence.error();
-      break;
-    }
-    inFlight.push_back({*sequence, slot, done, n});
-    done += n;
-  }
-  while (!inFlight.empty()) retire();
-  return first;
+  auto args = [&](std::size_t offset, std::size_t n) { return copyArgs(dst + offset, n, cudaMemcpyHostToDevice, stream); };
+  return flyt::interpose::pipelinedToDevice(session, methodFor(stream), args, src, count, cudaSuccess, cudaErrorUnknown);
 }
 
 cudaError_t pipelinedToHost(Client::Session& session, std::byte* dst, std::uint64_t src, std::size_t count,
                             std::optional<cudaStream_t> stream) {
-  const Plan plan = planFor(session, count);
-  const unsigned threads = session.config().copyThreads;
-  std::deque<InFlight> inFlight;
-  cudaError_t first = cudaSuccess;
-  std::size_t requested = 0;
-  auto request = [&] {
-    const std::size_t n = std::min(plan.chunk, count - requested);
-    const auto args = copyArgs(src + requested, n, cudaMemcpyDeviceToHost, stream);
-    std::optional<transport::Slot> slot;
-    std::expected<std::uint64_t, cudaError_t> sequence;
-    if (plan.ring != nullptr) {
-      auto acquired = plan.ring->acquire(0ms);
-      if (!acquired) {
-        first = cudaErrorUnknown;
-        return;
-      }
-      slot = *acquired;
-      sequence = session.submit(methodFor(stream), args, {}, RegionBulk{slot->segment, slot->offset, n});
-    } else {
-      sequence = session.submit(methodFor(stream), args);
-    }
-    if (!sequence) {
-      if (slot) (void)plan.ring->release(slot->index);
-      first = sequence.error();
-      return;
-    }
-    inFlight.push_back({*sequence, slot, requested, n});
-    requested += n;
-  };
-  while (requested < count && inFlight.size() < plan.depth && first == cudaSuccess) request();
-  while (!inFlight.empty()) {
-    const InFlight done = inFlight.front();
-    inFlight.pop_front();
-    std::span<std::byte> target(dst + done.offset, done.bytes);
-    const cudaError_t error =
-        done.slot ? session.await(done.sequence).error : session.await(done.sequence, target).error;
-    if (error == cudaSuccess && first == cudaSuccess && done.slot) {
-      parallelCopy(target.data(), done.slot->bytes.data(), done.bytes, threads);
-    }
-    if (done.slot) (void)plan.ring->release(done.slot->index);
-    if (first == cudaSuccess) first = error;
-    if (first == cudaSuccess && requested < count) request();
-  }
-  return first;
+  auto args = [&](std::size_t offset, std::size_t n) { return copyArgs(src + offset, n, cudaMemcpyDeviceToHost, stream); };
+  return flyt::interpose::pipelinedToHost(session, methodFor(stream), args, dst, count, cudaSuccess, cudaErrorUnknown);
 }
 
 // A host range in the data region's pinned memory: one call naming it.

@@ -57,6 +57,64 @@ void procAddresses() {
         "a name newer than the asked version is VERSION_NOT_SUFFICIENT");
 }
 
+// True when `pointer` lies in a mapping of one of Flyt's data-region segments (/proc/self/maps).
+bool inDataRegion(const void* pointer) {
+  std::ifstream maps("/proc/self/maps");
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  for (std::string line; std::getline(maps, line);) {
+    std::uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2) continue;
+    if (address >= begin && address < end) return line.find("flyt-region") != std::string::npos;
+  }
+  return false;
+}
+
+// Copies with pinned memory (in the session's data region on shared memory: single DMAs) and large
+// pageable copies (pipelined through the staging ring, or inline chunks over TCP), synchronous and
+// on a stream, checked byte for byte.
+void hostCopies() {
+  const char* server = std::getenv("FLYT_SERVER");
+  const bool shm = server != nullptr && std::strncmp(server, "shm://", 6) == 0;
+  constexpr std::size_t kBytes = 6 << 20;  // more than one staging slot and one inline payload
+  CUdeviceptr device = 0;
+  CHECK_CALL(cuMemAlloc(&device, kBytes));
+  unsigned char* up = nullptr;
+  unsigned char* down = nullptr;
+  CHECK_CALL(cuMemAllocHost(reinterpret_cast<void**>(&up), kBytes));
+  CHECK_CALL(cuMemHostAlloc(reinterpret_cast<void**>(&down), kBytes, CU_MEMHOSTALLOC_PORTABLE));
+  if (up == nullptr || down == nullptr) return;
+  if (shm) check(inDataRegion(up) && inDataRegion(down), "pinned memory lies in the session's data region (shm)");
+  for (std::size_t i = 0; i < kBytes; ++i) up[i] = static_cast<unsigned char>(i * 7 + 3);
+  CUstream stream = nullptr;
+  CHECK_CALL(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  CHECK_CALL(cuMemcpyHtoDAsync(device, up, kBytes, stream));
+  CHECK_CALL(cuMemcpyDtoHAsync(down, device, kBytes, stream));
+  CHECK_CALL(cuStreamSynchronize(stream));
+  check(std::memcmp(up, down, kBytes) == 0, "pinned asynchronous copies to the device and back");
+  std::memset(down, 0, kBytes);
+  CHECK_CALL(cuMemcpyHtoD(device + 4096, up + 100, 1 << 20));  // part of a pinned buffer, synchronous
+  CHECK_CALL(cuMemcpyDtoH(down + 1, device + 4096, 1 << 20));
+  check(std::memcmp(up + 100, down + 1, 1 << 20) == 0, "pinned synchronous copies of a part of a buffer");
+
+  std::vector<unsigned char> pageable(kBytes), back(kBytes);
+  for (std::size_t i = 0; i < kBytes; ++i) pageable[i] = static_cast<unsigned char>(i * 13 + 1);
+  CHECK_CALL(cuMemcpyHtoD(device, pageable.data(), kBytes));
+  CHECK_CALL(cuMemcpyDtoH(back.data(), device, kBytes));
+  check(back == pageable, "large pageable synchronous copies to the device and back");
+  std::fill(back.begin(), back.end(), 0);
+  CHECK_CALL(cuMemcpyHtoDAsync(device, up, kBytes, stream));  // pinned, then pageable on the same stream
+  CHECK_CALL(cuMemcpyHtoDAsync(device + 64, pageable.data() + 64, kBytes - 64, stream));
+  CHECK_CALL(cuMemcpyDtoHAsync(back.data(), device, kBytes, stream));
+  CHECK_CALL(cuStreamSynchronize(stream));
+  check(std::memcmp(back.data(), up, 64) == 0 && std::memcmp(back.data() + 64, pageable.data() + 64, kBytes - 64) == 0,
+        "pinned and large pageable asynchronous copies in stream order");
+  check(cuMemcpyDtoHAsync(down, device, kBytes + 1, stream) != CUDA_SUCCESS, "a copy past a pinned buffer's allocation is refused");
+  CHECK_CALL(cuStreamDestroy(stream));
+  CHECK_CALL(cuMemFreeHost(up));
+  CHECK_CALL(cuMemFreeHost(down));
+  CHECK_CALL(cuMemFree(device));
+}
+
 CUuuid uuidOf(const unsigned char (&bytes)[16]) {
   CUuuid id;
   std::memcpy(id.bytes, bytes, sizeof bytes);
@@ -237,6 +295,8 @@ int main(int argc, char** argv) {
   down.Height = 65;  // one row past the allocation
   check(cuMemcpy2D(&down) != CUDA_SUCCESS, "a 2D copy past the allocation is refused");
   CHECK_CALL(cuMemFree(pitched));
+
+  hostCopies();
 
   // Streams and events.
   CUstream stream = nullptr;

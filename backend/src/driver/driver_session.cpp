@@ -7,8 +7,10 @@
 
 #include "../batch_engine.hpp"
 #include "../output_capture.hpp"
+#include "../pinned_buffer.hpp"
 #include "driver_loader.hpp"
 #include "flyt/transport/log.hpp"
+#include "flyt/transport/region_protocol.hpp"
 #include "handlers.hpp"
 #include "standin_driver.hpp"
 
@@ -30,10 +32,23 @@ class DriverSession final : public SessionHandler {
       : m_context(driver, sessionId, std::move(quota), deviceCount), m_description(std::move(description)),
         m_sessionId(sessionId), m_engine(sessionId), m_output(std::move(output)) {
     m_context.readsGpu = nvidiaDriver;
+    m_context.replyStaging = m_replyStaging.get();
+  }
+
+  ~DriverSession() override {
+    // Unregister the region's segments and the staging buffers while the driver's contexts live.
+    m_region.reset();
+    m_received.reset();
+    m_replyStaging.reset();
+    if (m_registrationContext != nullptr) (void)m_context.driver().cuDevicePrimaryCtxRelease_v2(0);
   }
 
   transport::Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
     m_context.maxReplyPayload = channel.maxPayloadBytes();
+    if (!m_sinkInstalled) {
+      installPayloadSink(channel);
+      m_sinkInstalled = true;
+    }
     std::optional<transport::Result<SessionState>> answer;
     kj::Maybe<kj::Exception> problem = kj::runCatchingExceptions([&] {
       auto envelope = message.root<wire::Envelope>();
@@ -50,6 +65,8 @@ class DriverSession final : public SessionHandler {
         } else {
           answer = std::unexpected(handled.error());
         }
+      } else if (envelope.isRegionUpdate()) {
+        answer = handleRegionUpdate(envelope.getRegionUpdate(), channel);
       }
     });
     if (problem != nullptr || !answer) {
@@ -60,6 +77,85 @@ class DriverSession final : public SessionHandler {
   }
 
  private:
+  // Host memory is registered with the driver in device 0's primary context, retained for as long
+  // as the session lives (not in whatever context the application made current last, which it may
+  // destroy). PORTABLE makes the registration count in every context; DEVICEMAP lets kernels reach it.
+  bool registerHost(void* base, std::size_t bytes) {
+    const auto& d = m_context.driver();
+    if (m_registrationContext == nullptr && d.cuDevicePrimaryCtxRetain(&m_registrationContext, 0) != CUDA_SUCCESS) {
+      m_registrationContext = nullptr;
+      log().warn("session {:016x}: no context to register host memory in", m_sessionId);
+      return false;
+    }
+    if (d.cuCtxPushCurrent_v2(m_registrationContext) != CUDA_SUCCESS) return false;
+    const CUresult error =
+        d.cuMemHostRegister_v2(base, bytes, CU_MEMHOSTREGISTER_PORTABLE | CU_MEMHOSTREGISTER_DEVICEMAP);
+    CUcontext popped = nullptr;
+    (void)d.cuCtxPopCurrent_v2(&popped);
+    if (error != CUDA_SUCCESS) {
+      log().warn("session {:016x}: cuMemHostRegister of {} bytes failed: error {}", m_sessionId, bytes,
+                 static_cast<int>(error));
+    }
+    return error == CUDA_SUCCESS;
+  }
+  void unregisterHost(void* base) {
+    const auto& d = m_context.driver();
+    const bool pushed = m_registrationContext != nullptr && d.cuCtxPushCurrent_v2(m_registrationContext) == CUDA_SUCCESS;
+    (void)d.cuMemHostUnregister(base);
+    CUcontext popped = nullptr;
+    if (pushed) (void)d.cuCtxPopCurrent_v2(&popped);
+  }
+
+  // The client maps its data-region segments (shm sessions only) and announces them; each is mapped
+  // here and registered, so copies naming it are single DMAs (interpose/driver/copies.cpp).
+  transport::Result<SessionState> handleRegionUpdate(wire::RegionUpdate::Reader update, transport::Channel& channel) {
+    if (!channel.sharesHostMemory()) {
+      return transport::fail(transport::Errc::kMalformed,
+                             fmt::format("session {:016x}: a data region over {}", m_sessionId, channel.describe()));
+    }
+    if (!m_region) {
+      transport::AttachOptions options;
+      options.onMapped = [this](const transport::SegmentView& view) -> transport::Result<void> {
+        if (!registerHost(view.bytes.data(), view.bytes.size())) {
+          return transport::fail(transport::Errc::kUnavailable,
+                                 fmt::format("cuMemHostRegister of {} bytes failed", view.bytes.size()));
+        }
+        return {};
+      };
+      options.onUnmapping = [this](const transport::SegmentView& view) { unregisterHost(view.bytes.data()); };
+      m_region = std::make_unique<transport::AttachedRegion>(m_sessionId, std::move(options));
+    }
+    auto answered = transport::answerRegionUpdate(update, *m_region, channel, [this](const transport::SegmentView& view) {
+      m_segmentKinds[view.id] = view.kind;
+      log().debug("session {:016x}: region segment {} mapped and registered ({} bytes)", m_sessionId, view.id,
+                  view.bytes.size());
+    });
+    if (!answered) return std::unexpected(answered.error());
+    return SessionState::kOpen;
+  }
+
+  // Over TCP, large payloads (host-to-device copies) are received straight into one page-locked
+  // buffer, so the copy that follows is a single DMA. It is reused for every message: the worker
+  // handles one message at a time and drops it before receiving the next (PayloadSink's contract).
+  void installPayloadSink(transport::Channel& channel) {
+    if (channel.sharesHostMemory()) return;
+    channel.setPayloadSink([this](capnp::MessageReader&, std::size_t bytes) -> transport::Result<std::span<std::byte>> {
+      auto buffer = m_received->get(bytes);
+      if (buffer.size() != bytes) {
+        return transport::fail(transport::Errc::kSystem, fmt::format("no memory for a {}-byte payload", bytes));
+      }
+      return buffer;
+    });
+  }
+
+  // Copies between the device and host memory may name bytes of the data region instead of inline
+  // bytes; nothing else may (an image or a parameter block is read from the message, which the
+  // client cannot change while the worker checks it).
+  static bool takesRegionBulk(Method method) {
+    return method == Method::cuMemcpyHtoD_v2 || method == Method::cuMemcpyHtoDAsync_v2 ||
+           method == Method::cuMemcpyDtoH_v2 || method == Method::cuMemcpyDtoHAsync_v2;
+  }
+
   Outcome execute(wire::Call::Reader call, std::span<const std::byte> payload) {
     const auto* info = api::cu::methodInfo(call.getMethod());
     if (info == nullptr) {
@@ -70,17 +166,35 @@ class DriverSession final : public SessionHandler {
       return out;
     }
     std::span<const std::byte> bulk;
+    std::span<std::byte> region;
+    bool persists = false;
     if (call.hasBulk() && call.getBulk().size() != 0) {
       auto ref = call.getBulk()[0];
-      if (call.getBulk().size() != 1 || ref.getSegment() != wire::INLINE_SEGMENT || ref.getOffset() > payload.size() ||
-          ref.getLength() > payload.size() - ref.getOffset()) {
-        return m_context.malformed(fmt::format("{}: a bulk reference outside the message's inline bytes", info->name));
+      if (call.getBulk().size() != 1) return m_context.malformed(fmt::format("{}: more than one bulk reference", info->name));
+      if (ref.getSegment() != wire::INLINE_SEGMENT) {
+        if (!takesRegionBulk(info->method)) {
+          return m_context.malformed(fmt::format("{}: a bulk reference into the data region", info->name));
+        }
+        if (!m_region) {
+          return m_context.malformed(
+              fmt::format("{}: a bulk reference to segment {} but no data region was announced", info->name, ref.getSegment()));
+        }
+        auto resolved = m_region->resolve(ref.getSegment(), ref.getOffset(), ref.getLength());
+        if (!resolved) return m_context.malformed(fmt::format("{}: {}", info->name, resolved.error().message));
+        region = *resolved;
+        bulk = region;
+        auto kind = m_segmentKinds.find(ref.getSegment());
+        persists = kind != m_segmentKinds.end() && kind->second == transport::SegmentKind::kHostMemory;
+      } else {
+        if (ref.getOffset() > payload.size() || ref.getLength() > payload.size() - ref.getOffset()) {
+          return m_context.malformed(fmt::format("{}: a bulk reference outside the message's inline bytes", info->name));
+        }
+        bulk = payload.subspan(ref.getOffset(), ref.getLength());
       }
-      bulk = payload.subspan(ref.getOffset(), ref.getLength());
     }
     capnp::Data::Reader data = call.hasArgs() ? call.getArgs().getAs<capnp::Data>() : capnp::Data::Reader();
     api::ArgReader args({reinterpret_cast<const std::byte*>(data.begin()), data.size()});
-    CallInput in{args, bulk};
+    CallInput in{args, bulk, region, persists};
     auto& c = m_context;
     switch (info->method) {
 #define FLYT_SERVE(name) \
@@ -152,6 +266,19 @@ class DriverSession final : public SessionHandler {
   std::uint64_t m_sessionId;
   BatchEngine<Outcome> m_engine;
   std::unique_ptr<OutputCapture> m_output;
+  std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
+  std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
+  CUcontext m_registrationContext = nullptr;  // device 0's primary, retained when registration needed it
+  bool m_sinkInstalled = false;
+  // TCP payloads are received into m_received; device-to-host bytes returned inline leave from
+  // m_replyStaging. One message is handled at a time, so one of each suffices.
+  std::unique_ptr<PinnedBuffer> m_received = pinnedBuffer();
+  std::unique_ptr<PinnedBuffer> m_replyStaging = pinnedBuffer();
+
+  std::unique_ptr<PinnedBuffer> pinnedBuffer() {
+    return std::make_unique<PinnedBuffer>([this](void* base, std::size_t bytes) { return registerHost(base, bytes); },
+                                          [this](void* base) { unregisterHost(base); }, m_sessionId);
+  }
 };
 
 }  // namespace

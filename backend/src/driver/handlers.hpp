@@ -14,10 +14,15 @@
 
 namespace flyt::backend::cu {
 
-// One call's input: its arguments and the inline bulk bytes it references (empty: none).
+// One call's input: its arguments and the bulk bytes it references (empty: none), inline or, for
+// host/device copies, in the session's data region: then `region` is the same bytes, writable (a
+// device-to-host copy's destination), and `persists` says they are the application's pinned memory,
+// which outlives the call (a staging slot does not: the client reuses it once the call is answered).
 struct CallInput {
   api::ArgReader& args;
   std::span<const std::byte> bulk;
+  std::span<std::byte> region = {};
+  bool persists = false;
 };
 
 // The launch configuration of cuLaunchKernel(Ex), cuOccupancyMaxActiveClusters and kernel graph

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../allocation_table.hpp"
+#include "../pinned_buffer.hpp"
 #include "flyt/api/codec.hpp"
 #include "flyt/api/cu_driver_table.hpp"
 #include "flyt/api/cu_methods.hpp"
@@ -35,8 +36,11 @@ struct Outcome {
   std::string detail;
   std::vector<std::byte> results;
   std::vector<std::byte> payload;  // returned inline after the reply (device-to-host data)
+  std::span<const std::byte> payloadView;  // instead of `payload`: bytes in a worker buffer
 
-  [[nodiscard]] std::span<const std::byte> payloadBytes() const { return payload; }
+  [[nodiscard]] std::span<const std::byte> payloadBytes() const {
+    return payloadView.empty() ? std::span<const std::byte>(payload) : payloadView;
+  }
   [[nodiscard]] bool failed() const { return error != CUDA_SUCCESS || status != wire::TransportStatus::OK; }
 };
 
@@ -199,6 +203,9 @@ class ServeContext {
   std::set<std::uint64_t> textureObjects, surfaceObjects;
   // The most bytes one reply may carry inline (the channel's limit).
   std::size_t maxReplyPayload = 0;
+  // Where device-to-host bytes returned inline are copied to (page-locked, reused by every reply:
+  // one message is handled at a time); null: a vector of the Outcome's.
+  PinnedBuffer* replyStaging = nullptr;
 
  private:
   const api::cu::DriverTable& m_driver;

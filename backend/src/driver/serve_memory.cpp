@@ -1,8 +1,10 @@
 // Host/device copies and memory queries (interpose/driver/copies.cpp is the other side).
 //
-// Host-to-device bytes arrive inline with the call and live only while the message does, so an
-// asynchronous copy waits for its stream before the handler returns; device-to-host bytes go back
-// inline with the reply.
+// Host-to-device bytes arrive inline with the call, or lie in the session's data region (a staging
+// slot, or the application's pinned memory); device-to-host bytes go back inline with the reply or
+// land in the region. An asynchronous copy waits for its stream before the handler returns unless
+// its host side is the application's pinned memory, which outlives the call (one DMA, not waited
+// for: CUDA's own semantics).
 #include <tuple>
 
 #include "handlers.hpp"
@@ -42,7 +44,8 @@ Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async) {
     return out;
   }
   out.error = c.driver().cuMemcpyHtoDAsync_v2(copy.device, in.bulk.data(), copy.bytes, copy.stream);
-  if (out.error == CUDA_SUCCESS) out.error = c.driver().cuStreamSynchronize(copy.stream);
+  // Inline bytes and staging slots are gone once the call is answered; pinned memory stays.
+  if (out.error == CUDA_SUCCESS && !in.persists) out.error = c.driver().cuStreamSynchronize(copy.stream);
   return out;
 }
 
@@ -50,18 +53,40 @@ Outcome serveCopyToHost(ServeContext& c, CallInput in, bool async) {
   const char* function = async ? "cuMemcpyDtoHAsync_v2" : "cuMemcpyDtoH_v2";
   CopyArgs copy;
   if (auto refused = readCopy(c, in, function, async, copy)) return *refused;
-  if (copy.bytes > c.maxReplyPayload) {
-    return c.malformed(fmt::format("{}: {} bytes exceed one reply's {}", function, copy.bytes, c.maxReplyPayload));
-  }
+  std::span<std::byte> target;
   Outcome out;
-  out.payload.resize(copy.bytes);
-  if (!async) {
-    out.error = c.driver().cuMemcpyDtoH_v2(out.payload.data(), copy.device, copy.bytes);
+  if (!in.bulk.empty() || !in.region.empty()) {
+    // Into the data region: a staging slot or the application's pinned memory.
+    if (in.region.size() != copy.bytes) {
+      return c.malformed(fmt::format("{}: a {}-byte destination for a {}-byte copy", function, in.region.size(), copy.bytes));
+    }
+    target = in.region;
   } else {
-    out.error = c.driver().cuMemcpyDtoHAsync_v2(out.payload.data(), copy.device, copy.bytes, copy.stream);
-    if (out.error == CUDA_SUCCESS) out.error = c.driver().cuStreamSynchronize(copy.stream);
+    if (copy.bytes > c.maxReplyPayload) {
+      return c.malformed(fmt::format("{}: {} bytes exceed one reply's {}", function, copy.bytes, c.maxReplyPayload));
+    }
+    // Returned inline: from the page-locked reply buffer (one DMA, no zero-filling), which stays
+    // untouched until this reply has been sent.
+    if (c.replyStaging != nullptr) target = c.replyStaging->get(copy.bytes);
+    if (target.size() != copy.bytes) {
+      out.payload.resize(copy.bytes);
+      target = out.payload;
+    } else {
+      out.payloadView = target;
+    }
   }
-  if (out.error != CUDA_SUCCESS) out.payload.clear();
+  if (!async) {
+    out.error = c.driver().cuMemcpyDtoH_v2(target.data(), copy.device, copy.bytes);
+  } else {
+    out.error = c.driver().cuMemcpyDtoHAsync_v2(target.data(), copy.device, copy.bytes, copy.stream);
+    // The bytes must have landed before the reply (inline, or a slot the client drains then);
+    // pinned memory is the application's to wait for, as CUDA's asynchronous copies are.
+    if (out.error == CUDA_SUCCESS && !in.persists) out.error = c.driver().cuStreamSynchronize(copy.stream);
+  }
+  if (out.error != CUDA_SUCCESS) {
+    out.payload.clear();
+    out.payloadView = {};
+  }
   return out;
 }
 
