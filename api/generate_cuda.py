@@ -584,9 +584,10 @@ def render_client_stubs(api: Api) -> str:
             streams = [f"::flyt::interpose::cu::perThread({a.name})" if per_thread else a.name
                        for a in e.args if canonical_type(a.type) == "CUstream" and a.dir == "in"]
             # Any other call naming a stream counts as work on it (getters too: asking costs at
-            # most one round trip later, never a wrong answer).
+            # most one round trip later, never a wrong answer), from when the call has been batched
+            # (StreamWork marks it when the stub returns).
             if e.stream_idle is None:
-                before.extend(f"  ::flyt::interpose::cu::streamBusy({s});\n" for s in streams)
+                before.extend(f"  const ::flyt::interpose::cu::StreamWork work{i}({s});\n" for i, s in enumerate(streams))
             else:
                 before.append(f"  const auto observed = ::flyt::interpose::cu::streamGeneration({streams[0]});\n")
                 if e.stream_idle == "query":

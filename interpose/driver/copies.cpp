@@ -84,7 +84,7 @@ CUresult pinnedCopy(Method method, const RegionBulk& host, CUdeviceptr device, s
 // `waits`: a synchronous copy (also one on the per-thread stream, _ptds).
 CUresult toDevice(CUdeviceptr device, const void* host, std::size_t bytes, std::optional<CUstream> stream, bool waits) {
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
-  DriverState::get().streamBusy(stream.value_or(nullptr));
+  const StreamWork work(stream.value_or(nullptr));
   if (bytes == 0) return CUDA_SUCCESS;
   if (host == nullptr || device == 0) return CUDA_ERROR_INVALID_VALUE;
   const Method method = stream ? Method::cuMemcpyHtoDAsync_v2 : Method::cuMemcpyHtoD_v2;
@@ -104,7 +104,7 @@ CUresult toDevice(CUdeviceptr device, const void* host, std::size_t bytes, std::
 
 CUresult toHost(void* host, CUdeviceptr device, std::size_t bytes, std::optional<CUstream> stream, bool waits) {
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
-  DriverState::get().streamBusy(stream.value_or(nullptr));
+  const StreamWork work(stream.value_or(nullptr));
   if (bytes == 0) return CUDA_SUCCESS;
   if (host == nullptr || device == 0) return CUDA_ERROR_INVALID_VALUE;
   const Method method = stream ? Method::cuMemcpyDtoHAsync_v2 : Method::cuMemcpyDtoH_v2;
@@ -119,7 +119,7 @@ CUresult toHost(void* host, CUdeviceptr device, std::size_t bytes, std::optional
 bool isDevice(CUdeviceptr address) noexcept { return DriverState::get().allocation(address).has_value(); }
 
 CUresult unified(CUdeviceptr dst, CUdeviceptr src, std::size_t bytes, std::optional<CUstream> stream, bool waits) {
-  DriverState::get().streamBusy(stream.value_or(nullptr));
+  const StreamWork work(stream.value_or(nullptr));
   const bool dstDevice = isDevice(dst);
   const bool srcDevice = isDevice(src);
   auto* dstHost = reinterpret_cast<void*>(static_cast<std::uintptr_t>(dst));

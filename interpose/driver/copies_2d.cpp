@@ -81,7 +81,7 @@ std::vector<std::byte> copyArgs(Direction direction, const Side& dst, const Side
 
 CUresult copy2D(const CUDA_MEMCPY2D* p, std::optional<CUstream> stream) {
   if (p == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  DriverState::get().streamBusy(stream.value_or(nullptr));
+  const StreamWork work(stream.value_or(nullptr));
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
   const auto src = sideOf(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcArray, p->srcXInBytes, p->srcY, p->srcPitch);
   const auto dst = sideOf(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstArray, p->dstXInBytes, p->dstY, p->dstPitch);

@@ -1,7 +1,10 @@
 #include "driver_client.hpp"
+#include "driver_internal.hpp"
 #include "forward.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "flyt/transport/log.hpp"
@@ -78,9 +81,35 @@ CUresult DriverState::init() noexcept {
   if (result == CUDA_SUCCESS) {
     m_snapshotBytes = std::move(bytes);
     m_snapshot = reinterpret_cast<const api::cu::DeviceSnapshot*>(m_snapshotBytes.data());
+    if (const char* wanted = std::getenv("FLYT_CALL_COUNTS"); wanted != nullptr && *wanted != '\0' && *wanted != '0') {
+      std::atexit(reportCallCounts);
+    }
   }
   m_initResult = result;
   return result;
+}
+
+// FLYT_CALL_COUNTS=1: at exit, what the session forwarded and which calls were waited for, to
+// stderr (how a program's synchronous calls are found; flytbench torch counts them per step).
+void reportCallCounts() noexcept {
+  try {
+    auto& client = CuClient::get();
+    const CallCounts counts = client.counts();
+    std::string line = fmt::format("flyt: {} calls forwarded in {} messages, {} waited for", counts.calls,
+                                   counts.messages, counts.waited);
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> byCount;
+    for (const auto& [method, count] : client.waitedByMethod()) byCount.emplace_back(count, method);
+    std::sort(byCount.rbegin(), byCount.rend());
+    const char* separator = ": ";
+    for (const auto& [count, method] : byCount) {
+      const auto* info = api::cu::methodInfo(method);
+      line += fmt::format("{}{} {}", separator, info != nullptr ? info->name : "?", count);
+      separator = ", ";
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
+  } catch (...) {
+    // Nothing to report with.
+  }
 }
 
 const api::cu::DeviceSnapshot* DriverState::devices() const noexcept {

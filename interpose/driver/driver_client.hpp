@@ -119,8 +119,8 @@ class DriverState {
 
   // ---- stream state: cuStreamQuery on a stream that is known idle costs no round trip ----
   // Each stream (the per-thread default stream per thread) has a generation, counted up by every
-  // call that queues work on it; a query or synchronisation that succeeded records the generation
-  // it saw as idle. Busy is the safe answer: a stream never seen idle, or with work since, is asked.
+  // call that queues work on it once the call is batched (StreamWork); a query or synchronisation
+  // that succeeded records the generation it read before it was sent as idle. Busy is the safe answer: a stream never seen idle, or with work since, is asked.
   // The legacy default stream (0, CU_STREAM_LEGACY) synchronises with the blocking streams, so it
   // counts as busy after work on any stream.
   void streamBusy(CUstream stream) noexcept;
@@ -180,6 +180,21 @@ class DriverCall {
 
  private:
   CuClient::Session m_session;
+};
+
+// Work on a stream, marked when the call that queues it has been batched (when this goes out of
+// scope, after the call returned): a synchronisation or query another thread sent before that
+// must not be taken as having seen the stream idle after it. Marking it before the call was
+// queued would let such a synchronisation record the new generation as idle.
+class StreamWork {
+ public:
+  explicit StreamWork(CUstream stream) noexcept : m_stream(stream) {}
+  ~StreamWork() { DriverState::get().streamBusy(m_stream); }
+  StreamWork(const StreamWork&) = delete;
+  StreamWork& operator=(const StreamWork&) = delete;
+
+ private:
+  CUstream m_stream;
 };
 
 // Stream 0 of a per-thread-default-stream export (_ptsz/_ptds) is the calling thread's stream.

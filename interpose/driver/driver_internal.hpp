@@ -39,6 +39,9 @@ namespace flyt::interpose::cu {
 // layout that came back with the function's lookup.
 [[nodiscard]] CUresult packParams(CUfunction f, void** kernelParams, void** extra, std::vector<std::byte>& block) noexcept;
 
+// driver_client.cpp: prints the session's call counts to stderr (FLYT_CALL_COUNTS, at exit).
+void reportCallCounts() noexcept;
+
 // unsupported.cpp: logs "<name> is not supported by Flyt" once per name; CUDA_ERROR_NOT_SUPPORTED.
 int reportUnsupported(const char* name) noexcept;
 

@@ -325,7 +325,15 @@ CUresult integrityCheck(unsigned version, std::uint64_t unixSeconds, std::uint64
   return CUDA_SUCCESS;
 }
 
-const flyt::api::cu::FlytIdentityTable kFlytIdentityTable{sizeof(flyt::api::cu::FlytIdentityTable), &deviceStatus};
+void callCounts(std::uint64_t* calls, std::uint64_t* waited, std::uint64_t* messages) noexcept {
+  const auto counts = CuClient::get().counts();
+  if (calls != nullptr) *calls = counts.calls;
+  if (waited != nullptr) *waited = counts.waited;
+  if (messages != nullptr) *messages = counts.messages;
+}
+
+const flyt::api::cu::FlytIdentityTable kFlytIdentityTable{sizeof(flyt::api::cu::FlytIdentityTable), &deviceStatus,
+                                                          &callCounts};
 
 // ---- lookup -------------------------------------------------------------------------------------
 

@@ -108,7 +108,6 @@ CUresult forward(A... args) noexcept {
 // Called by the generated stubs of functions whose arguments have the roles "alloc" and "free"
 // (api/cuda.toml): the client's record of the session's device allocations.
 inline void allocated(CUdeviceptr base, std::uint64_t bytes) noexcept { DriverState::get().allocated(base, bytes); }
-inline void streamBusy(CUstream stream) noexcept { DriverState::get().streamBusy(stream); }
 inline std::uint64_t streamGeneration(CUstream stream) noexcept { return DriverState::get().streamGeneration(stream); }
 inline bool streamIdle(CUstream stream, std::uint64_t generation) noexcept {
   return DriverState::get().streamIdle(stream, generation);

@@ -70,7 +70,7 @@ CUresult launch(Method method, CUfunction f, const Geometry& g, std::span<const 
                 void** kernelParams, void** extra) {
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
   if (f == nullptr) return CUDA_ERROR_INVALID_HANDLE;
-  DriverState::get().streamBusy(g.stream);
+  const StreamWork work(g.stream);
   std::vector<std::byte> block;
   if (CUresult error = packParams(f, kernelParams, extra, block); error != CUDA_SUCCESS) return error;
   std::vector<std::byte> args;

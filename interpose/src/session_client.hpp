@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <memory>
 #include <expected>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -49,6 +50,13 @@ struct BasicCallOutcome {
   // thread's last error in the runtime). Synchronising calls return it, as CUDA returns errors of
   // earlier work.
   Error earlier{};
+};
+
+// What a session has sent so far (flytbench's count of synchronous calls per training step).
+struct CallCounts {
+  std::uint64_t calls = 0;     // forwarded calls, batched or waited for
+  std::uint64_t waited = 0;    // calls whose reply the caller waited for (round trips)
+  std::uint64_t messages = 0;  // messages sent (a batch is one)
 };
 
 // A BulkRef into the session's data region (the call's one bulk reference).
@@ -144,6 +152,11 @@ class SessionClient {
   // Sends what is batched and says Goodbye; later calls fail with Traits::kDevicesUnavailable.
   void close() noexcept;
 
+  // Counts since the process started (any thread, no lock).
+  [[nodiscard]] CallCounts counts() const noexcept;
+  // Calls waited for, by method id (takes the client's mutex: not while holding a Session).
+  [[nodiscard]] std::map<std::uint32_t, std::uint64_t> waitedByMethod() noexcept;
+
  private:
   SessionClient() = default;
   bool connectLocked() noexcept;
@@ -183,6 +196,8 @@ class SessionClient {
   std::unique_ptr<transport::DataRegion> m_regionOwner;
   std::atomic<transport::DataRegion*> m_region{nullptr};
   std::shared_ptr<std::vector<std::uint32_t>> m_handoffs;  // segments acked, names not yet unlinked
+  std::atomic<std::uint64_t> m_calls{0}, m_waited{0}, m_messages{0};
+  std::map<std::uint32_t, std::uint64_t> m_waitedByMethod;  // guarded by m_mutex
 };
 
 }  // namespace flyt::interpose

@@ -87,6 +87,7 @@ void SessionClient<Traits>::pushLocked(std::uint64_t sequence, Method method, st
     pending.length = region->length;
   }
   m_batch.push_back(std::move(pending));
+  m_calls.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Sends the batch. `lastPayload`, when not empty, is the inline payload of the batch's last call,
@@ -126,6 +127,7 @@ typename SessionClient<Traits>::Error SessionClient<Traits>::flushLocked(bool wa
       payload);
   m_batch.clear();
   m_batchPayload.clear();
+  m_messages.fetch_add(1, std::memory_order_relaxed);
   if (!sent) {
     client_detail::log().error("session lost while sending: {}", sent.error().describe());
     m_broken = true;
@@ -197,6 +199,8 @@ std::expected<std::uint64_t, typename SessionClient<Traits>::Error> SessionClien
   c.pushLocked(sequence, method, args, c.m_batchPayload.size(), payload, region);
   if (c.flushLocked(true, payload) != Traits::kSuccess) return std::unexpected(Traits::kDevicesUnavailable);
   c.m_awaiting.push_back(sequence);
+  c.m_waited.fetch_add(1, std::memory_order_relaxed);
+  ++c.m_waitedByMethod[static_cast<std::uint32_t>(method)];
   return sequence;
 }
 
@@ -356,6 +360,18 @@ std::optional<RegionBulk> SessionClient<Traits>::findRegionHost(const void* poin
   auto ref = region->hostAllocator().tryLookup(pointer, bytes);
   if (!ref) return std::nullopt;
   return RegionBulk{ref->segment, ref->offset, bytes};
+}
+
+template <class Traits>
+CallCounts SessionClient<Traits>::counts() const noexcept {
+  return {m_calls.load(std::memory_order_relaxed), m_waited.load(std::memory_order_relaxed),
+          m_messages.load(std::memory_order_relaxed)};
+}
+
+template <class Traits>
+std::map<std::uint32_t, std::uint64_t> SessionClient<Traits>::waitedByMethod() noexcept {
+  std::lock_guard lock(m_mutex);
+  return m_waitedByMethod;
 }
 
 template <class Traits>

@@ -18,6 +18,7 @@ mkdir -p "$out"
 flyt=$prefix/bin/flyt
 pass=0 fail=0
 export FLYT_LOG=${FLYT_LOG:-info}
+export FLYT_CALL_COUNTS=${FLYT_CALL_COUNTS:-1}  # each Flyt run ends with a line of its waited-for calls
 
 record() {  # name status logfile [expected-line]
   local name=$1 status=$2 log=$3 expect=${4:-}

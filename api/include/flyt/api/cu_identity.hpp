@@ -7,6 +7,7 @@
 #include <cuda.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "flyt/api/cu_device_status.hpp"
 
@@ -20,6 +21,9 @@ struct FlytIdentityTable {
   std::size_t bytes = sizeof(FlytIdentityTable);
   // flytGetDeviceStatus for device `ordinal` (connecting first if need be).
   CUresult (*deviceStatus)(int ordinal, DeviceStatus* status) noexcept = nullptr;
+  // What the process's session has sent so far: forwarded calls, calls waited for (round trips),
+  // messages. A C signature: flytbench's PyTorch script reads it through ctypes.
+  void (*callCounts)(std::uint64_t* calls, std::uint64_t* waited, std::uint64_t* messages) noexcept = nullptr;
 };
 
 }  // namespace flyt::api::cu
