@@ -42,8 +42,9 @@ KINDS = ("sync", "async", "local", "cached")
 HANDLERS = ("generated", "worker", "custom")
 DIRECTIONS = ("in", "out", "inout")
 ENTRY_KEYS = {"name", "id", "kind", "handler", "implemented", "also", "args", "note", "internal",
-              "synchronizes", "stream_idle"}
+              "synchronizes", "stream_idle", "capture"}
 STREAM_IDLE = ("query", "after")
+CAPTURE = ("begin", "end", "query")
 ARG_KEYS = {"name", "type", "dir", "size", "role", "bytes", "op", "why"}
 HANDLE_KEYS = {"type", "kind", "mapped", "accepts", "note"}
 PROC_KEYS = {"name", "version", "export"}
@@ -83,6 +84,7 @@ class Entry:
     internal: bool
     synchronizes: bool
     stream_idle: str | None
+    capture: str | None = None
 
 
 @dataclasses.dataclass
@@ -177,7 +179,14 @@ def parse_entry(path: str, raw: dict) -> Entry:
     if stream_idle is not None and (stream_idle not in STREAM_IDLE or
                                     not any(canonical_type(a.type) == "CUstream" for a in args)):
         raise InputError(f"{where}: 'stream_idle' is one of {', '.join(STREAM_IDLE)}, for a function of a stream")
-    return Entry(name, entry_id, kind, handler, implemented, also, args, internal, synchronizes, stream_idle)
+    capture = raw.get("capture")
+    if capture is not None and (capture not in CAPTURE or
+                                not any(canonical_type(a.type) == "CUstream" for a in args)):
+        raise InputError(f"{where}: 'capture' is one of {', '.join(CAPTURE)}, for a function of a stream")
+    if capture == "query" and not any(canonical_type(a.type) == "CUstreamCaptureStatus*" for a in args):
+        raise InputError(f"{where}: a 'capture' query answers a CUstreamCaptureStatus* argument")
+    return Entry(name, entry_id, kind, handler, implemented, also, args, internal, synchronizes, stream_idle,
+                 capture)
 
 
 def load_api(path: pathlib.Path) -> Api:
@@ -593,6 +602,18 @@ def render_client_stubs(api: Api) -> str:
                 if e.stream_idle == "query":
                     before.append(f"  if (::flyt::interpose::cu::streamIdle({streams[0]}, observed)) return CUDA_SUCCESS;\n")
                 after.append(f"::flyt::interpose::cu::streamIdled({streams[0]}, observed);")
+            # Stream capture kept in the process (streams.cpp): while no capture is active anywhere
+            # in it, no stream is capturing, and asking costs no round trip (PyTorch's allocator
+            # asks on every allocation).
+            always_after = []
+            if e.capture == "query":
+                status = next(a.name for a in e.args if canonical_type(a.type) == "CUstreamCaptureStatus*")
+                before.append(f"  if ({status} != nullptr && ::flyt::interpose::cu::noCaptureActive()) {{ "
+                              f"*{status} = CU_STREAM_CAPTURE_STATUS_NONE; return CUDA_SUCCESS; }}\n")
+            elif e.capture == "begin":
+                after.append(f"::flyt::interpose::cu::captureBegun({streams[0]});")
+            elif e.capture == "end":
+                always_after.append(f"::flyt::interpose::cu::captureEnded({streams[0]});")
             for a in e.args:
                 if a.role == "alloc":
                     after.append(f"::flyt::interpose::cu::allocated(*{a.name}, {parse_expression(e.name, a.bytes, names_set)});")
@@ -600,9 +621,11 @@ def render_client_stubs(api: Api) -> str:
                     # Known here: a wrong pointer fails at once, as the driver's own free does.
                     before.append(f"  if (!::flyt::interpose::cu::freeable({a.name})) return CUDA_ERROR_INVALID_VALUE;\n")
                     after.append(f"::flyt::interpose::cu::released({a.name});")
-            if after:
-                body = (f"  const CUresult result = {call};\n"
-                        f"  if (result == CUDA_SUCCESS) {{ {' '.join(after)} }}\n  return result;\n")
+            if after or always_after:
+                body = f"  const CUresult result = {call};\n"
+                if after:
+                    body += f"  if (result == CUDA_SUCCESS) {{ {' '.join(after)} }}\n"
+                body += "".join(f"  {line}\n" for line in always_after) + "  return result;\n"
             else:
                 body = f"  return {call};\n"
             lines.append(f"FLYT_CU_EXPORT CUresult {exported}({params_text(e) or 'void'}) {{\n{''.join(before)}{body}}}\n")

@@ -116,6 +116,11 @@ inline void streamIdled(CUstream stream, std::uint64_t generation) noexcept {
   DriverState::get().streamIdled(stream, generation);
 }
 inline void released(CUdeviceptr base) noexcept { DriverState::get().released(base); }
+// Stream capture in the process (streams.cpp; api/cuda.toml's `capture`).
+void captureBegun(CUstream stream) noexcept;
+void captureEnded(CUstream stream) noexcept;
+[[nodiscard]] bool noCaptureActive() noexcept;
+
 // Null, or the base of one of the session's allocations.
 inline bool freeable(CUdeviceptr base) noexcept {
   if (base == 0) return true;

@@ -396,6 +396,40 @@ int main(int argc, char** argv) {
   CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
   if (!standIn) check(indices[7] == 22 && indices[kN - 1] == (kN - 1) * 3 + 1, "fill_index through a library kernel");
 
+  // Stream capture: the capture state before, during and after (answered in the process while no
+  // capture is active), and a captured memset replayed. The stand-in does not capture.
+  {
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_ACTIVE;
+    CHECK_CALL(cuStreamIsCapturing(stream, &status));
+    check(status == CU_STREAM_CAPTURE_STATUS_NONE, "a stream is not capturing before a capture");
+  }
+  if (!standIn) {
+    CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+    CHECK_CALL(cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
+    CHECK_CALL(cuStreamIsCapturing(stream, &status));
+    check(status == CU_STREAM_CAPTURE_STATUS_ACTIVE, "the stream is capturing during its capture");
+    cuuint64_t captureId = 0;
+    CHECK_CALL(cuStreamGetCaptureInfo(stream, &status, &captureId, nullptr, nullptr, nullptr, nullptr));
+    check(status == CU_STREAM_CAPTURE_STATUS_ACTIVE, "cuStreamGetCaptureInfo sees the capture");
+    CHECK_CALL(cuMemsetD32Async(out, 7, kN, stream));
+    CUgraph captured = nullptr;
+    CHECK_CALL(cuStreamEndCapture(stream, &captured));
+    CHECK_CALL(cuStreamIsCapturing(stream, &status));
+    check(status == CU_STREAM_CAPTURE_STATUS_NONE, "the stream is not capturing after its capture");
+    CHECK_CALL(cuStreamGetCaptureInfo(stream, &status, &captureId, nullptr, nullptr, nullptr, nullptr));
+    check(status == CU_STREAM_CAPTURE_STATUS_NONE, "cuStreamGetCaptureInfo agrees after the capture");
+    CUgraphExec replay = nullptr;
+    CHECK_CALL(cuMemsetD32(out, 0, kN));
+    CHECK_CALL(cuGraphInstantiate(&replay, captured, 0));
+    CHECK_CALL(cuGraphLaunch(replay, stream));
+    CHECK_CALL(cuStreamSynchronize(stream));
+    std::vector<unsigned> seven(kN);
+    CHECK_CALL(cuMemcpyDtoH(seven.data(), out, kN * sizeof(unsigned)));
+    check(seven[0] == 7 && seven[kN - 1] == 7, "a captured memset replayed");
+    CHECK_CALL(cuGraphExecDestroy(replay));
+    CHECK_CALL(cuGraphDestroy(captured));
+  }
+
   // A graph built node by node: memset(in, 1.0f) -> copy(in -> out) -> out = in * factor + 1,
   // launched twice, the second time with the kernel node's factor changed in the instantiation.
   {
