@@ -1,8 +1,10 @@
-// flytbench: memcpy throughput and call latency through Flyt against native CUDA, in one run.
+// flytbench: memcpy throughput, call latency and PyTorch ResNet-50 iteration times through Flyt
+// against native CUDA, in one run.
 //
 // flytbench drives; flytbench-probe (probe.cu) measures, inside a process that loads either
-// NVIDIA's runtime (native) or Flyt's (`flyt run`, over shm or tcp). README.md next to this file
-// describes the commands, the options and the output.
+// NVIDIA's runtime (native) or Flyt's (`flyt run`, over shm or tcp); for `flytbench torch`,
+// torch_probe.py does, natively or on Flyt's driver. README.md next to this file describes the
+// commands, the options and the output.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -47,8 +49,32 @@ Examples:
 Exit status: 0 all measured, 1 a point or transport failed, 2 nothing could be run, 128+N signal N.
 See benchmarks/flytbench/README.md for the columns and what each latency point measures.)";
 
+constexpr const char* kTorchFooter = R"(
+Points: resnet50_infer_b32 (torchvision ResNet-50, random weights, eval, no_grad, a batch of 32
+3x224x224 fp32 images), resnet50_train_b32 (one training step on such a batch: zero_grad, forward,
+cross-entropy on random labels, backward, SGD lr 0.01 momentum 0.9). Each point: the model is built,
+--warmup iterations run untimed (cuDNN autotuning is on), then iterations run in rounds of
+--sync-every, each ended by torch.cuda.synchronize(), until --min-time seconds and --iterations
+iterations have passed. The table gives ms per iteration, the ratio to native and, through Flyt, the
+calls per iteration Flyt waited for (round trips) and forwarded.
+
+The measured process is torch_probe.py (beside flytbench) run by --python, which needs PyTorch with
+CUDA and torchvision. It always goes through Flyt's driver cut (`flyt run --api driver`: PyTorch's
+own CUDA runtime and libraries on Flyt's libcuda.so.1); native runs it with NVIDIA's driver.
+Transports: native, shm and tcp (the probe under `flyt run --api driver --server URL`). Unless
+--server-shm/--server-tcp name nodes, flytbench starts one private flyt-node for the run.
+
+Examples:
+  flytbench torch                                  both points, native, shm, tcp (about a minute each)
+  flytbench torch --points resnet50_train_b32 --transports native,shm --json train.json
+  flytbench torch --python ~/venv/bin/python --min-time 5
+Exit status: 0 all measured, 1 a point or transport failed, 2 nothing could be run (no python, no
+PyTorch or torchvision in it, a program missing beside flytbench), 128+N signal N.
+See benchmarks/flytbench/README.md for the columns.)";
+
 struct CommandLine {
   std::vector<std::string> sizes, directions{"h2d", "d2h"}, memories{"pinned", "pageable"};
+  std::vector<std::string> points = fb::kTorchPoints;
   std::vector<std::string> transports{"native", "shm", "tcp"};
   bool noVerify = false;
 };
@@ -58,7 +84,8 @@ void say(fmt::format_string<Args...> format, Args&&... args) {
   fmt::print(stderr, "flytbench: {}\n", fmt::format(format, std::forward<Args>(args)...));
 }
 
-void addCommonOptions(CLI::App& command, fb::Options& options, CommandLine& cli) {
+// The options every command has; torch has no --api (it always takes the driver cut).
+void addCommonOptions(CLI::App& command, fb::Options& options, CommandLine& cli, fb::Test test) {
   command.add_option("--transports", cli.transports, "comma-separated: native, shm, tcp")
       ->type_name("LIST")
       ->delimiter(',')
@@ -70,7 +97,8 @@ void addCommonOptions(CLI::App& command, fb::Options& options, CommandLine& cli)
       ->capture_default_str();
   command
       .add_option("--min-time", options.minTime,
-                  "seconds each point is measured, at least (3 calls at least)")
+                  test == fb::Test::kTorch ? "seconds each point is measured, at least"
+                                           : "seconds each point is measured, at least (3 calls at least)")
       ->type_name("SEC")
       ->check(CLI::Range(0.0, 3600.0))
       ->capture_default_str();
@@ -82,13 +110,15 @@ void addCommonOptions(CLI::App& command, fb::Options& options, CommandLine& cli)
       .add_option("--server-tcp", options.serverTcp,
                   "node for tcp instead of the private one, e.g. tcp://gpu1:7070")
       ->type_name("URL");
-  command
-      .add_option("--api", options.api,
-                  "the cut shm and tcp go through: runtime (Flyt's libcudart.so.13) or driver (NVIDIA's runtime "
-                  "on Flyt's libcuda.so.1)")
-      ->type_name("CUT")
-      ->check(CLI::IsMember({"runtime", "driver"}))
-      ->capture_default_str();
+  if (test != fb::Test::kTorch) {
+    command
+        .add_option("--api", options.api,
+                    "the cut shm and tcp go through: runtime (Flyt's libcudart.so.13) or driver (NVIDIA's "
+                    "runtime on Flyt's libcuda.so.1)")
+        ->type_name("CUT")
+        ->check(CLI::IsMember({"runtime", "driver"}))
+        ->capture_default_str();
+  }
   command
       .add_option("--executor", options.executor,
                   "the private node's: auto (the GPU), cuda, standin (the GPU stand-in, a test double)")
@@ -115,6 +145,15 @@ std::expected<fb::Options, std::string> finishOptions(fb::Options options, const
     return std::unexpected("--json - and --csv - cannot both use stdout");
   options.verify = options.test == fb::Test::kMemcpy && !cli.noVerify;  // latency has nothing to verify
   if (options.test == fb::Test::kLatency) return options;
+  if (options.test == fb::Test::kTorch) {
+    options.api = "driver";
+    for (const auto& point : fb::kTorchPoints) {  // one order, whatever the command line's
+      if (std::ranges::find(cli.points, point) != cli.points.end()) options.points.push_back(point);
+    }
+    if (options.points.empty())
+      return std::unexpected("--points is empty: name resnet50_infer_b32, resnet50_train_b32 or both");
+    return options;
+  }
   std::vector<std::string> sizes = cli.sizes;
   if (sizes.empty()) {
     sizes = options.clients > 1 ? std::vector<std::string>{"64M", "256M"}
@@ -163,8 +202,8 @@ bool writeOutput(const std::string& path, const std::string& text) {
 // What a run needs on disk beside flytbench; the problem otherwise.
 std::optional<std::string> checkInstallation(const fb::Options& options, const fs::path& bin,
                                              const fs::path& runtime) {
-  if (!fs::exists(bin / "flytbench-probe"))
-    return fmt::format("flytbench-probe is not beside flytbench in {}", bin.string());
+  const char* probe = options.test == fb::Test::kTorch ? fb::kTorchProbe : "flytbench-probe";
+  if (!fs::exists(bin / probe)) return fmt::format("{} is not beside flytbench in {}", probe, bin.string());
   const bool flyt = std::ranges::any_of(options.transports, [](auto& t) { return t != "native"; });
   if (flyt && !fs::exists(bin / "flyt"))
     return fmt::format("flyt is not beside flytbench in {}", bin.string());
@@ -229,7 +268,25 @@ bool writeOutputs(const fb::RunResult& run) {
   return written;
 }
 
-int benchmark(const fb::Options& options) {
+// For torch: finds --python and checks that it has PyTorch and torchvision (a line on stderr says
+// which); the problem otherwise.
+std::optional<std::string> checkPython(fb::Options& options, const fs::path& bin) {
+  const auto python = fb::tryFindProgram(options.python);
+  if (!python) {
+    return fmt::format("{} is not an executable program{} (name the python with PyTorch with --python PATH)",
+                       options.python, options.python.find('/') == std::string::npos ? " on PATH" : "");
+  }
+  options.python = python->string();
+  auto versions = fb::checkTorchProbe(options, bin);
+  if (!versions) {
+    return fmt::format("flytbench torch needs PyTorch and torchvision in the python it runs: {}",
+                       versions.error());
+  }
+  say("{}: {}", options.python, *versions);
+  return std::nullopt;
+}
+
+int benchmark(fb::Options options) {
   fb::RunResult run{.options = options, .date = now()};
   run.points = fb::pointsOf(options);
   const fs::path bin = fb::selfDirectory();
@@ -242,6 +299,14 @@ int benchmark(const fb::Options& options) {
   if (auto problem = checkInstallation(options, bin, runtime)) {
     say("{}", *problem);
     return kExitSetup;
+  }
+  fb::installInterruptHandlers();
+  if (options.test == fb::Test::kTorch) {
+    if (auto problem = checkPython(options, bin)) {
+      say("{}", *problem);
+      return fb::interrupted() ? 128 + fb::interruptSignal() : kExitSetup;
+    }
+    run.options = options;
   }
   const auto has = [&](const char* t) {
     return std::ranges::find(options.transports, t) != options.transports.end();
@@ -257,7 +322,6 @@ int benchmark(const fb::Options& options) {
         options.executor == "cuda" ? " (--executor cuda)" : "");
     return kExitSetup;
   }
-  fb::installInterruptHandlers();
   std::optional<fb::PrivateNode> node;
   if (needNode) {
     auto started = fb::PrivateNode::start(bin / "flyt-node", options.executor);
@@ -284,17 +348,51 @@ int benchmark(const fb::Options& options) {
   return run.anyFailed() || !written ? kExitFailed : 0;
 }
 
+CLI::App* addTorchCommand(CLI::App& app, fb::Options& options, CommandLine& cli) {
+  auto* torch = app.add_subcommand(
+      "torch",
+      "PyTorch ResNet-50 inference and training step, time per iteration, always through Flyt's driver cut "
+      "(needs PyTorch and torchvision in --python)");
+  options.minTime = 15;  // two points and PyTorch's start: about a minute per transport
+  torch->add_option("--points", cli.points, "comma-separated: resnet50_infer_b32, resnet50_train_b32")
+      ->type_name("LIST")
+      ->delimiter(',')
+      ->check(CLI::IsMember(fb::kTorchPoints))
+      ->capture_default_str();
+  torch->add_option("--iterations", options.iterations, "iterations measured per point, at least")
+      ->type_name("N")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  torch
+      ->add_option("--sync-every", options.syncEvery,
+                   "iterations queued between two torch.cuda.synchronize() (1: every iteration is waited for)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  torch->add_option("--warmup", options.warmup, "untimed iterations per point before it is measured")
+      ->type_name("N")
+      ->check(CLI::Range(0, 10000))
+      ->capture_default_str();
+  options.python = "python3";
+  torch->add_option("--python", options.python, "the Python interpreter with PyTorch and torchvision")
+      ->type_name("PATH")
+      ->capture_default_str();
+  addCommonOptions(*torch, options, cli, fb::Test::kTorch);
+  torch->footer(kTorchFooter);
+  return torch;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "flytbench: memcpy throughput and call latency through Flyt (shm, tcp) against native CUDA, "
-      "measured in one run.",
+      "flytbench: memcpy throughput, call latency and PyTorch ResNet-50 iteration times through Flyt (shm, "
+      "tcp) against native CUDA, measured in one run.",
       "flytbench"};
   app.require_subcommand(1);
   app.footer(kFooter);
-  fb::Options memcpyOptions, latencyOptions;
-  CommandLine memcpyCli, latencyCli;
+  fb::Options memcpyOptions, latencyOptions, torchOptions;
+  CommandLine memcpyCli, latencyCli, torchCli;
 
   auto* memcpy =
       app.add_subcommand("memcpy", "cudaMemcpy throughput per size, direction and host memory kind");
@@ -318,19 +416,22 @@ int main(int argc, char** argv) {
   memcpy->add_option("--plot", memcpyOptions.plotPath, "write an SVG plot of GB/s against size to FILE")
       ->type_name("FILE.svg");
   memcpy->add_flag("--no-verify", memcpyCli.noVerify, "skip the check that bytes survive a round trip");
-  addCommonOptions(*memcpy, memcpyOptions, memcpyCli);
+  addCommonOptions(*memcpy, memcpyOptions, memcpyCli, fb::Test::kMemcpy);
   memcpy->footer(kFooter);
 
   auto* latency = app.add_subcommand(
       "latency", "time per call: d2h_8b, stream_query, launch_enqueue, launch_sync, malloc_free_1mib");
-  addCommonOptions(*latency, latencyOptions, latencyCli);
+  addCommonOptions(*latency, latencyOptions, latencyCli, fb::Test::kLatency);
   latency->footer(kFooter);
+
+  auto* torch = addTorchCommand(app, torchOptions, torchCli);
 
   CLI11_PARSE(app, argc, argv);
   const bool isMemcpy = memcpy->parsed();
-  fb::Options options = isMemcpy ? memcpyOptions : latencyOptions;
-  options.test = isMemcpy ? fb::Test::kMemcpy : fb::Test::kLatency;
-  auto finished = finishOptions(options, isMemcpy ? memcpyCli : latencyCli);
+  const bool isTorch = torch->parsed();
+  fb::Options options = isMemcpy ? memcpyOptions : isTorch ? torchOptions : latencyOptions;
+  options.test = isMemcpy ? fb::Test::kMemcpy : isTorch ? fb::Test::kTorch : fb::Test::kLatency;
+  auto finished = finishOptions(options, isMemcpy ? memcpyCli : isTorch ? torchCli : latencyCli);
   if (!finished) {
     say("{}", finished.error());
     return kExitSetup;

@@ -8,8 +8,24 @@
 
 namespace flyt::flytbench {
 
+const char* testName(Test test) {
+  switch (test) {
+    case Test::kMemcpy:
+      return "memcpy";
+    case Test::kLatency:
+      return "latency";
+    case Test::kTorch:
+      return "torch";
+  }
+  return "memcpy";
+}
+
 std::vector<Point> pointsOf(const Options& options) {
   std::vector<Point> points;
+  if (options.test == Test::kTorch) {
+    for (const auto& name : options.points) points.push_back(Point{.name = name});
+    return points;
+  }
   if (options.test == Test::kLatency) {
     for (const char* name : {"d2h_8b", "stream_query", "launch_enqueue", "launch_sync", "malloc_free_1mib"}) {
       points.push_back(Point{.name = name});
@@ -33,12 +49,14 @@ std::string pointLabel(const Point& point) {
   return fmt::format("{} {} {}", point.direction, point.memory, sizeLabel(point.bytes));
 }
 
-std::string latencyMeaning(const std::string& point) {
+std::string pointMeaning(const std::string& point) {
   if (point == "d2h_8b") return "cudaMemcpy of 8 bytes device to host";
   if (point == "stream_query") return "cudaStreamQuery on an idle stream";
   if (point == "launch_enqueue") return "empty kernel launch, queued (1024, then one sync)";
   if (point == "launch_sync") return "empty kernel launch + cudaStreamSynchronize";
   if (point == "malloc_free_1mib") return "cudaMalloc 1 MiB + cudaFree";
+  if (point == "resnet50_infer_b32") return "ResNet-50 inference, batch 32, fp32, no_grad";
+  if (point == "resnet50_train_b32") return "ResNet-50 training step, batch 32, SGD";
   return "";
 }
 

@@ -13,7 +13,12 @@
 
 namespace flyt::flytbench {
 
-enum class Test { kMemcpy, kLatency };
+enum class Test { kMemcpy, kLatency, kTorch };
+// "memcpy", "latency", "torch".
+[[nodiscard]] const char* testName(Test test);
+
+// The points of `flytbench torch`, in the order they are measured (torch_probe.py).
+inline const std::vector<std::string> kTorchPoints{"resnet50_infer_b32", "resnet50_train_b32"};
 
 struct Options {
   Test test = Test::kMemcpy;
@@ -28,13 +33,20 @@ struct Options {
   std::string jsonPath, csvPath, plotPath;  // "-" is stdout; empty: not written
   bool verify = true;
   std::string api = "runtime";              // the cut the shm and tcp probes run through: runtime, driver
+                                            // (always driver for torch)
+  // torch only:
+  std::vector<std::string> points;  // a subset of kTorchPoints, in its order
+  int iterations = 10;              // measured per point, at least
+  int syncEvery = 1;                // iterations queued between two torch.cuda.synchronize()
+  int warmup = 5;                   // untimed iterations per point before it is measured
+  std::string python;               // the interpreter: an absolute path once main() has found it
 };
 
 // One measured point: a copy (direction, memory, bytes) or a latency point (name).
 struct Point {
   std::string direction, memory;  // memory is "device" for d2d
   std::uint64_t bytes = 0;
-  std::string name;  // latency: d2h_8b, stream_query, ...
+  std::string name;  // latency: d2h_8b, stream_query, ...; torch: resnet50_infer_b32, ...
 };
 
 // The points of a run in the probe's order (probe.cu: per memory, per host direction, per size;
@@ -42,8 +54,8 @@ struct Point {
 [[nodiscard]] std::vector<Point> pointsOf(const Options& options);
 // "h2d pinned 64 MiB" / "launch_sync".
 [[nodiscard]] std::string pointLabel(const Point& point);
-// One line on what a latency point measures.
-[[nodiscard]] std::string latencyMeaning(const std::string& point);
+// One line on what a latency or torch point measures.
+[[nodiscard]] std::string pointMeaning(const std::string& point);
 
 // "4K", "1M", "3G", "4096", "64KiB" -> bytes (powers of 1024).
 [[nodiscard]] std::expected<std::uint64_t, std::string> parseSize(const std::string& text);
@@ -58,7 +70,11 @@ struct Measurement {
   Status status = Status::kFailed;
   std::string note;               // why it failed or was skipped
   double gbps = 0;                // memcpy: sum(bytes * iterations) / (last end - first start)
-  double us = 0;                  // latency: mean of the clients' microseconds per call
+  double us = 0;                  // latency, torch: mean of the clients' microseconds per call
+                                  // (per iteration)
+  // torch through Flyt: forwarded calls, calls waited for (round trips) and messages per iteration,
+  // the mean of the clients'; nullopt natively (NVIDIA's driver does not count).
+  std::optional<double> calls, waited, messages;
   std::int64_t iterations = 0;    // summed over clients
   double seconds = 0;             // last end - first start
   std::optional<bool> verified;   // all clients verified (nullopt: not verified)

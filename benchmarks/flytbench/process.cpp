@@ -9,7 +9,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -86,6 +88,29 @@ std::filesystem::path selfDirectory() {
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   return ec ? std::filesystem::path(".") : self.parent_path();
+}
+
+std::optional<std::filesystem::path> tryFindProgram(const std::string& program) {
+  namespace fs = std::filesystem;
+  const auto executable = [](const fs::path& file) {
+    std::error_code ec;
+    return fs::is_regular_file(file, ec) && ::access(file.c_str(), X_OK) == 0;
+  };
+  if (program.empty()) return std::nullopt;
+  if (program.find('/') != std::string::npos) {
+    std::error_code ec;
+    const fs::path absolute = fs::absolute(program, ec);
+    return !ec && executable(absolute) ? std::optional(absolute) : std::nullopt;
+  }
+  const char* path = std::getenv("PATH");
+  const std::string_view dirs = path != nullptr ? path : "";
+  for (std::size_t start = 0; start <= dirs.size();) {
+    const std::size_t end = std::min(dirs.find(':', start), dirs.size());
+    const fs::path dir(std::string(dirs.substr(start, end - start)));
+    if (!dir.empty() && dir.is_absolute() && executable(dir / program)) return dir / program;
+    start = end + 1;
+  }
+  return std::nullopt;
 }
 
 bool gpuPresent() {

@@ -35,6 +35,10 @@ void installInterruptHandlers();
 // The directory of the running executable.
 [[nodiscard]] std::filesystem::path selfDirectory();
 
+// `program` as an absolute path: itself when it names a path (it contains a '/'), else the first
+// executable of that name in PATH's directories; nullopt when there is no such executable file.
+[[nodiscard]] std::optional<std::filesystem::path> tryFindProgram(const std::string& program);
+
 // True when the CUDA driver (libcuda.so.1) loads and sees a device.
 [[nodiscard]] bool gpuPresent();
 

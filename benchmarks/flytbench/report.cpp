@@ -27,17 +27,42 @@ std::string nodeDescription(const RunResult& run, const TransportRun& t) {
       privateNode ? fmt::format("flytbench's node, executor {}", run.options.executor) : "given");
 }
 
+// "PyTorch 2.5.1 (CUDA 12.4), torchvision 0.20.1" from the first probe that said; empty if none.
+std::string torchVersions(const RunResult& run) {
+  for (const auto& t : run.transports) {
+    for (const auto& info : t.infos) {
+      if (auto torch = info.string("torch")) {
+        return fmt::format("PyTorch {} (CUDA {}), torchvision {}", *torch, info.string("cuda").value_or("?"),
+                           info.string("torchvision").value_or("?"));
+      }
+    }
+  }
+  return "";
+}
+
 std::string headerLines(const RunResult& run) {
   const auto& o = run.options;
-  std::string out = fmt::format("flytbench {}: {}, {}, min-time {} s per point, {} client{}{}\n",
-                                o.test == Test::kMemcpy ? "memcpy" : "latency",
-                                run.device.empty() ? "no device" : run.device, run.date, o.minTime, o.clients,
-                                o.clients == 1 ? "" : "s (results aggregated)",
-                                o.test == Test::kMemcpy && o.verify ? ", copies verified" : "");
+  const bool torch = o.test == Test::kTorch;
+  std::string out = fmt::format(
+      "flytbench {}: {}, {}, min-time {} s per point{}, {} client{}{}\n", testName(o.test),
+      run.device.empty() ? "no device" : run.device, run.date, o.minTime,
+      torch ? fmt::format(" and {} iterations at least, synchronised every {}, {} warm-up iteration{}",
+                          o.iterations,
+                          o.syncEvery == 1 ? std::string("iteration") : fmt::format("{} iterations", o.syncEvery),
+                          o.warmup, o.warmup == 1 ? "" : "s")
+            : "",
+      o.clients, o.clients == 1 ? "" : "s (results aggregated)",
+      o.test == Test::kMemcpy && o.verify ? ", copies verified" : "");
+  if (torch) {
+    const std::string versions = torchVersions(run);
+    out += fmt::format("  python  {}{}\n", o.python, versions.empty() ? "" : ": " + versions);
+  }
   for (const auto& t : run.transports) {
     std::string what;
     if (t.status != Status::kOk) {
       what = t.note;
+    } else if (t.name == "native" && torch) {
+      what = "NVIDIA's runtime " + t.cudart + " and driver " + t.driver;
     } else if (t.name == "native") {
       what = "NVIDIA's runtime " + t.cudart;
     } else if (run.options.api == "driver") {
@@ -61,7 +86,24 @@ struct Notes {
   }
 };
 
-// The cells of one transport in one row: the value, then the ratios its columns show.
+// Whether a transport's columns include waited/it and calls/it (torch through Flyt).
+bool countColumns(const RunResult& run, const TransportRun& t) {
+  return run.options.test == Test::kTorch && t.name != "native";
+}
+
+std::string valueText(const RunResult& run, const Measurement& m) {
+  switch (run.options.test) {
+    case Test::kLatency:
+      return fmt::format("{} µs", formatValue(m.us));
+    case Test::kTorch:
+      return fmt::format("{} ms", formatValue(m.us / 1e3));
+    case Test::kMemcpy:
+      break;
+  }
+  return fmt::format("{} GB/s", formatValue(m.gbps));
+}
+
+// The cells of one transport in one row: the value, then the ratios and counts its columns show.
 std::vector<std::string> cells(const RunResult& run, const TransportRun& t, std::size_t i, bool nativeColumn,
                                bool rawColumn, Notes& notes) {
   const Measurement& m = t.measurements[i];
@@ -71,12 +113,19 @@ std::vector<std::string> cells(const RunResult& run, const TransportRun& t, std:
   } else if (m.status == Status::kSkipped) {
     out.emplace_back("skipped");
   } else {
-    out.push_back(run.options.test == Test::kLatency ? fmt::format("{} µs", formatValue(m.us))
-                                                     : fmt::format("{} GB/s", formatValue(m.gbps)));
+    out.push_back(valueText(run, m));
   }
   const auto ratio = [](std::optional<double> r) { return r ? fmt::format("{:.2f}×", *r) : std::string(); };
   if (nativeColumn) out.push_back(ratio(ratioToNative(run, t.name, i)));
   if (rawColumn) out.push_back(ratio(ratioToRawSocket(run, t.name, i)));
+  if (countColumns(run, t)) {
+    const bool ok = m.status == Status::kOk;
+    const auto count = [&](std::optional<double> c) {
+      return !ok || !c ? std::string() : *c == 0 ? std::string("0") : formatValue(*c);
+    };
+    out.push_back(count(m.waited));
+    out.push_back(count(m.calls));
+  }
   return out;
 }
 
@@ -89,10 +138,10 @@ std::optional<double> ratioToNative(const RunResult& run, const std::string& tra
   const Measurement& a = t->measurements[point];
   const Measurement& b = native->measurements[point];
   if (a.status != Status::kOk || b.status != Status::kOk) return std::nullopt;
-  const bool latency = run.options.test == Test::kLatency;
-  const double base = latency ? b.us : b.gbps;
+  const bool timed = run.options.test != Test::kMemcpy;  // time per call or per iteration
+  const double base = timed ? b.us : b.gbps;
   if (base <= 0) return std::nullopt;
-  return (latency ? a.us : a.gbps) / base;
+  return (timed ? a.us : a.gbps) / base;
 }
 
 std::optional<double> ratioToRawSocket(const RunResult& run, const std::string& transport,
@@ -111,6 +160,28 @@ std::optional<double> ratioToRawSocket(const RunResult& run, const std::string& 
   }
   return m.gbps / raw->second.gbps;
 }
+
+namespace {
+
+std::string footerText(Test test, bool nativeRan) {
+  switch (test) {
+    case Test::kMemcpy:
+      return std::string("GB/s = 1e9 bytes per second.") +
+             (nativeRan ? " ×native: throughput relative to NVIDIA's runtime in this run." : "");
+    case Test::kLatency:
+      return std::string("µs per call.") +
+             (nativeRan ? " ×native: time per call relative to NVIDIA's runtime in this run (higher is slower)." : "");
+    case Test::kTorch:
+      break;
+  }
+  return std::string("ms per iteration (a batch of 32 images).") +
+         (nativeRan ? " ×native: time per iteration relative to NVIDIA's driver in this run (higher is slower)."
+                    : "") +
+         "\nwaited/it: calls per iteration that waited for the node's reply (round trips); calls/it: calls Flyt "
+         "forwarded per iteration.";
+}
+
+}  // namespace
 
 std::string renderTable(const RunResult& run) {
   const bool memcpy = run.options.test == Test::kMemcpy;
@@ -137,6 +208,10 @@ std::string renderTable(const RunResult& run) {
     column(t->name);
     if (t->name != "native" && nativeRan) column("×native");
     if (t->name == "tcp" && !run.rawSocket.empty()) column("×raw");
+    if (countColumns(run, *t)) {
+      column("waited/it");
+      column("calls/it");
+    }
   }
   if (memcpy && !run.rawSocket.empty()) column("raw socket");
   std::vector<std::vector<std::string>> rows{head};
@@ -145,7 +220,7 @@ std::string renderTable(const RunResult& run) {
     const Point& p = run.points[i];
     std::vector<std::string> row = memcpy
                                        ? std::vector<std::string>{sizeLabel(p.bytes), p.direction, p.memory}
-                                       : std::vector<std::string>{p.name, latencyMeaning(p.name)};
+                                       : std::vector<std::string>{p.name, pointMeaning(p.name)};
     for (const auto* t : shown) {
       auto more = cells(run, *t, i, t->name != "native" && nativeRan,
                         t->name == "tcp" && !run.rawSocket.empty(), notes);
@@ -171,11 +246,7 @@ std::string renderTable(const RunResult& run) {
     out += line + "\n";
   }
   out += "\n";
-  out += memcpy ? "GB/s = 1e9 bytes per second." : "µs per call.";
-  if (nativeRan) {
-    out += memcpy ? " ×native: throughput relative to NVIDIA's runtime in this run."
-                  : " ×native: time per call relative to NVIDIA's runtime in this run (higher is slower).";
-  }
+  out += footerText(run.options.test, nativeRan);
   if (memcpy && !run.rawSocket.empty()) {
     out +=
         "\n×raw: Flyt over TCP relative to the raw loopback socket pair, which carries host copies only "
@@ -202,13 +273,19 @@ std::string jsonOptional(const std::optional<double>& value) { return value ? js
 std::string jsonOptions(const Options& o) {
   std::vector<std::string> sizes;
   for (auto bytes : o.sizes) sizes.push_back(std::to_string(bytes));
+  const std::string torch =
+      o.test != Test::kTorch
+          ? ""
+          : fmt::format(R"(,"points":{},"iterations":{},"sync_every":{},"warmup":{},"python":{},"api":{})",
+                        jsonList(o.points), o.iterations, o.syncEvery, o.warmup, jsonString(o.python),
+                        jsonString(o.api));
   return fmt::format(
       R"({{"sizes":{},"directions":{},"memory":{},"transports":{},"clients":{},"min_time":{},)"
-      R"("verify":{},"executor":{},"server_shm":{},"server_tcp":{}}})",
+      R"("verify":{},"executor":{},"server_shm":{},"server_tcp":{}{}}})",
       jsonList(sizes, false), jsonList(o.directions), jsonList(o.memories), jsonList(o.transports), o.clients,
       jsonNumber(o.minTime), o.verify ? "true" : "false", jsonString(o.executor),
       o.serverShm.empty() ? "null" : jsonString(o.serverShm),
-      o.serverTcp.empty() ? "null" : jsonString(o.serverTcp));
+      o.serverTcp.empty() ? "null" : jsonString(o.serverTcp), torch);
 }
 
 std::string jsonResult(const RunResult& run, const TransportRun& t, std::size_t i) {
@@ -221,9 +298,16 @@ std::string jsonResult(const RunResult& run, const TransportRun& t, std::size_t 
   std::vector<std::string> clients;
   for (const auto& c : m.clients) clients.push_back(c.dump());
   const auto raw = p.name.empty() ? run.rawSocket.find(p.bytes) : run.rawSocket.end();
+  const auto count = [&](std::optional<double> c) { return ok && c ? jsonNumber(*c) : std::string("null"); };
+  const std::string torch =
+      run.options.test != Test::kTorch
+          ? ""
+          : fmt::format(
+                R"("ms":{},"calls_per_iteration":{},"waited_per_iteration":{},"messages_per_iteration":{},)",
+                ok ? jsonNumber(m.us / 1e3) : "null", count(m.calls), count(m.waited), count(m.messages));
   return fmt::format(
       R"({{{},"transport":{},"status":{},"error":{},"gbps":{},"us":{},"iterations":{},"seconds":{},)"
-      R"("verified":{},"ratio_native":{},"ratio_raw_socket":{},"raw_socket_gbps":{},"clients":{}}})",
+      R"("verified":{},"ratio_native":{},"ratio_raw_socket":{},"raw_socket_gbps":{},{}"clients":{}}})",
       point, jsonString(t.name), jsonString(statusName(m.status)),
       m.note.empty() ? "null" : jsonString(m.note), ok && p.name.empty() ? jsonNumber(m.gbps) : "null",
       ok && !p.name.empty() ? jsonNumber(m.us) : "null", m.iterations, jsonNumber(m.seconds),
@@ -232,7 +316,7 @@ std::string jsonResult(const RunResult& run, const TransportRun& t, std::size_t 
       t.name == "tcp" && p.direction != "d2d" && raw != run.rawSocket.end() && raw->second.error.empty()
           ? jsonNumber(raw->second.gbps)
           : "null",
-      jsonList(clients, false));
+      torch, jsonList(clients, false));
 }
 
 }  // namespace
@@ -241,7 +325,7 @@ std::string renderJson(const RunResult& run) {
   std::string out = "{\n";
   out +=
       fmt::format(R"(  "tool": "flytbench", "test": {}, "date": {}, "device": {}, "interrupted": {},)",
-                  jsonString(run.options.test == Test::kMemcpy ? "memcpy" : "latency"), jsonString(run.date),
+                  jsonString(testName(run.options.test)), jsonString(run.date),
                   run.device.empty() ? "null" : jsonString(run.device), run.interrupted ? "true" : "false");
   out += fmt::format("\n  \"options\": {},\n", jsonOptions(run.options));
   out += fmt::format("  \"flyt_runtime\": {},\n  \"node\": {},\n", jsonString(run.flytRuntime),
@@ -296,10 +380,12 @@ std::string csvNumber(const std::optional<double>& value) { return value ? fmt::
 }  // namespace
 
 std::string renderCsv(const RunResult& run) {
+  const bool memcpy = run.options.test == Test::kMemcpy;
+  const bool torch = run.options.test == Test::kTorch;
   std::string out =
       "test,point,direction,memory,bytes,transport,clients,status,gbps,us,ratio_native,ratio_raw_socket,"
-      "raw_socket_gbps,iterations,seconds,verified,note\n";
-  const bool memcpy = run.options.test == Test::kMemcpy;
+      "raw_socket_gbps,iterations,seconds,verified,";
+  out += torch ? "ms,calls_per_iteration,waited_per_iteration,messages_per_iteration,note\n" : "note\n";
   for (std::size_t i = 0; i < run.points.size(); ++i) {
     const Point& p = run.points[i];
     for (const auto& t : run.transports) {
@@ -308,8 +394,9 @@ std::string renderCsv(const RunResult& run) {
       const auto raw = memcpy ? run.rawSocket.find(p.bytes) : run.rawSocket.end();
       const bool rawShown =
           t.name == "tcp" && p.direction != "d2d" && raw != run.rawSocket.end() && raw->second.error.empty();
+      const auto count = [&](std::optional<double> c) { return csvNumber(measured ? c : std::nullopt); };
       out += fmt::format(
-          "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", memcpy ? "memcpy" : "latency",
+          "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},", testName(run.options.test),
           csvField(memcpy ? pointLabel(p) : p.name), p.direction, p.memory,
           memcpy ? std::to_string(p.bytes) : "", t.name, run.options.clients, statusName(m.status),
           csvNumber(measured && memcpy ? std::optional(m.gbps) : std::nullopt),
@@ -318,7 +405,12 @@ std::string renderCsv(const RunResult& run) {
           csvNumber(rawShown ? std::optional(raw->second.gbps) : std::nullopt),
           measured ? std::to_string(m.iterations) : "",
           csvNumber(measured ? std::optional(m.seconds) : std::nullopt),
-          m.verified ? (*m.verified ? "true" : "false") : "", csvField(m.note));
+          m.verified ? (*m.verified ? "true" : "false") : "");
+      if (torch) {
+        out += fmt::format("{},{},{},{},", count(measured ? std::optional(m.us / 1e3) : std::nullopt),
+                           count(m.calls), count(m.waited), count(m.messages));
+      }
+      out += csvField(m.note) + "\n";
     }
   }
   return out;

@@ -20,15 +20,22 @@ using namespace std::chrono_literals;
 namespace {
 
 // How long a probe may take to answer: warm-up, verification and a measurement of a point, or its
-// start. Generous; a probe past it is killed and reported.
+// start. Generous; a probe past it is killed and reported. PyTorch takes longer: importing torch,
+// building a model, and through Flyt loading cuDNN's and cuBLAS's kernels and cuDNN's autotuning.
 constexpr auto kAnswerBound = 60s;
+constexpr auto kTorchAnswerBound = 300s;
 constexpr auto kExitBound = 10s;
+constexpr auto kTorchExitBound = 30s;
 constexpr auto kQuitGrace = 3s;  // for a probe told to quit, beyond the point it is measuring
 
 ProbeGroup::Deadline answerDeadline(const Options& options) {
-  return std::chrono::steady_clock::now() + kAnswerBound +
+  return std::chrono::steady_clock::now() + (options.test == Test::kTorch ? kTorchAnswerBound : kAnswerBound) +
          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
              std::chrono::duration<double>(options.minTime));
+}
+
+ProbeGroup::Deadline exitDeadline(const Options& options) {
+  return std::chrono::steady_clock::now() + (options.test == Test::kTorch ? kTorchExitBound : kExitBound);
 }
 
 std::string joined(const std::vector<std::string>& items) {
@@ -41,6 +48,19 @@ std::vector<std::string> probeArguments(const Options& options) {
   std::vector<std::string> args;
   const std::string minTime = fmt::format("{}", options.minTime);
   if (options.test == Test::kLatency) return {"latency", "--min-time", minTime};
+  if (options.test == Test::kTorch) {
+    return {"run",
+            "--points",
+            joined(options.points),
+            "--min-time",
+            minTime,
+            "--iterations",
+            std::to_string(options.iterations),
+            "--sync-every",
+            std::to_string(options.syncEvery),
+            "--warmup",
+            std::to_string(options.warmup)};
+  }
   std::vector<std::string> sizes;
   for (auto bytes : options.sizes) sizes.push_back(std::to_string(bytes));
   args = {"memcpy",
@@ -61,7 +81,12 @@ std::vector<std::string> probeCommand(const std::string& server, const SweepCont
   if (!server.empty()) {
     command = {(context.binDir / "flyt").string(), "run", "--api", context.options.api, "--server", server, "--"};
   }
-  command.push_back((context.binDir / "flytbench-probe").string());
+  if (context.options.test == Test::kTorch) {
+    command.push_back(context.options.python);
+    command.push_back((context.binDir / kTorchProbe).string());
+  } else {
+    command.push_back((context.binDir / "flytbench-probe").string());
+  }
   const auto args = probeArguments(context.options);
   command.insert(command.end(), args.begin(), args.end());
   return command;
@@ -95,6 +120,8 @@ Measurement aggregate(const Point& point, std::vector<FlatJson> results) {
   std::int64_t first = std::numeric_limits<std::int64_t>::max();
   std::int64_t last = std::numeric_limits<std::int64_t>::min();
   double moved = 0, us = 0;
+  double counts[3] = {0, 0, 0};  // calls, waited, messages per iteration, summed over clients
+  bool counted = true;           // every client reported them
   bool allVerified = true, anyUnverified = false;
   for (const auto& r : results) {
     const auto iterations = r.integer("iterations").value_or(0);
@@ -103,6 +130,12 @@ Measurement aggregate(const Point& point, std::vector<FlatJson> results) {
     m.iterations += iterations;
     moved += double(point.bytes) * double(iterations);
     us += r.number("us").value_or(0);
+    int n = 0;
+    for (const char* key : {"calls", "waited", "messages"}) {
+      const auto value = r.number(key);
+      counted = counted && value && *value >= 0;
+      counts[n++] += value.value_or(0);
+    }
     const auto verified = r.boolean("verified");
     if (!verified) anyUnverified = true;
     if (verified == false) allVerified = false;
@@ -110,6 +143,12 @@ Measurement aggregate(const Point& point, std::vector<FlatJson> results) {
   m.seconds = double(last - first) / 1e9;
   if (point.name.empty() && m.seconds > 0) m.gbps = moved / m.seconds / 1e9;
   m.us = us / double(results.size());
+  if (counted && !results.empty()) {
+    const double clients = double(results.size());
+    m.calls = counts[0] / clients;
+    m.waited = counts[1] / clients;
+    m.messages = counts[2] / clients;
+  }
   if (!allVerified) {
     m.verified = false;
     m.status = Status::kFailed;
@@ -144,9 +183,9 @@ void takeInfos(TransportRun& run, std::vector<FlatJson> infos, const SweepContex
     if (kind == "nodevice") {
       const auto error = info.string("error").value_or("?");
       run.status = run.name == "native" ? Status::kSkipped : Status::kFailed;
-      run.note = run.name == "native"
-                     ? fmt::format("skipped: NVIDIA's runtime sees no CUDA device ({})", error)
-                     : fmt::format("the node's worker reports no CUDA device ({})", error);
+      const char* who = context.options.test == Test::kTorch ? "PyTorch" : "NVIDIA's runtime";
+      run.note = run.name == "native" ? fmt::format("skipped: {} sees no CUDA device ({})", who, error)
+                                      : fmt::format("the node's worker reports no CUDA device ({})", error);
     } else if (kind == "error") {
       run.status = Status::kFailed;
       run.note = fmt::format("{}: {}", info.string("what").value_or("?"), info.string("error").value_or("?"));
@@ -159,10 +198,19 @@ void takeInfos(TransportRun& run, std::vector<FlatJson> infos, const SweepContex
     run.driver = info.string("driver").value_or("unknown");
     run.device = info.string("device").value_or("unknown");
     // What proves the path: Flyt's runtime, or with the driver cut Flyt's driver under NVIDIA's runtime.
+    // PyTorch always runs on the driver cut and brings its own runtime: the driver is the proof,
+    // natively too.
+    const bool torch = context.options.test == Test::kTorch;
     const bool driverCut = context.options.api == "driver";
-    const std::string& proof = driverCut && run.name != "native" ? run.driver : run.cudart;
+    const std::string& proof = (driverCut && run.name != "native") || torch ? run.driver : run.cudart;
     const bool flyt = isFlytRuntime(proof, context.flytRuntime);
-    if (run.name == "native" && flyt) {
+    if (run.name == "native" && flyt && torch) {
+      run.status = Status::kFailed;
+      run.note = fmt::format(
+          "refused: the native PyTorch probe loaded Flyt's driver ({}), not NVIDIA's. Take Flyt's "
+          "lib/driver off LD_LIBRARY_PATH and LD_PRELOAD",
+          run.driver);
+    } else if (run.name == "native" && flyt) {
       run.status = Status::kFailed;
       run.note = fmt::format(
           "refused: the native probe loaded Flyt's runtime ({}), not NVIDIA's. Put NVIDIA's "
@@ -185,6 +233,7 @@ void markFrom(TransportRun& run, std::size_t from, Status status, const std::str
 
 std::string outcomeText(const Measurement& m, const Options& options) {
   if (m.status != Status::kOk) return "error: " + m.note;
+  if (options.test == Test::kTorch) return fmt::format("{} ms", formatValue(m.us / 1e3));
   return options.test == Test::kLatency ? fmt::format("{} µs", formatValue(m.us))
                                         : fmt::format("{} GB/s", formatValue(m.gbps));
 }
@@ -209,7 +258,9 @@ std::optional<ProbeGroup> startProbes(TransportRun& run, const SweepContext& con
   }
   run.status = Status::kFailed;
   run.note = infos.error();
-  if (run.name == "native" && !interrupted()) {
+  if (run.name == "native" && !interrupted() && context.options.test == Test::kTorch) {
+    run.note += "\n    (natively the PyTorch probe runs with NVIDIA's driver, libcuda.so.1)";
+  } else if (run.name == "native" && !interrupted()) {
     run.note +=
         "\n    (natively the probe needs NVIDIA's libcudart.so.13 on LD_LIBRARY_PATH, outside the "
         "directories of Flyt's, or in the loader's cache)";
@@ -250,13 +301,34 @@ TransportRun runTransport(const std::string& transport, const std::string& serve
       return run;
     }
   }
-  if (auto done = group->finish(std::chrono::steady_clock::now() + kExitBound); !done) {
+  if (auto done = group->finish(exitDeadline(options)); !done) {
     group->stop(quitGrace);
     run.status = Status::kFailed;
     run.note = done.error();
     context.progress.note(fmt::format("{}: {}", transport, run.note));
   }
   return run;
+}
+
+std::expected<std::string, std::string> checkTorchProbe(const Options& options, const fs::path& binDir) {
+  const std::vector<std::string> command{options.python, (binDir / kTorchProbe).string(), "check"};
+  const std::string what = fmt::format("{} {} check", command[0], command[1]);
+  auto group = ProbeGroup::start(command, environmentWith({}, {}), 1);
+  if (!group) return std::unexpected(fmt::format("cannot run {}: {}", what, group.error()));
+  auto answer = group->nextFromEach(std::chrono::steady_clock::now() + 120s);
+  if (!answer) return std::unexpected(fmt::format("{}: {}", what, answer.error()));
+  const FlatJson& line = answer->front();
+  const auto kind = line.string("kind").value_or("?");
+  if (kind == "error") {
+    return std::unexpected(fmt::format("{}: {}: {}", options.python, line.string("what").value_or("?"),
+                                       line.string("error").value_or("?")));
+  }
+  if (kind != "check") return std::unexpected(fmt::format("{}: expected a check line, got {}", what, line.dump()));
+  if (auto done = group->finish(std::chrono::steady_clock::now() + kExitBound); !done) {
+    return std::unexpected(fmt::format("{}: {}", what, done.error()));
+  }
+  return fmt::format("PyTorch {}, torchvision {} (Python {})", line.string("torch").value_or("?"),
+                     line.string("torchvision").value_or("?"), line.string("python").value_or("?"));
 }
 
 std::string libraryPathWithout(const std::string& libraryPath, const fs::path& flytRuntime) {

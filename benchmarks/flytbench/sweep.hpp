@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdio>
+#include <expected>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -37,8 +38,8 @@ class Progress {
 
 struct SweepContext {
   const Options& options;
-  std::filesystem::path binDir;       // flyt, flytbench-probe
-  std::filesystem::path flytRuntime;  // Flyt's libcudart.so.13
+  std::filesystem::path binDir;       // flyt, flytbench-probe, torch_probe.py
+  std::filesystem::path flytRuntime;  // Flyt's libcudart.so.13, or with the driver cut its libcuda.so.1
   Progress& progress;
 };
 
@@ -46,6 +47,15 @@ struct SweepContext {
 // failures are in the returned run (its status, its measurements' status and notes).
 [[nodiscard]] TransportRun runTransport(const std::string& transport, const std::string& server,
                                         const std::vector<Point>& points, const SweepContext& context);
+
+// The PyTorch probe beside flytbench.
+inline constexpr const char* kTorchProbe = "torch_probe.py";
+
+// Runs `options.python torch_probe.py check` (natively, no GPU needed): "PyTorch 2.5.1, torchvision
+// 0.20.1 (Python 3.11.7)", or why this python cannot run the probe (not executable, no torch or
+// torchvision). Blocks for as long as importing torch takes, at most two minutes.
+[[nodiscard]] std::expected<std::string, std::string> checkTorchProbe(const Options& options,
+                                                                      const std::filesystem::path& binDir);
 
 // LD_LIBRARY_PATH without the directories whose libcudart.so.13 is `flytRuntime`.
 [[nodiscard]] std::string libraryPathWithout(const std::string& libraryPath,
