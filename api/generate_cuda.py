@@ -42,7 +42,7 @@ KINDS = ("sync", "async", "local", "cached")
 HANDLERS = ("generated", "worker", "custom")
 DIRECTIONS = ("in", "out", "inout")
 ENTRY_KEYS = {"name", "id", "kind", "handler", "implemented", "also", "args", "note", "internal",
-              "synchronizes", "stream_idle", "capture"}
+              "synchronizes", "stream_idle", "capture", "cache_group", "invalidates"}
 STREAM_IDLE = ("query", "after")
 CAPTURE = ("begin", "end", "query")
 ARG_KEYS = {"name", "type", "dir", "size", "role", "bytes", "op", "why"}
@@ -85,6 +85,8 @@ class Entry:
     synchronizes: bool
     stream_idle: str | None
     capture: str | None = None
+    cache_group: str | None = None
+    invalidates: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -185,8 +187,14 @@ def parse_entry(path: str, raw: dict) -> Entry:
         raise InputError(f"{where}: 'capture' is one of {', '.join(CAPTURE)}, for a function of a stream")
     if capture == "query" and not any(canonical_type(a.type) == "CUstreamCaptureStatus*" for a in args):
         raise InputError(f"{where}: a 'capture' query answers a CUstreamCaptureStatus* argument")
+    cache_group = raw.get("cache_group")
+    if cache_group is not None and (kind != "cached" or not isinstance(cache_group, str) or not IDENT.match(cache_group)):
+        raise InputError(f"{where}: 'cache_group' names a group of a 'cached' function (an identifier)")
+    invalidates = raw.get("invalidates", [])
+    if not isinstance(invalidates, list) or not all(isinstance(g, str) and IDENT.match(g) for g in invalidates):
+        raise InputError(f"{where}: 'invalidates' must be an array of cache group names")
     return Entry(name, entry_id, kind, handler, implemented, also, args, internal, synchronizes, stream_idle,
-                 capture)
+                 capture, cache_group, invalidates)
 
 
 def load_api(path: pathlib.Path) -> Api:
@@ -236,6 +244,11 @@ def load_api(path: pathlib.Path) -> Api:
             raise InputError(f"{where}: id {entry.id} is retired and may never be used again")
         ids[entry.id] = entry
         check_roles(where, entry, handles)
+    groups = {e.cache_group for e in entries if e.cache_group}
+    for entry in entries:
+        for group in entry.invalidates:
+            if group not in groups:
+                raise InputError(f"{path}: '{entry.name}' invalidates cache group '{group}', which no function has")
     return Api(entries, handles, procs)
 
 
@@ -457,6 +470,14 @@ def render_methods(api: Api) -> str:
     x_rows = "".join(f"  X({e.name}, {e.id}, {cap(e.kind)}, {cap(e.handler)}) \\\n" for e in ordered)
     impl_rows = "".join(f"  X({e.name}, {e.id}, {cap(e.kind)}, {cap(e.handler)}) \\\n"
                         for e in ordered if e.implemented)
+    groups: dict[str, list[str]] = {}
+    for e in ordered:
+        if e.cache_group:
+            groups.setdefault(e.cache_group, []).append(e.name)
+    cache_groups = "".join(
+        f"inline constexpr std::array<Method, {len(members)}> kCacheGroup_{group}{{{{"
+        + ", ".join(f"Method::{m}" for m in members) + "}};\n"
+        for group, members in sorted(groups.items()))
     return f"""{banner('//')}//
 // The CUDA driver functions Flyt forwards: method ids (the wire's method numbers of driver
 // sessions), kinds and handlers, and the kinds of handle the worker keeps per session. Ids are
@@ -500,6 +521,9 @@ inline constexpr std::array<MethodInfo, kMethodIdLimit> kMethods{{{{
   return kMethods[static_cast<std::uint32_t>(method)];
 }}
 
+// The cached functions of each cache group (api/cuda.toml `cache_group`): what a call that changes
+// their answers (`invalidates`) makes the client forget.
+{cache_groups}
 // What a handle names. A mapped kind travels as an id that the worker's per-session table maps to
 // the real handle; an unmapped one (texture and surface objects, which kernels read) is the real
 // value, checked against the session's own.
@@ -606,6 +630,8 @@ def render_client_stubs(api: Api) -> str:
             # in it, no stream is capturing, and asking costs no round trip (PyTorch's allocator
             # asks on every allocation).
             always_after = []
+            after.extend(f"::flyt::interpose::cu::forgetCached(::flyt::api::cu::kCacheGroup_{g});"
+                         for g in e.invalidates)
             if e.capture == "query":
                 status = next(a.name for a in e.args if canonical_type(a.type) == "CUstreamCaptureStatus*")
                 before.append(f"  if ({status} != nullptr && ::flyt::interpose::cu::noCaptureActive()) {{ "

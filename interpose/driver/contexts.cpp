@@ -16,6 +16,7 @@
 #include <cuda.h>
 
 #include "driver_client.hpp"
+#include "forward.hpp"
 #include "driver_internal.hpp"
 
 #define FLYT_CU_EXPORT extern "C" __attribute__((visibility("default")))
@@ -67,6 +68,7 @@ FLYT_CU_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) 
   if (pctx == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (CUresult error = primaryContext(dev, pctx); error != CUDA_SUCCESS) return error;
   (void)DriverState::get().retainPrimary(dev);
+  forgetCached(api::cu::kCacheGroup_primary);  // its state (cuDevicePrimaryCtxGetState) may be active now
   return CUDA_SUCCESS;
 }
 
@@ -76,6 +78,7 @@ FLYT_CU_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
   CUcontext primary = DriverState::get().primary(dev);
   if (primary == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   if (DriverState::get().releasePrimary(dev) > 0) return CUDA_SUCCESS;
+  forgetCached(api::cu::kCacheGroup_primary);
   DriverState::get().storageDestroy(primary);
   DriverState::get().workerContext() = kWorkerContextUnknown;
   return deviceCall(Method::cuDevicePrimaryCtxRelease_v2, dev);
@@ -92,6 +95,7 @@ FLYT_CU_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
     }
   }
   DriverState::get().workerContext() = kWorkerContextUnknown;
+  forgetCached(api::cu::kCacheGroup_primary);
   return deviceCall(Method::cuDevicePrimaryCtxReset_v2, dev);
 }
 

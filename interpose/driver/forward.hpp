@@ -6,6 +6,8 @@
 
 #include <cuda.h>
 
+#include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <string_view>
@@ -103,6 +105,17 @@ CUresult forward(A... args) noexcept {
     }
     return CUDA_SUCCESS;
   }
+}
+
+// Forgets the cached answers of `methods` (a cache group of api/cuda.toml: kCacheGroup_<group>),
+// after a call that changes them.
+template <std::size_t N>
+void forgetCached(const std::array<Method, N>& methods) noexcept {
+  auto& cache = detail::resultCache();
+  std::lock_guard lock(cache.mutex);
+  std::erase_if(cache.results, [&](const auto& entry) {
+    return std::find(methods.begin(), methods.end(), std::get<0>(entry.first)) != methods.end();
+  });
 }
 
 // Called by the generated stubs of functions whose arguments have the roles "alloc" and "free"

@@ -323,6 +323,20 @@ int main(int argc, char** argv) {
   std::size_t offset = 0, size = 0;
   CHECK_CALL(cuFuncGetParamInfo(scaleAdd, 2, &offset, &size));
   check(offset == 16 && size == 4, "scale_add's third parameter is 4 bytes at offset 16");
+  // Attributes and limits are answered in the process after the first ask, and asked again after a
+  // call that changes them.
+  int dynamicShared = -1;
+  CHECK_CALL(cuFuncGetAttribute(&dynamicShared, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
+  CHECK_CALL(cuFuncGetAttribute(&dynamicShared, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
+  CHECK_CALL(cuFuncSetAttribute(scaleAdd, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamicShared + 1024));
+  int raised = -1;
+  CHECK_CALL(cuFuncGetAttribute(&raised, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
+  check(raised == dynamicShared + 1024, "a function attribute read after it was set has the new value");
+  std::size_t stack = 0, raisedStack = 0;
+  CHECK_CALL(cuCtxGetLimit(&stack, CU_LIMIT_STACK_SIZE));
+  CHECK_CALL(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, stack + 1024));
+  CHECK_CALL(cuCtxGetLimit(&raisedStack, CU_LIMIT_STACK_SIZE));
+  check(raisedStack >= stack + 1024, "a limit read after it was set has the new value");
   check(cuModuleGetFunction(&scaleAdd, module, "no_such_kernel") == CUDA_ERROR_NOT_FOUND, "an unknown kernel is NOT_FOUND");
   // Every function of the module, with its name and layout (cuFFT reaches it through an export table).
   unsigned functionCount = 0;
