@@ -79,6 +79,7 @@ FLYT_CU_EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
   if (primary == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   if (DriverState::get().releasePrimary(dev) > 0) return CUDA_SUCCESS;
   forgetCached(api::cu::kCacheGroup_primary);
+  DriverState::get().contextEpoch().fetch_add(1, std::memory_order_acq_rel);
   DriverState::get().storageDestroy(primary);
   DriverState::get().workerContext() = kWorkerContextUnknown;
   return deviceCall(Method::cuDevicePrimaryCtxRelease_v2, dev);
@@ -96,6 +97,7 @@ FLYT_CU_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev) {
   }
   DriverState::get().workerContext() = kWorkerContextUnknown;
   forgetCached(api::cu::kCacheGroup_primary);
+  DriverState::get().contextEpoch().fetch_add(1, std::memory_order_acq_rel);
   return deviceCall(Method::cuDevicePrimaryCtxReset_v2, dev);
 }
 

@@ -128,6 +128,10 @@ class DriverState {
   [[nodiscard]] bool streamIdle(CUstream stream, std::uint64_t generation) const noexcept;
   void streamIdled(CUstream stream, std::uint64_t generation) noexcept;
 
+  // Counted up whenever a context's state goes away (destroyed, its primary reset or released for
+  // the last time): answers kept per context (a kernel's function in it) are from an older epoch.
+  std::atomic<std::uint64_t>& contextEpoch() noexcept { return m_contextEpoch; }
+
   // The context the worker runs calls in, as it was last told (DriverCall keeps it).
   std::uint64_t& workerContext() noexcept { return m_workerContext; }
   // The first failure of a batched call that came back with the reply of a call that does not
@@ -159,6 +163,7 @@ class DriverState {
   StreamState m_anyStream;  // counted up by work on every stream: the legacy default stream's
   std::uint64_t m_workerContext = 0;  // guarded by the client's session, not m_mutex
   std::atomic<int> m_pendingError{CUDA_SUCCESS};
+  std::atomic<std::uint64_t> m_contextEpoch{0};
 };
 
 // One call, or a few, through the session with the worker's context matching the calling

@@ -18,10 +18,12 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <mutex>
 #include <set>
 #include <span>
 #include <string>
+#include <tuple>
 
 #include "driver_client.hpp"
 #include "driver_internal.hpp"
@@ -174,9 +176,31 @@ CUresult refreshLayout(std::uint64_t handle) noexcept {
 namespace {
 
 // A lookup by name whose reply is {u64 handle, layout}.
+// Lookups answered in the process after the first: a module's or library's function by name (the
+// worker's ids are never reused, so an id stays the answer for as long as its owner lives), and a
+// kernel's function in a context, until that context is reset, released or destroyed
+// (DriverState::contextEpoch). The runtime asks before every launch of a library kernel.
+struct Lookups {
+  std::mutex mutex;
+  std::map<std::tuple<Method, std::uint64_t, std::string>, std::uint64_t> byName;
+  std::map<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>, std::uint64_t> kernelFunctions;
+};
+Lookups& lookups() noexcept {
+  static auto* const state = new Lookups;  // leaked: lookups may come during exit
+  return *state;
+}
+
 CUresult lookup(Method method, std::uint64_t owner, const char* name, std::uint64_t& handle) noexcept {
   if (name == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  auto& known = lookups();
+  {
+    std::lock_guard lock(known.mutex);
+    if (auto it = known.byName.find({method, owner, name}); it != known.byName.end()) {
+      handle = it->second;
+      return CUDA_SUCCESS;
+    }
+  }
   std::vector<std::byte> args;
   api::ArgWriter writer(args);
   writer.put(owner);
@@ -186,6 +210,8 @@ CUresult lookup(Method method, std::uint64_t owner, const char* name, std::uint6
   api::ArgReader reader(outcome.results);
   if (!reader.get(handle) || handle == 0 || !readLayout(reader, handle)) return CUDA_ERROR_UNKNOWN;
   DriverState::get().setName(handle, name);
+  std::lock_guard lock(known.mutex);
+  known.byName.emplace(std::tuple{method, owner, std::string(name)}, handle);
   return CUDA_SUCCESS;
 }
 
@@ -298,6 +324,16 @@ FLYT_CU_EXPORT CUresult cuLibraryGetKernel(CUkernel* pKernel, CUlibrary library,
 FLYT_CU_EXPORT CUresult cuKernelGetFunction(CUfunction* pFunc, CUkernel kernel) {
   if (pFunc == nullptr) return CUDA_ERROR_INVALID_VALUE;
   if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  auto& known = lookups();
+  const std::tuple key{wireHandle(kernel), wireHandle(DriverState::get().current()),
+                       DriverState::get().contextEpoch().load(std::memory_order_acquire)};
+  {
+    std::lock_guard lock(known.mutex);
+    if (auto it = known.kernelFunctions.find(key); it != known.kernelFunctions.end()) {
+      *pFunc = handleOf<CUfunction>(it->second);
+      return CUDA_SUCCESS;
+    }
+  }
   std::vector<std::byte> args;
   api::ArgWriter(args).put(wireHandle(kernel));
   auto outcome = DriverCall().call(Method::cuKernelGetFunction, args);
@@ -307,6 +343,10 @@ FLYT_CU_EXPORT CUresult cuKernelGetFunction(CUfunction* pFunc, CUkernel kernel) 
   if (!reader.get(id) || id == 0) return CUDA_ERROR_UNKNOWN;
   if (auto layout = DriverState::get().layout(wireHandle(kernel))) DriverState::get().setLayout(id, std::move(*layout));
   if (const char* name = DriverState::get().name(wireHandle(kernel))) DriverState::get().setName(id, name);
+  {
+    std::lock_guard lock(known.mutex);
+    known.kernelFunctions.emplace(key, id);
+  }
   *pFunc = handleOf<CUfunction>(id);
   return CUDA_SUCCESS;
 }
