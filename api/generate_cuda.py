@@ -39,7 +39,7 @@ import tomllib
 from cdecl import IDENT, InputError, Prototype, canonical_type, extract_declarations, fail, is_pointer, preprocess
 
 KINDS = ("sync", "async", "local", "cached")
-HANDLERS = ("generated", "worker", "custom")
+HANDLERS = ("generated", "worker", "client", "custom")
 DIRECTIONS = ("in", "out", "inout")
 ENTRY_KEYS = {"name", "id", "kind", "handler", "implemented", "also", "args", "note", "internal",
               "synchronizes", "stream_idle", "capture", "cache_group", "invalidates"}
@@ -493,8 +493,9 @@ namespace flyt::api::cu {{
 // How a call travels: waited for, batched, answered on the client, or fetched once and cached.
 enum class Kind : std::uint8_t {{ Sync, Async, Local, Cached }};
 // Generated (client stub and worker handler made from the argument roles), Worker (client stub
-// generated, the worker's handler hand-written) or Custom (hand-written on both sides).
-enum class Handler : std::uint8_t {{ Generated, Worker, Custom }};
+// generated, the worker's handler hand-written), Client (the client's side hand-written, the
+// worker's handler generated) or Custom (hand-written on both sides).
+enum class Handler : std::uint8_t {{ Generated, Worker, Client, Custom }};
 
 enum class Method : std::uint32_t {{
 {enumerators}}};
@@ -563,10 +564,11 @@ def params_text(entry: Entry) -> str:
     return ", ".join(f"{a.type} {a.name}" for a in entry.args)
 
 
-def generated(api: Api, worker_too: bool = True) -> list[Entry]:
-    """Functions with a generated client stub; with worker_too=False only those whose worker
-    handler is generated as well."""
-    chosen = ("generated", "worker") if worker_too else ("generated",)
+def generated(api: Api, side: str = "either") -> list[Entry]:
+    """Functions generated on one side: side "client" (a generated client stub), "worker" (a
+    generated worker handler) or "either" (argument codecs, which both sides use)."""
+    chosen = {"client": ("generated", "worker"), "worker": ("generated", "client"),
+              "either": ("generated", "worker", "client")}[side]
     return sorted((e for e in api.entries if e.handler in chosen), key=lambda e: e.id)
 
 
@@ -601,7 +603,7 @@ def render_client_stubs(api: Api) -> str:
              "// per-thread export (_ptds/_ptsz) names the calling thread's default stream for stream 0.\n",
              "#include \"forward.hpp\"\n\n",
              "#define FLYT_CU_EXPORT extern \"C\" __attribute__((visibility(\"default\")))\n\n"]
-    for e in generated(api):
+    for e in generated(api, "client"):
         if not e.implemented:
             continue
         for exported in [e.name] + e.also:
@@ -736,7 +738,7 @@ def render_serve(api: Api) -> str:
            "// api/cuda.toml do not allow, translate handles, charge allocations, call the driver,\n"
            "// record what was created or destroyed, encode the out-arguments.\n\n"]
     cases = []
-    for e in generated(api, worker_too=False):
+    for e in generated(api, "worker"):
         fn = f"serve_{e.name}"
         names = {a.name for a in e.args}
         body = [f"// {e.name} ({e.kind})\n",

@@ -87,6 +87,12 @@ CUresult toDevice(CUdeviceptr device, const void* host, std::size_t bytes, std::
   const StreamWork work(stream.value_or(nullptr));
   if (bytes == 0) return CUDA_SUCCESS;
   if (host == nullptr || device == 0) return CUDA_ERROR_INVALID_VALUE;
+  // Managed memory as the host side is device memory at the same address (managed_memory.cpp):
+  // the copy is on the device, never through host pages Flyt would fault on while holding the session.
+  if (const auto managed = static_cast<CUdeviceptr>(reinterpret_cast<std::uintptr_t>(host));
+      DriverState::get().isManaged(managed)) {
+    return stream && !waits ? cuMemcpyDtoDAsync_v2(device, managed, bytes, *stream) : cuMemcpyDtoD_v2(device, managed, bytes);
+  }
   const Method method = stream ? Method::cuMemcpyHtoDAsync_v2 : Method::cuMemcpyHtoD_v2;
   // Looked up before taking the session: the region's allocator lock never nests inside it.
   if (auto pinned = CuClient::get().findRegionHost(host, bytes)) return pinnedCopy(method, *pinned, device, stream, waits);
@@ -107,6 +113,10 @@ CUresult toHost(void* host, CUdeviceptr device, std::size_t bytes, std::optional
   const StreamWork work(stream.value_or(nullptr));
   if (bytes == 0) return CUDA_SUCCESS;
   if (host == nullptr || device == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (const auto managed = static_cast<CUdeviceptr>(reinterpret_cast<std::uintptr_t>(host));
+      DriverState::get().isManaged(managed)) {
+    return stream && !waits ? cuMemcpyDtoDAsync_v2(managed, device, bytes, *stream) : cuMemcpyDtoD_v2(managed, device, bytes);
+  }
   const Method method = stream ? Method::cuMemcpyDtoHAsync_v2 : Method::cuMemcpyDtoH_v2;
   if (auto pinned = CuClient::get().findRegionHost(host, bytes)) return pinnedCopy(method, *pinned, device, stream, waits);
   DriverCall call;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -24,6 +25,21 @@ const api::cu::DeviceInfo* deviceOrError(CUdevice device, CUresult& error) noexc
   const auto* info = DriverState::get().device(device);
   if (info == nullptr) error = CUDA_ERROR_INVALID_DEVICE;
   return info;
+}
+
+// What managed memory through Flyt is (managed_memory.cpp), whatever the worker's GPU can do:
+// supported, but never accessed by host and device at once, and pageable host memory is not
+// device-accessible (the device is in another process).
+std::optional<int> managedAttribute(CUdevice_attribute attribute) noexcept {
+  switch (attribute) {
+    case CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY: return 1;
+    case CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS:
+    case CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS:
+    case CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES:
+    case CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED:
+    case CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST: return 0;
+    default: return std::nullopt;
+  }
 }
 
 }  // namespace
@@ -96,6 +112,10 @@ FLYT_CU_EXPORT CUresult cuDeviceGetAttribute(int* pi, CUdevice_attribute attrib,
   CUresult error;
   const auto* info = deviceOrError(dev, error);
   if (info == nullptr) return error;
+  if (const auto managed = managedAttribute(attrib)) {
+    *pi = *managed;
+    return CUDA_SUCCESS;
+  }
   if (info->attributeResults[attrib] != CUDA_SUCCESS) return static_cast<CUresult>(info->attributeResults[attrib]);
   *pi = info->attributes[attrib];
   return CUDA_SUCCESS;

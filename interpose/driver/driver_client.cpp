@@ -248,10 +248,15 @@ const char* DriverState::name(std::uint64_t handle) const noexcept {
   return it == m_names.end() ? nullptr : it->second.c_str();
 }
 
-void DriverState::allocated(CUdeviceptr base, std::size_t bytes) noexcept {
+void DriverState::allocated(CUdeviceptr base, std::size_t bytes, bool managed) noexcept {
   if (base == 0 || bytes == 0) return;
   std::lock_guard lock(m_mutex);
   m_allocations[base] = bytes;
+  if (managed) {
+    m_managedBases.insert(base);
+  } else {
+    m_managedBases.erase(base);
+  }
 }
 
 namespace {
@@ -297,6 +302,14 @@ void DriverState::streamIdled(CUstream stream, std::uint64_t generation) noexcep
 void DriverState::released(CUdeviceptr base) noexcept {
   std::lock_guard lock(m_mutex);
   m_allocations.erase(base);
+  m_managedBases.erase(base);
+}
+
+bool DriverState::isManaged(CUdeviceptr address) const noexcept {
+  const auto found = allocation(address);
+  if (!found) return false;
+  std::lock_guard lock(m_mutex);
+  return m_managedBases.contains(found->first);
 }
 
 std::optional<std::pair<CUdeviceptr, std::size_t>> DriverState::allocation(CUdeviceptr address) const noexcept {
@@ -317,7 +330,29 @@ ResultCache& resultCache() noexcept {
 
 // ---- DriverCall ---------------------------------------------------------------------------------
 
-DriverCall::DriverCall() : m_session(CuClient::get().session()) {
+namespace {
+
+// DriverCalls alive on this thread (at most one: the session's mutex is not recursive).
+thread_local int t_driverCalls = 0;
+
+// The session, taken after managed memory went back to the device: the hand-back makes calls of
+// its own, so it must run before this thread holds the session. The common case (no managed
+// memory on the host) costs one relaxed load.
+CuClient::Session sessionAfterHandBack() noexcept {
+  if (DriverState::get().managedHandBackDue().load(std::memory_order_relaxed)) [[unlikely]] {
+    handBackManagedMemory();
+  }
+  return CuClient::get().session();
+}
+
+}  // namespace
+
+bool DriverCall::heldByThisThread() noexcept { return t_driverCalls > 0; }
+
+DriverCall::~DriverCall() { --t_driverCalls; }
+
+DriverCall::DriverCall() : m_session(sessionAfterHandBack()) {
+  ++t_driverCalls;
   const auto wanted = wireHandle(DriverState::get().current());
   auto& told = DriverState::get().workerContext();
   if (wanted == told || !m_session.usable()) return;

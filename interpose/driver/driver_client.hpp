@@ -26,6 +26,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -112,10 +113,14 @@ class DriverState {
   [[nodiscard]] const char* name(std::uint64_t handle) const noexcept;  // stable until the process ends
 
   // ---- device allocations ----
-  void allocated(CUdeviceptr base, std::size_t bytes) noexcept;
+  // `managed`: a cuMemAllocManaged range (managed_memory.cpp), device memory to every copy path
+  // and pointer query here, also mapped as host memory of the process.
+  void allocated(CUdeviceptr base, std::size_t bytes, bool managed = false) noexcept;
   void released(CUdeviceptr base) noexcept;
   // The allocation holding `address`: its base and size.
   [[nodiscard]] std::optional<std::pair<CUdeviceptr, std::size_t>> allocation(CUdeviceptr address) const noexcept;
+  // Whether `address` lies in a managed allocation (CU_POINTER_ATTRIBUTE_IS_MANAGED).
+  [[nodiscard]] bool isManaged(CUdeviceptr address) const noexcept;
 
   // ---- stream state: cuStreamQuery on a stream that is known idle costs no round trip ----
   // Each stream (the per-thread default stream per thread) has a generation, counted up by every
@@ -137,6 +142,10 @@ class DriverState {
   // The first failure of a batched call that came back with the reply of a call that does not
   // synchronise: returned by the next call that does, as the driver reports asynchronous errors.
   std::atomic<int>& pendingError() noexcept { return m_pendingError; }
+  // Set while some managed memory is host-resident or has not yet been seen by a call: DriverCall
+  // then gives managed memory back to the device (managed_memory.cpp) before its call. Read
+  // relaxed on every call; written under managed_memory.cpp's mutex.
+  std::atomic<bool>& managedHandBackDue() noexcept { return m_managedHandBackDue; }
 
  private:
   DriverState() = default;
@@ -155,6 +164,7 @@ class DriverState {
   std::map<std::uint64_t, ParamLayout> m_layouts;
   std::map<std::uint64_t, std::string> m_names;
   std::map<CUdeviceptr, std::size_t> m_allocations;
+  std::set<CUdeviceptr> m_managedBases;  // those of m_allocations that are managed
   struct StreamState {
     std::uint64_t generation = 1;
     std::uint64_t idleAt = 0;  // the generation last seen idle (0: never)
@@ -164,13 +174,22 @@ class DriverState {
   std::uint64_t m_workerContext = 0;  // guarded by the client's session, not m_mutex
   std::atomic<int> m_pendingError{CUDA_SUCCESS};
   std::atomic<std::uint64_t> m_contextEpoch{0};
+  std::atomic<bool> m_managedHandBackDue{false};
 };
 
 // One call, or a few, through the session with the worker's context matching the calling
-// thread's. Holds the client's session (its mutex) while it lives.
+// thread's. Holds the client's session (its mutex) while it lives. Before it takes the session it
+// gives managed memory back to the device (managed_memory.cpp): after any CUDA call the device
+// owns managed memory again.
 class DriverCall {
  public:
   DriverCall();
+  ~DriverCall();
+  DriverCall(const DriverCall&) = delete;
+  DriverCall& operator=(const DriverCall&) = delete;
+  // Whether the calling thread holds the session through a DriverCall now (a page fault of managed
+  // memory on such a thread cannot be served: managed_memory.cpp).
+  [[nodiscard]] static bool heldByThisThread() noexcept;
   [[nodiscard]] CuClient::Session& session() noexcept { return m_session; }
   // The call waited for: replies to earlier failed batched calls are returned when `reportEarlier`
   // (a call that synchronises), else logged.

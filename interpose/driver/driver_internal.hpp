@@ -42,6 +42,24 @@ namespace flyt::interpose::cu {
 // driver_client.cpp: prints the session's call counts to stderr (FLYT_CALL_COUNTS, at exit).
 void reportCallCounts() noexcept;
 
+// managed_memory.cpp: gives every host-resident chunk of managed memory back to the device (a
+// dirty one is written back first) and notes that the device may have written every managed
+// range since. DriverCall's constructor calls it before it takes the session, whenever
+// DriverState::managedHandBackDue() is set; on a thread already inside managed-memory code (its
+// own calls, the page-fault handler's) it does nothing.
+void handBackManagedMemory() noexcept;
+
+// managed_memory.cpp: the unit in which managed memory moves between host and device (and in which
+// managed_advice.cpp records advice).
+inline constexpr std::size_t kManagedChunkBytes = std::size_t{64} << 10;
+
+// managed_memory.cpp: makes the device-owned chunks of managed memory in [address, address + bytes)
+// host-resident now (a prefetch to the host); CUDA_ERROR_INVALID_VALUE outside managed memory.
+[[nodiscard]] CUresult fetchManagedToHost(CUdeviceptr address, std::size_t bytes) noexcept;
+
+// managed_advice.cpp: forgets the advice recorded for the managed range at `base` (it was freed).
+void forgetManagedAdvice(CUdeviceptr base) noexcept;
+
 // unsupported.cpp: logs "<name> is not supported by Flyt" once per name; CUDA_ERROR_NOT_SUPPORTED.
 int reportUnsupported(const char* name) noexcept;
 

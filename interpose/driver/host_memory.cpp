@@ -89,7 +89,7 @@ CUresult pointerAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
       if (!host) return CUDA_ERROR_INVALID_VALUE;
       return put(const_cast<void*>(hostAddress));
-    case CU_POINTER_ATTRIBUTE_IS_MANAGED: return put(0u);
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED: return put(DriverState::get().isManaged(address) ? 1u : 0u);
     case CU_POINTER_ATTRIBUTE_MAPPED: return put(device || host ? 1u : 0u);
     case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
       if (!device && !host) return CUDA_ERROR_INVALID_VALUE;

@@ -7,7 +7,11 @@
 // Usage: driver_paths KERNELS.fatbin. Prints "driver_paths: all checks passed" at the end.
 #include <cuda.h>
 #include <dlfcn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -206,6 +210,131 @@ void virtualMemory(CUdevice device) {
   check(cuMemRelease(second) != CUDA_SUCCESS, "releasing twice is refused");
   check(cuMemAddressFree(base, granularity) != CUDA_SUCCESS, "freeing part of a reservation is refused");
   CHECK_CALL(cuMemAddressFree(base, 4 * granularity));
+}
+
+// Managed memory: the host writes and reads it directly (page faults fetch it from the device),
+// device calls between see the host's writes, copies take it as device memory, and the queries
+// know it. `fill` writes out[i] = 3i + 1 on a GPU (the stand-in runs no kernels).
+void managedMemory(CUdevice device, CUfunction fill, bool standIn) {
+  int attribute = -1;
+  CHECK_CALL(cuDeviceGetAttribute(&attribute, CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY, device));
+  check(attribute == 1, "managed memory is supported");
+  CHECK_CALL(cuDeviceGetAttribute(&attribute, CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS, device));
+  check(attribute == 0, "managed memory is never accessed by host and device at once");
+  void* fn = nullptr;
+  CUdriverProcAddressQueryResult status{};
+  CHECK_CALL(cuGetProcAddress("cuMemAllocManaged", &fn, 13000, CU_GET_PROC_ADDRESS_DEFAULT, &status));
+  check(fn != nullptr && fn == dlsym(RTLD_DEFAULT, "cuMemAllocManaged"), "cuGetProcAddress hands out cuMemAllocManaged");
+
+  constexpr std::size_t kCount = 700'000;  // 2.8 MB: many 64 KiB chunks, two 2 MiB granules
+  constexpr std::size_t kHalf = kCount / 2;
+  constexpr std::size_t kBytes = kCount * sizeof(unsigned);
+  CUdeviceptr managed = 0;
+  CHECK_CALL(cuMemAllocManaged(&managed, kBytes, CU_MEM_ATTACH_GLOBAL));
+  if (managed == 0) return;
+  auto* p = reinterpret_cast<unsigned*>(static_cast<std::uintptr_t>(managed));
+  bool zeros = true;
+  for (std::size_t i = 0; i < kCount; i += 1000) zeros = zeros && p[i] == 0;
+  check(zeros, "new managed memory reads as zeros");
+  for (std::size_t i = 0; i < kCount; ++i) p[i] = static_cast<unsigned>(i * 7 + 5);
+  CHECK_CALL(cuMemsetD32(managed + kHalf * sizeof(unsigned), 0xabcdu, kCount - kHalf));
+  bool right = true;
+  for (std::size_t i = 0; i < kCount; ++i) right = right && p[i] == (i < kHalf ? i * 7 + 5 : 0xabcdu);
+  check(right, "the host reads its own writes and a device memset of the other half");
+
+  std::vector<unsigned> back(kCount);
+  CHECK_CALL(cuMemcpyDtoH(back.data(), managed, kBytes));
+  check(back[0] == 5 && back[kHalf - 1] == (kHalf - 1) * 7 + 5 && back[kHalf] == 0xabcdu && back[kCount - 1] == 0xabcdu,
+        "cuMemcpyDtoH from managed memory");
+  p[kHalf] = 42;  // a write to a chunk the host only read
+  CHECK_CALL(cuMemcpyDtoH(back.data(), managed + kHalf * sizeof(unsigned), sizeof(unsigned)));
+  check(back[0] == 42, "a host write to a chunk it had read reaches the device");
+  const unsigned pattern[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  CHECK_CALL(cuMemcpyHtoD(managed + 16, pattern, sizeof pattern));
+  check(std::memcmp(p + 4, pattern, sizeof pattern) == 0 && p[3] == 3 * 7 + 5 && p[20] == 20 * 7 + 5,
+        "cuMemcpyHtoD into managed memory, read by the host");
+  p[0] = 777;  // after a device call
+  CUdeviceptr plain = 0;
+  CHECK_CALL(cuMemAlloc(&plain, 64));
+  CHECK_CALL(cuMemcpyDtoD(plain, managed, 64));
+  CHECK_CALL(cuMemcpyDtoH(back.data(), plain, 64));
+  check(back[0] == 777 && back[1] == 12, "cuMemcpyDtoD from managed memory sees the host's last write");
+  CHECK_CALL(cuMemFree(plain));
+  if (!standIn) {
+    unsigned n = static_cast<unsigned>(kCount);
+    void* params[] = {&managed, &n};
+    CHECK_CALL(cuLaunchKernel(fill, (n + 127) / 128, 1, 1, 128, 1, 1, 0, nullptr, params, nullptr));
+    CHECK_CALL(cuCtxSynchronize());
+    right = true;
+    for (std::size_t i = 0; i < kCount; ++i) right = right && p[i] == i * 3 + 1;
+    check(right, "the host reads what a kernel wrote to managed memory");
+  }
+
+  unsigned memoryType = 0;
+  CUdeviceptr start = 0;
+  std::size_t size = 0;
+  CHECK_CALL(cuPointerGetAttribute(&memoryType, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, managed + 100));
+  CHECK_CALL(cuPointerGetAttribute(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, managed + 100));
+  CHECK_CALL(cuPointerGetAttribute(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, managed + 100));
+  check(memoryType == CU_MEMORYTYPE_DEVICE && start == managed && size == kBytes, "pointer attributes of managed memory");
+  unsigned isManaged = 0;
+  CHECK_CALL(cuPointerGetAttribute(&isManaged, CU_POINTER_ATTRIBUTE_IS_MANAGED, managed + 100));
+  check(isManaged == 1, "managed memory says it is managed");
+  // Managed memory as the host side of a host/device copy is copied on the device.
+  CUdeviceptr scratch = 0;
+  CHECK_CALL(cuMemAlloc(&scratch, 64));
+  std::vector<unsigned> staged(16, 0);
+  CHECK_CALL(cuMemcpyHtoD(scratch, p, 16 * sizeof(unsigned)));
+  CHECK_CALL(cuMemcpyDtoH(staged.data(), scratch, 16 * sizeof(unsigned)));
+  check(std::memcmp(staged.data(), p, 16 * sizeof(unsigned)) == 0, "cuMemcpyHtoD from managed memory as the host side");
+  CHECK_CALL(cuMemsetD32(scratch, 4242u, 16));
+  CHECK_CALL(cuMemcpyDtoH(p, scratch, 16 * sizeof(unsigned)));
+  check(p[0] == 4242u && p[15] == 4242u, "cuMemcpyDtoH into managed memory as the host side");
+  CHECK_CALL(cuMemFree(scratch));
+  start = 0;
+  size = 0;
+  CHECK_CALL(cuMemGetAddressRange(&start, &size, managed + kBytes - 1));
+  check(start == managed && size == kBytes, "cuMemGetAddressRange of managed memory");
+
+  CUmemLocation onDevice{CU_MEM_LOCATION_TYPE_DEVICE, device};
+  CUmemLocation onHost{CU_MEM_LOCATION_TYPE_HOST, 0};
+  CHECK_CALL(cuMemAdvise(managed, kBytes, CU_MEM_ADVISE_SET_READ_MOSTLY, onDevice));
+  CHECK_CALL(cuMemAdvise(managed, kBytes / 2, CU_MEM_ADVISE_SET_PREFERRED_LOCATION, onHost));
+  CHECK_CALL(cuMemAdvise(managed, kBytes, CU_MEM_ADVISE_SET_ACCESSED_BY, onDevice));
+  CHECK_CALL(cuMemPrefetchAsync(managed, kBytes, onDevice, 0, nullptr));
+  int readMostly = 0, preferred = 0, prefetched = 0;
+  int accessedBy[2] = {0, 0};
+  CHECK_CALL(cuMemRangeGetAttribute(&readMostly, sizeof readMostly, CU_MEM_RANGE_ATTRIBUTE_READ_MOSTLY, managed, kBytes));
+  CHECK_CALL(cuMemRangeGetAttribute(&preferred, sizeof preferred, CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION, managed, 64));
+  CHECK_CALL(cuMemRangeGetAttribute(&prefetched, sizeof prefetched, CU_MEM_RANGE_ATTRIBUTE_LAST_PREFETCH_LOCATION,
+                                    managed, kBytes));
+  CHECK_CALL(cuMemRangeGetAttribute(accessedBy, sizeof accessedBy, CU_MEM_RANGE_ATTRIBUTE_ACCESSED_BY, managed, kBytes));
+  check(readMostly == 1 && preferred == CU_DEVICE_CPU && prefetched == device && accessedBy[0] == device &&
+            accessedBy[1] == CU_DEVICE_INVALID,
+        "cuMemRangeGetAttribute answers the advice and the last prefetch");
+  CHECK_CALL(cuMemRangeGetAttribute(&preferred, sizeof preferred, CU_MEM_RANGE_ATTRIBUTE_PREFERRED_LOCATION, managed, kBytes));
+  check(preferred == CU_DEVICE_INVALID, "a preferred location set on part of a range is not the range's");
+  CHECK_CALL(cuMemPrefetchAsync(managed, kBytes, onHost, 0, nullptr));
+  CHECK_CALL(cuStreamAttachMemAsync(nullptr, managed, 0, CU_MEM_ATTACH_GLOBAL));
+  check(p[kCount - 1] == (standIn ? 0xabcdu : (kCount - 1) * 3 + 1), "managed memory prefetched to the host reads right");
+  check(cuMemAdvise(managed + kBytes + (std::size_t{4} << 20), 64, CU_MEM_ADVISE_SET_READ_MOSTLY, onDevice) != CUDA_SUCCESS,
+        "advice on memory that is not managed is refused");
+  check(cuMemFree(managed + 64) != CUDA_SUCCESS, "freeing inside managed memory is refused");
+  CHECK_CALL(cuMemFree(managed));
+  // Its address faults as any unmapped one: Flyt's handler passes the fault on to the default action.
+  const pid_t child = fork();
+  if (child == 0) {
+    const rlimit noCore{0, 0};
+    setrlimit(RLIMIT_CORE, &noCore);
+    volatile unsigned value = p[0];
+    (void)value;
+    _exit(0);
+  }
+  int childStatus = 0;
+  check(child > 0 && waitpid(child, &childStatus, 0) == child && WIFSIGNALED(childStatus) &&
+            WTERMSIG(childStatus) == SIGSEGV,
+        "touching freed managed memory is a segmentation fault");
+  check(cuMemGetAddressRange(&start, &size, managed) != CUDA_SUCCESS, "freed managed memory is no allocation");
 }
 
 int main(int argc, char** argv) {
@@ -518,6 +647,7 @@ int main(int argc, char** argv) {
   if (!standIn) check(indices[511] == 511 * 3 + 1 && indices[512] == 0, "a cooperative launch ran its grid");
 
   virtualMemory(device);
+  managedMemory(device, reinterpret_cast<CUfunction>(fillIndex), standIn);
 
   // Bad input is refused, and the session goes on.
   check(cuMemcpyHtoD(out + kN * sizeof(float), host.data(), 64) != CUDA_SUCCESS, "a copy past the allocation is refused");

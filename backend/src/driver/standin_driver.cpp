@@ -541,18 +541,33 @@ CUresult memGetAllocationGranularity(std::size_t* granularity, const CUmemAlloca
   return CUDA_SUCCESS;
 }
 
-CUresult memAddressReserve(CUdeviceptr* ptr, std::size_t size, std::size_t alignment, CUdeviceptr, unsigned long long) {
+// The hint is taken when it is aligned and free, as the driver takes it (managed memory in Flyt's
+// libcuda.so.1 asks for an address that is free in the application's process too).
+CUresult memAddressReserve(CUdeviceptr* ptr, std::size_t size, std::size_t alignment, CUdeviceptr hint,
+                           unsigned long long) {
   if (ptr == nullptr || size == 0 || size % kGranularity != 0 || (alignment != 0 && alignment % kGranularity != 0)) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   const std::size_t align = std::max(alignment, kGranularity);
-  void* space = ::mmap(nullptr, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (space == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
-  const auto start = reinterpret_cast<std::uintptr_t>(space);
-  const std::uintptr_t base = roundUp(start, align);
-  if (base > start) ::munmap(space, base - start);
-  if (const std::uintptr_t tail = start + size + align - (base + size); tail > 0) {
-    ::munmap(reinterpret_cast<void*>(base + size), tail);
+  std::uintptr_t base = 0;
+  if (hint != 0 && hint % align == 0) {
+    void* at = ::mmap(reinterpret_cast<void*>(hint), size, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (at == reinterpret_cast<void*>(hint)) {
+      base = hint;
+    } else if (at != MAP_FAILED) {
+      ::munmap(at, size);  // a kernel without MAP_FIXED_NOREPLACE placed it elsewhere
+    }
+  }
+  if (base == 0) {
+    void* space = ::mmap(nullptr, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (space == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    const auto start = reinterpret_cast<std::uintptr_t>(space);
+    base = roundUp(start, align);
+    if (base > start) ::munmap(space, base - start);
+    if (const std::uintptr_t tail = start + size + align - (base + size); tail > 0) {
+      ::munmap(reinterpret_cast<void*>(base + size), tail);
+    }
   }
   auto& v = virtualMemory();
   std::scoped_lock lock(v.mutex);
