@@ -42,7 +42,7 @@ KINDS = ("sync", "async", "local", "cached")
 HANDLERS = ("generated", "worker", "client", "custom")
 DIRECTIONS = ("in", "out", "inout")
 ENTRY_KEYS = {"name", "id", "kind", "handler", "implemented", "also", "args", "note", "internal",
-              "synchronizes", "stream_idle", "capture", "cache_group", "invalidates"}
+              "synchronizes", "stream_idle", "capture", "cache_group", "invalidates", "idempotent"}
 STREAM_IDLE = ("query", "after")
 CAPTURE = ("begin", "end", "query")
 ARG_KEYS = {"name", "type", "dir", "size", "role", "bytes", "op", "why"}
@@ -87,6 +87,7 @@ class Entry:
     capture: str | None = None
     cache_group: str | None = None
     invalidates: list[str] = dataclasses.field(default_factory=list)
+    idempotent: bool = False
 
 
 @dataclasses.dataclass
@@ -193,8 +194,12 @@ def parse_entry(path: str, raw: dict) -> Entry:
     invalidates = raw.get("invalidates", [])
     if not isinstance(invalidates, list) or not all(isinstance(g, str) and IDENT.match(g) for g in invalidates):
         raise InputError(f"{where}: 'invalidates' must be an array of cache group names")
+    idempotent = raw.get("idempotent", False)
+    if not isinstance(idempotent, bool) or (idempotent and (kind != "sync" or handler != "generated" or
+                                                            any(a.dir != "in" for a in args))):
+        raise InputError(f"{where}: 'idempotent' is for a generated 'sync' setter with in-arguments only")
     return Entry(name, entry_id, kind, handler, implemented, also, args, internal, synchronizes, stream_idle,
-                 capture, cache_group, invalidates)
+                 capture, cache_group, invalidates, idempotent)
 
 
 def load_api(path: pathlib.Path) -> Api:
@@ -634,6 +639,10 @@ def render_client_stubs(api: Api) -> str:
             always_after = []
             after.extend(f"::flyt::interpose::cu::forgetCached(::flyt::api::cu::kCacheGroup_{g});"
                          for g in e.invalidates)
+            if e.idempotent:
+                method = f"::flyt::api::cu::Method::{e.name}"
+                before.append(f"  if (::flyt::interpose::cu::alreadyApplied<{method}>({names})) return CUDA_SUCCESS;\n")
+                after.append(f"::flyt::interpose::cu::rememberApplied<{method}>({names});")
             if e.capture == "query":
                 status = next(a.name for a in e.args if canonical_type(a.type) == "CUstreamCaptureStatus*")
                 before.append(f"  if ({status} != nullptr && ::flyt::interpose::cu::noCaptureActive()) {{ "

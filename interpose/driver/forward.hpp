@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <set>
 #include <mutex>
 #include <string_view>
 #include <utility>
@@ -66,9 +67,12 @@ bool decodeAll(api::ArgList<Tags...>, api::ArgReader& r, A... args) {
 }
 
 // Results of "cached" calls, keyed by method and encoded in-arguments (and the context).
+// Also the last settings of "idempotent" setters that were sent, keyed by method, context and
+// context epoch and encoded arguments: the same setting again changes nothing and is not sent.
 struct ResultCache {
   std::mutex mutex;
   std::map<std::tuple<Method, std::uint64_t, std::vector<std::byte>>, std::vector<std::byte>> results;
+  std::set<std::tuple<Method, std::uint64_t, std::uint64_t, std::vector<std::byte>>> applied;
 };
 ResultCache& resultCache() noexcept;
 
@@ -105,6 +109,32 @@ CUresult forward(A... args) noexcept {
     }
     return CUDA_SUCCESS;
   }
+}
+
+// An idempotent setter (api/cuda.toml `idempotent`, e.g. cudaFuncSetAttribute before every launch):
+// true when this very setting was the last one sent, in this context, since no other setting was
+// sent (another handle may alias the same object: a kernel and its function), so it is answered
+// without a round trip. `remember` records a setting that was sent and succeeded.
+template <Method M, class... A>
+bool alreadyApplied(A... args) noexcept {
+  std::vector<std::byte> encoded;
+  api::ArgWriter writer(encoded);
+  if (!detail::encodeAll(typename api::cu::Spec<M>::Args{}, writer, args...)) return false;
+  auto& cache = detail::resultCache();
+  std::lock_guard lock(cache.mutex);
+  return cache.applied.contains({M, wireHandle(DriverState::get().current()),
+                                 DriverState::get().contextEpoch().load(std::memory_order_acquire), std::move(encoded)});
+}
+template <Method M, class... A>
+void rememberApplied(A... args) noexcept {
+  std::vector<std::byte> encoded;
+  api::ArgWriter writer(encoded);
+  if (!detail::encodeAll(typename api::cu::Spec<M>::Args{}, writer, args...)) return;
+  auto& cache = detail::resultCache();
+  std::lock_guard lock(cache.mutex);
+  cache.applied.clear();
+  cache.applied.emplace(M, wireHandle(DriverState::get().current()),
+                        DriverState::get().contextEpoch().load(std::memory_order_acquire), std::move(encoded));
 }
 
 // Forgets the cached answers of `methods` (a cache group of api/cuda.toml: kCacheGroup_<group>),

@@ -15,13 +15,16 @@
 // The definitions are in session_client_impl.hpp; each library instantiates its one client.
 //
 // Threading: every public function may be called from any application thread; calls are
-// serialised by one mutex (TODO(perf): a per-thread batch and a receive thread). A copy that
+// serialised by one mutex (TODO(perf): a per-thread batch and a receive thread). A flusher thread
+// sends a batch nobody sends within 100 µs of its first call (session_client_impl.hpp). A copy that
 // pipelines several calls holds the session for its whole length through Client::Session.
 // Lock order: the client's mutex may be held while the region's allocator or ring locks are taken,
 // never the other way round.
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <memory>
 #include <expected>
@@ -165,6 +168,7 @@ class SessionClient {
   void drainLocked() noexcept;
   Outcome awaitLocked(std::uint64_t sequence, std::optional<std::span<std::byte>> payloadTarget) noexcept;
   void completeHandoffsLocked() noexcept;
+  void startFlusherLocked() noexcept;
 
   struct Pending {
     std::uint64_t sequence;
@@ -197,6 +201,9 @@ class SessionClient {
   std::atomic<transport::DataRegion*> m_region{nullptr};
   std::shared_ptr<std::vector<std::uint32_t>> m_handoffs;  // segments acked, names not yet unlinked
   std::atomic<std::uint64_t> m_calls{0}, m_waited{0}, m_messages{0};
+  std::chrono::steady_clock::time_point m_batchSince;  // when the batch's first call was queued
+  std::condition_variable m_flushWake;                 // the flusher: a batch was started
+  bool m_flusherStarted = false;
   std::map<std::uint32_t, std::uint64_t> m_waitedByMethod;  // guarded by m_mutex
 };
 

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 #include "session_client.hpp"
@@ -21,6 +22,11 @@ namespace client_detail {
 
 // A batch is sent when it holds this many calls, even if nobody waits for it.
 inline constexpr std::size_t kMaxBatchCalls = 256;
+// ... or when its first call has waited this long: the worker starts on queued work while the
+// application queues more (a batch held until the next synchronisation would leave the GPU idle
+// for as long as the application takes to queue its work). Checked when a call is queued, and by
+// the client's flusher thread for a batch that no later call comes to.
+inline constexpr auto kBatchAge = std::chrono::microseconds(100);
 
 inline spdlog::logger& log() { return flyt::logger("interpose"); }
 
@@ -86,8 +92,38 @@ void SessionClient<Traits>::pushLocked(std::uint64_t sequence, Method method, st
     pending.offset = region->offset;
     pending.length = region->length;
   }
+  if (m_batch.empty()) {
+    m_batchSince = std::chrono::steady_clock::now();
+    startFlusherLocked();
+    m_flushWake.notify_one();
+  }
   m_batch.push_back(std::move(pending));
   m_calls.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The flusher: sends a batch whose first call has waited kBatchAge when no later call came to send
+// it. Started with the first queued call; lives as long as the process (the client is never
+// destroyed) and sleeps while the batch is empty.
+template <class Traits>
+void SessionClient<Traits>::startFlusherLocked() noexcept {
+  if (m_flusherStarted) return;
+  m_flusherStarted = true;
+  try {
+    std::thread([this] {
+      std::unique_lock lock(m_mutex);
+      for (;;) {
+        m_flushWake.wait(lock, [&] { return !m_batch.empty(); });
+        const auto due = m_batchSince + client_detail::kBatchAge;
+        if (std::chrono::steady_clock::now() < due) {
+          m_flushWake.wait_until(lock, due);
+          continue;  // look again: the batch may have been sent, or be a newer one
+        }
+        if (m_channel && !m_broken) (void)flushLocked(false);
+      }
+    }).detach();
+  } catch (...) {
+    // No thread: batches are sent when a later call comes or someone waits, as before.
+  }
 }
 
 // Sends the batch. `lastPayload`, when not empty, is the inline payload of the batch's last call,
@@ -182,6 +218,9 @@ typename SessionClient<Traits>::Error SessionClient<Traits>::Session::enqueue(Me
   }
   c.pushLocked(c.m_nextSequence++, method, args, c.m_batchPayload.size(), payload, region);
   c.m_batchPayload.insert(c.m_batchPayload.end(), payload.begin(), payload.end());
+  if (std::chrono::steady_clock::now() - c.m_batchSince >= client_detail::kBatchAge) {
+    if (c.flushLocked(false) != Traits::kSuccess) return Traits::kDevicesUnavailable;
+  }
   return Traits::kSuccess;
 }
 

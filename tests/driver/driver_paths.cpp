@@ -461,6 +461,12 @@ int main(int argc, char** argv) {
   int raised = -1;
   CHECK_CALL(cuFuncGetAttribute(&raised, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
   check(raised == dynamicShared + 1024, "a function attribute read after it was set has the new value");
+  CHECK_CALL(cuFuncSetAttribute(scaleAdd, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamicShared + 1024));  // again
+  CHECK_CALL(cuFuncSetAttribute(scaleAdd, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamicShared));
+  CHECK_CALL(cuFuncGetAttribute(&raised, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
+  check(raised == dynamicShared, "a repeated setting, then another one: the attribute has the last value");
+  check(cuFuncSetAttribute(scaleAdd, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 1 << 30) != CUDA_SUCCESS,
+        "an impossible attribute value is refused");
   std::size_t stack = 0, raisedStack = 0;
   CHECK_CALL(cuCtxGetLimit(&stack, CU_LIMIT_STACK_SIZE));
   CHECK_CALL(cuCtxSetLimit(CU_LIMIT_STACK_SIZE, stack + 1024));
