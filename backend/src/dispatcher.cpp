@@ -42,6 +42,7 @@
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/region_protocol.hpp"
 #include "pinned_buffer.hpp"
+#include "session_region.hpp"
 #include "flyt/wire/session.capnp.h"
 #include "module_cache.hpp"
 
@@ -159,32 +160,7 @@ class CallDispatcher final : public SessionHandler {
   // The client maps its data-region segments (shm sessions only) and announces them; each is mapped
   // here and registered with the GPU, so copies naming it are single DMAs.
   Result<SessionState> handleRegionUpdate(wire::RegionUpdate::Reader update, transport::Channel& channel) {
-    if (!channel.sharesHostMemory()) {
-      return transport::fail(transport::Errc::kMalformed,
-                             fmt::format("session {:016x}: a data region over {}", m_sessionId, channel.describe()));
-    }
-    if (!m_region) {
-      transport::AttachOptions options;
-      options.onMapped = [this](const transport::SegmentView& view) -> Result<void> {
-        const cudaError_t error = m_executor->registerHostMemory(view.bytes.data(), view.bytes.size());
-        if (error != cudaSuccess) {
-          return transport::fail(transport::Errc::kUnavailable,
-                                 fmt::format("cudaHostRegister of {} bytes: {}", view.bytes.size(),
-                                             ::cudaGetErrorName(error)));
-        }
-        return {};
-      };
-      options.onUnmapping = [this](const transport::SegmentView& view) {
-        (void)m_executor->unregisterHostMemory(view.bytes.data());
-      };
-      m_region = std::make_unique<transport::AttachedRegion>(m_sessionId, std::move(options));
-    }
-    auto answered = transport::answerRegionUpdate(update, *m_region, channel, [this](const transport::SegmentView& view) {
-      m_segmentKinds[view.id] = view.kind;
-      log().debug("session {:016x}: region segment {} mapped and registered ({} bytes)", m_sessionId, view.id,
-                  view.bytes.size());
-    });
-    if (!answered) return std::unexpected(answered.error());
+    if (auto answered = m_region.update(update, channel); !answered) return std::unexpected(answered.error());
     return SessionState::kOpen;
   }
 
@@ -489,18 +465,12 @@ class CallDispatcher final : public SessionHandler {
       auto* data = const_cast<std::byte*>(payload.data()) + ref.getOffset();
       return HostBytes{{data, bytes}, false};
     }
-    if (!m_region) {
-      why = fmt::format("bulk reference to segment {} but no data region was announced", ref.getSegment());
-      return std::nullopt;
-    }
-    auto resolved = m_region->resolve(ref.getSegment(), ref.getOffset(), bytes);
+    auto resolved = m_region.resolve(ref.getSegment(), ref.getOffset(), bytes);
     if (!resolved) {
-      why = resolved.error().message;
+      why = resolved.error();
       return std::nullopt;
     }
-    auto kind = m_segmentKinds.find(ref.getSegment());
-    const bool persists = kind != m_segmentKinds.end() && kind->second == transport::SegmentKind::kHostMemory;
-    return HostBytes{*resolved, persists};
+    return HostBytes{resolved->bytes, resolved->persists};
   }
 
   static bool inlineRef(wire::Call::Reader call) {
@@ -863,8 +833,11 @@ class CallDispatcher final : public SessionHandler {
   std::set<cudaStream_t> m_streams;
   std::set<cudaEvent_t> m_events;
   BatchEngine<Outcome> m_engine{m_sessionId};
-  std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
-  std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
+  SessionRegion m_region{m_sessionId,
+                         [this](void* base, std::size_t bytes) {
+                           return m_executor->registerHostMemory(base, bytes) == cudaSuccess;
+                         },
+                         [this](void* base) { (void)m_executor->unregisterHostMemory(base); }};
   bool m_sinkInstalled = false;
   // TCP payloads are received into m_received; device-to-host bytes returned inline leave from
   // m_replyStaging. One message is handled at a time, so one of each suffices.

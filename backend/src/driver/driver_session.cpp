@@ -8,6 +8,7 @@
 #include "../batch_engine.hpp"
 #include "../output_capture.hpp"
 #include "../pinned_buffer.hpp"
+#include "../session_region.hpp"
 #include "driver_loader.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/region_protocol.hpp"
@@ -109,28 +110,7 @@ class DriverSession final : public SessionHandler {
   // The client maps its data-region segments (shm sessions only) and announces them; each is mapped
   // here and registered, so copies naming it are single DMAs (interpose/driver/copies.cpp).
   transport::Result<SessionState> handleRegionUpdate(wire::RegionUpdate::Reader update, transport::Channel& channel) {
-    if (!channel.sharesHostMemory()) {
-      return transport::fail(transport::Errc::kMalformed,
-                             fmt::format("session {:016x}: a data region over {}", m_sessionId, channel.describe()));
-    }
-    if (!m_region) {
-      transport::AttachOptions options;
-      options.onMapped = [this](const transport::SegmentView& view) -> transport::Result<void> {
-        if (!registerHost(view.bytes.data(), view.bytes.size())) {
-          return transport::fail(transport::Errc::kUnavailable,
-                                 fmt::format("cuMemHostRegister of {} bytes failed", view.bytes.size()));
-        }
-        return {};
-      };
-      options.onUnmapping = [this](const transport::SegmentView& view) { unregisterHost(view.bytes.data()); };
-      m_region = std::make_unique<transport::AttachedRegion>(m_sessionId, std::move(options));
-    }
-    auto answered = transport::answerRegionUpdate(update, *m_region, channel, [this](const transport::SegmentView& view) {
-      m_segmentKinds[view.id] = view.kind;
-      log().debug("session {:016x}: region segment {} mapped and registered ({} bytes)", m_sessionId, view.id,
-                  view.bytes.size());
-    });
-    if (!answered) return std::unexpected(answered.error());
+    if (auto answered = m_region.update(update, channel); !answered) return std::unexpected(answered.error());
     return SessionState::kOpen;
   }
 
@@ -175,16 +155,11 @@ class DriverSession final : public SessionHandler {
         if (!takesRegionBulk(info->method)) {
           return m_context.malformed(fmt::format("{}: a bulk reference into the data region", info->name));
         }
-        if (!m_region) {
-          return m_context.malformed(
-              fmt::format("{}: a bulk reference to segment {} but no data region was announced", info->name, ref.getSegment()));
-        }
-        auto resolved = m_region->resolve(ref.getSegment(), ref.getOffset(), ref.getLength());
-        if (!resolved) return m_context.malformed(fmt::format("{}: {}", info->name, resolved.error().message));
-        region = *resolved;
+        auto resolved = m_region.resolve(ref.getSegment(), ref.getOffset(), ref.getLength());
+        if (!resolved) return m_context.malformed(fmt::format("{}: {}", info->name, resolved.error()));
+        region = resolved->bytes;
         bulk = region;
-        auto kind = m_segmentKinds.find(ref.getSegment());
-        persists = kind != m_segmentKinds.end() && kind->second == transport::SegmentKind::kHostMemory;
+        persists = resolved->persists;
       } else {
         if (ref.getOffset() > payload.size() || ref.getLength() > payload.size() - ref.getOffset()) {
           return m_context.malformed(fmt::format("{}: a bulk reference outside the message's inline bytes", info->name));
@@ -266,8 +241,8 @@ class DriverSession final : public SessionHandler {
   std::uint64_t m_sessionId;
   BatchEngine<Outcome> m_engine;
   std::unique_ptr<OutputCapture> m_output;
-  std::unique_ptr<transport::AttachedRegion> m_region;  // shm sessions, once the client announces one
-  std::map<std::uint32_t, transport::SegmentKind> m_segmentKinds;
+  SessionRegion m_region{m_sessionId, [this](void* base, std::size_t bytes) { return registerHost(base, bytes); },
+                         [this](void* base) { unregisterHost(base); }};
   CUcontext m_registrationContext = nullptr;  // device 0's primary, retained when registration needed it
   bool m_sinkInstalled = false;
   // TCP payloads are received into m_received; device-to-host bytes returned inline leave from
