@@ -13,6 +13,15 @@
 
 namespace flyt::interpose::cu {
 
+// The arguments of a call made of 64-bit values, in order (the wire of the VMM and managed-memory calls).
+template <class... Values>
+[[nodiscard]] std::vector<std::byte> pack(Values... values) {
+  std::vector<std::byte> args;
+  api::ArgWriter writer(args);
+  (writer.put(static_cast<std::uint64_t>(values)), ...);
+  return args;
+}
+
 // contexts.cpp: the id of `device`'s primary context, asking the worker the first time; neither
 // retains it nor makes it current (what the runtime's export table asks for).
 [[nodiscard]] CUresult primaryContext(CUdevice device, CUcontext* context) noexcept;

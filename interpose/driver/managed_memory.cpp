@@ -137,14 +137,6 @@ std::byte* appView(CUdeviceptr base) noexcept { return reinterpret_cast<std::byt
 
 std::size_t roundUp(std::size_t value, std::size_t multiple) noexcept { return (value + multiple - 1) / multiple * multiple; }
 
-template <class... Values>
-std::vector<std::byte> pack(Values... values) {
-  std::vector<std::byte> args;
-  api::ArgWriter writer(args);
-  (writer.put(static_cast<std::uint64_t>(values)), ...);
-  return args;
-}
-
 template <class T>
 std::span<const std::byte> bytesOf(const T& value) noexcept {
   return {reinterpret_cast<const std::byte*>(&value), sizeof(T)};

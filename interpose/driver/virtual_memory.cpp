@@ -21,19 +21,12 @@
 #include <vector>
 
 #include "driver_client.hpp"
+#include "driver_internal.hpp"
 
 #define FLYT_CU_EXPORT extern "C" __attribute__((visibility("default")))
 
 namespace flyt::interpose::cu {
 namespace {
-
-template <class... Values>
-std::vector<std::byte> pack(Values... values) {
-  std::vector<std::byte> args;
-  api::ArgWriter writer(args);
-  (writer.put(static_cast<std::uint64_t>(values)), ...);
-  return args;
-}
 
 template <class T>
 std::span<const std::byte> bytesOf(const T* value, std::size_t count = 1) {
