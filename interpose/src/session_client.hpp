@@ -204,6 +204,7 @@ class SessionClient {
   std::chrono::steady_clock::time_point m_batchSince;  // when the batch's first call was queued
   std::condition_variable m_flushWake;                 // the flusher: a batch was started
   bool m_flusherStarted = false;
+  bool m_flusherIdle = false;  // the flusher sleeps until a batch starts (notify only then: a wake is a syscall)
   std::map<std::uint32_t, std::uint64_t> m_waitedByMethod;  // guarded by m_mutex
 };
 

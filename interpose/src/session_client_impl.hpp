@@ -92,11 +92,7 @@ void SessionClient<Traits>::pushLocked(std::uint64_t sequence, Method method, st
     pending.offset = region->offset;
     pending.length = region->length;
   }
-  if (m_batch.empty()) {
-    m_batchSince = std::chrono::steady_clock::now();
-    startFlusherLocked();
-    m_flushWake.notify_one();
-  }
+  if (m_batch.empty()) m_batchSince = std::chrono::steady_clock::now();
   m_batch.push_back(std::move(pending));
   m_calls.fetch_add(1, std::memory_order_relaxed);
 }
@@ -112,7 +108,9 @@ void SessionClient<Traits>::startFlusherLocked() noexcept {
     std::thread([this] {
       std::unique_lock lock(m_mutex);
       for (;;) {
+        m_flusherIdle = true;
         m_flushWake.wait(lock, [&] { return !m_batch.empty(); });
+        m_flusherIdle = false;
         const auto due = m_batchSince + client_detail::kBatchAge;
         if (std::chrono::steady_clock::now() < due) {
           m_flushWake.wait_until(lock, due);
@@ -220,6 +218,11 @@ typename SessionClient<Traits>::Error SessionClient<Traits>::Session::enqueue(Me
   c.m_batchPayload.insert(c.m_batchPayload.end(), payload.begin(), payload.end());
   if (std::chrono::steady_clock::now() - c.m_batchSince >= client_detail::kBatchAge) {
     if (c.flushLocked(false) != Traits::kSuccess) return Traits::kDevicesUnavailable;
+  } else if (c.m_batch.size() == 1) {
+    // A new batch that no later call may come to send: the flusher's. Only a queued call wakes it
+    // (a waited one is sent at once), and only when it sleeps.
+    c.startFlusherLocked();
+    if (c.m_flusherIdle) c.m_flushWake.notify_one();
   }
   return Traits::kSuccess;
 }
