@@ -132,6 +132,10 @@ class CaptureBuf final : public std::streambuf {
     std::lock_guard lock(m_mutex);
     return m_text.find(text) != std::string::npos;
   }
+  [[nodiscard]] std::string text() {
+    std::lock_guard lock(m_mutex);
+    return m_text;
+  }
 
  protected:
   int overflow(int ch) override {
@@ -325,7 +329,8 @@ void noteAbandonedSession() { g_abandonedSession.store(true); }
 void quietIceoryxLog() {
   static std::once_flag once;
   std::call_once(once, [] {
-    iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn);
+    iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
+                                                             iox::log::LogLevelOutput::kHideLogLevel);
   });
 }
 
@@ -480,6 +485,15 @@ EmbeddedRouDi::~EmbeddedRouDi() {
                     users.size(), fmt::join(users, ", "));
     (void)m_impl.release();
     g_ownedHere = false;
+    return;
+  }
+  if (g_registeredWith) {
+    // This process's own runtime deregisters at exit from the RouDi that is gone now, and iceoryx
+    // prints that failure (three lines, to std::cerr and its log) as if something had gone wrong.
+    // Nothing it can say about RouDi from here on is news: quiet both for the rest of the process.
+    iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kOff,
+                                                             iox::log::LogLevelOutput::kHideLogLevel);
+    std::atexit([] { std::cerr.rdbuf(nullptr); });
   }
 }
 
@@ -525,7 +539,13 @@ Result<std::unique_ptr<EmbeddedRouDi>> EmbeddedRouDi::startIfAbsent(const Transp
 
   static CaptureBuf capture;  // static: RouDi's thread may still write after a failed start
   auto* const stdoutBuf = std::cout.rdbuf(&capture);
+  // Creating the segments prints "Reserving N bytes in the shared memory [...]" to std::clog, four
+  // lines of every node's start: kept for a debug log instead.
+  static CaptureBuf reserving;
+  auto* const clogBuf = std::clog.rdbuf(&reserving);
   auto impl = std::make_unique<Impl>(roudiConfig);
+  std::clog.rdbuf(clogBuf);
+  shm::log().debug("RouDi: {}", reserving.text());
   g_ownedHere = true;
   // RouDi binds its socket from its message thread, shortly after construction, then prints.
   while (!rouDiReachable() || !capture.contains("ready for clients")) {
