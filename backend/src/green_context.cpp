@@ -29,19 +29,8 @@ transport::Result<Fn> entryPoint(const char* name, int version) {
   return reinterpret_cast<Fn>(entry);
 }
 
-struct ResourceApi {
-  PFN_cuDeviceGet_v2000 deviceGet;
-  PFN_cuDeviceGetDevResource_v12040 getResource;
-  PFN_cuDevSmResourceSplitByCount_v12040 split;
-  PFN_cuDevResourceGenerateDesc_v12040 generateDesc;
-  PFN_cuGreenCtxCreate_v12040 create;
-  PFN_cuCtxFromGreenCtx_v12040 toContext;
-  PFN_cuCtxSetCurrent_v4000 setCurrent;
-  PFN_cuGreenCtxDestroy_v12040 destroy;
-};
-
-transport::Result<ResourceApi> resourceApi() {
-  ResourceApi api{};
+transport::Result<GreenContextApi> runtimeApi() {
+  GreenContextApi api{};
   transport::Result<void> missing;
   auto get = [&](auto& slot, const char* name, int version) {
     if (!missing) return;
@@ -71,12 +60,18 @@ std::unexpected<transport::Error> refusedBy(const char* step, CUresult result) {
 }  // namespace
 
 transport::Result<GreenContext> makeGreenContext(int ordinal, std::uint32_t percent) {
-  auto api = resourceApi();
+  auto api = runtimeApi();
   if (!api) return std::unexpected(api.error());
+  return makeGreenContext(*api, ordinal, percent, true);
+}
+
+transport::Result<GreenContext> makeGreenContext(const GreenContextApi& api, int ordinal, std::uint32_t percent,
+                                                 bool makeCurrent) {
+  if (!api.complete()) return fail(Errc::kUnsupported, "the CUDA driver has no green-context API (CUDA 12.4+)");
   CUdevice device = 0;
-  if (CUresult r = api->deviceGet(&device, ordinal); r != CUDA_SUCCESS) return refusedBy("cuDeviceGet", r);
+  if (CUresult r = api.deviceGet(&device, ordinal); r != CUDA_SUCCESS) return refusedBy("cuDeviceGet", r);
   CUdevResource all{};
-  if (CUresult r = api->getResource(device, &all, CU_DEV_RESOURCE_TYPE_SM); r != CUDA_SUCCESS) {
+  if (CUresult r = api.getResource(device, &all, CU_DEV_RESOURCE_TYPE_SM); r != CUDA_SUCCESS) {
     return refusedBy("cuDeviceGetDevResource(SM)", r);
   }
   // The driver rounds a partition up to its alignment; asking for a multiple of it (rounded down
@@ -86,24 +81,37 @@ transport::Result<GreenContext> makeGreenContext(int ordinal, std::uint32_t perc
   CUdevResource group{};
   CUdevResource remaining{};
   unsigned int groups = 1;
-  if (CUresult r = api->split(&group, &groups, &all, &remaining, 0, wanted); r != CUDA_SUCCESS || groups != 1) {
+  if (CUresult r = api.split(&group, &groups, &all, &remaining, 0, wanted); r != CUDA_SUCCESS || groups != 1) {
     return refusedBy("cuDevSmResourceSplitByCount", r);
   }
-  CUdevResourceDesc desc = nullptr;
-  if (CUresult r = api->generateDesc(&desc, &group, 1); r != CUDA_SUCCESS) {
+  GreenContext made;
+  if (CUresult r = api.generateDesc(&made.desc, &group, 1); r != CUDA_SUCCESS) {
     return refusedBy("cuDevResourceGenerateDesc", r);
   }
-  GreenContext made;
   made.smCount = group.sm.smCount;
   made.deviceSmCount = all.sm.smCount;
-  if (CUresult r = api->create(&made.green, desc, device, CU_GREEN_CTX_DEFAULT_STREAM); r != CUDA_SUCCESS) {
+  auto green = anotherGreenContext(api, made, ordinal);
+  if (!green) return std::unexpected(green.error());
+  if (makeCurrent) {
+    if (CUresult r = api.setCurrent(green->context); r != CUDA_SUCCESS) {
+      (void)api.destroy(green->green);
+      return refusedBy("cuCtxSetCurrent", r);
+    }
+  }
+  return green;
+}
+
+transport::Result<GreenContext> anotherGreenContext(const GreenContextApi& api, const GreenContext& partition,
+                                                    int ordinal) {
+  CUdevice device = 0;
+  if (CUresult r = api.deviceGet(&device, ordinal); r != CUDA_SUCCESS) return refusedBy("cuDeviceGet", r);
+  GreenContext made = partition;
+  if (CUresult r = api.create(&made.green, partition.desc, device, CU_GREEN_CTX_DEFAULT_STREAM); r != CUDA_SUCCESS) {
     return refusedBy("cuGreenCtxCreate", r);
   }
-  CUresult r = api->toContext(&made.context, made.green);
-  if (r == CUDA_SUCCESS) r = api->setCurrent(made.context);
-  if (r != CUDA_SUCCESS) {
-    (void)api->destroy(made.green);
-    return refusedBy("cuCtxFromGreenCtx/cuCtxSetCurrent", r);
+  if (CUresult r = api.toContext(&made.context, made.green); r != CUDA_SUCCESS) {
+    (void)api.destroy(made.green);
+    return refusedBy("cuCtxFromGreenCtx", r);
   }
   return made;
 }

@@ -83,14 +83,37 @@ for program in "$prefix"/bin/gpu/*; do
   run "gpu_$(basename "$program")" "" "$program"
 done
 
-# A node with a TCP listener on loopback, for the runs "as in a VM".
+# A node with a TCP listener on loopback, for the runs "as in a VM"; extra arguments are node
+# options (a quota, an SM share). Sets node, server (its tcp endpoint) and shm_server.
 tcp_node() {
   local ready=$out/node.ready
-  "$prefix/bin/flyt-node" --shm "flyt-gpu-$$" --tcp 127.0.0.1:0 --ready-fd 3 3>"$ready" >"$out/tcp_node.log" 2>&1 &
+  rm -f "$ready"
+  "$prefix/bin/flyt-node" --shm "flyt-gpu-$$" --tcp 127.0.0.1:0 --ready-fd 3 "$@" 3>"$ready" >>"$out/tcp_node.log" 2>&1 &
   node=$!
   for _ in $(seq 100); do grep -q tcp:// "$ready" 2>/dev/null && break; sleep 0.1; done
   server=$(grep -o 'tcp://[^ ]*' "$ready" | head -1)
+  shm_server=$(grep -o 'shm://[^ ]*' "$ready" | head -1)
 }
+
+# The session's limits under the driver cut: an SM share of 25 % (a green context in place of the
+# primary context) and a memory quota, with the kernel time next to the native one.
+if [[ -x $prefix/bin/gpu/sm_share ]]; then
+  echo "sm_share native: $("$prefix/bin/gpu/sm_share" 2>&1 | tail -1)"
+  tcp_node --session-sm-percent 25 --session-memory-limit 1GiB
+  if [[ -n $shm_server ]]; then
+    log=$out/gpu_sm_share_25.log
+    timeout 120 "$flyt" run --api driver --server "$shm_server" -- "$prefix/bin/gpu/sm_share" >"$log" 2>&1
+    record gpu_sm_share_25 $? "$log" "sm_share: multiProcessorCount=32 "
+    echo "sm_share 25 %: $(grep 'sm_share:' "$log" | tail -1)"
+    log=$out/gpu_memory_quota.log
+    FLYT_TEST_QUOTA_BYTES=$((1 << 30)) FLYT_TEST_EXPECT_SMS=32 timeout 120 "$flyt" run --api driver --server "$shm_server" -- \
+      "$prefix/bin/gpu/memory_quota" >"$log" 2>&1
+    record gpu_memory_quota $? "$log"
+    kill -TERM "$node"; wait "$node" 2>/dev/null
+  else
+    echo "FAIL  gpu_sm_share_25 (the limited node did not start)"; fail=$((fail + 1))
+  fi
+fi
 
 if python3 -c 'import torch' 2>/dev/null; then
   # Which private export-table entries NVIDIA's runtime and cuBLAS use natively (a probe: tools/).

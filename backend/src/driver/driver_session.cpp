@@ -10,6 +10,8 @@
 #include "../pinned_buffer.hpp"
 #include "../session_region.hpp"
 #include "driver_loader.hpp"
+#include "flyt/backend/executor.hpp"
+#include "flyt/backend/session_limits.hpp"
 #include "flyt/transport/log.hpp"
 #include "flyt/transport/region_protocol.hpp"
 #include "handlers.hpp"
@@ -29,11 +31,14 @@ spdlog::logger& log() { return flyt::logger("worker"); }
 class DriverSession final : public SessionHandler {
  public:
   DriverSession(const api::cu::DriverTable& driver, std::string description, std::uint64_t sessionId, int deviceCount,
-                std::unique_ptr<OutputCapture> output, std::shared_ptr<MemoryQuota> quota, bool nvidiaDriver)
+                std::unique_ptr<OutputCapture> output, std::shared_ptr<MemoryQuota> quota, bool nvidiaDriver,
+                SmShare share)
       : m_context(driver, sessionId, std::move(quota), deviceCount), m_description(std::move(description)),
         m_sessionId(sessionId), m_engine(sessionId), m_output(std::move(output)) {
     m_context.readsGpu = nvidiaDriver;
     m_context.replyStaging = m_replyStaging.get();
+    m_context.green = share.green;
+    m_context.grantedSms = share.grantedSms;
   }
 
   ~DriverSession() override {
@@ -42,6 +47,8 @@ class DriverSession final : public SessionHandler {
     m_received.reset();
     m_replyStaging.reset();
     if (m_registrationContext != nullptr) (void)m_context.driver().cuDevicePrimaryCtxRelease_v2(0);
+    for (const auto& [context, green] : m_context.greenCreated) (void)m_context.driver().cuGreenCtxDestroy(green);
+    if (m_context.green) (void)m_context.driver().cuGreenCtxDestroy(m_context.green->green);
   }
 
   transport::Result<SessionState> handle(transport::Incoming& message, transport::Channel& channel) override {
@@ -259,14 +266,36 @@ class DriverSession final : public SessionHandler {
 }  // namespace
 }  // namespace cu
 
+namespace cu {
+namespace {
+
+// The session's SM share: under MPS the driver enforces it (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE, set
+// by the node) and reports the SMs itself; otherwise a green context of the granted SMs stands in
+// for device 0's primary context (serve_contexts.cpp). The stand-in reports the share it would get.
+transport::Result<SmShare> smShare(const api::cu::DriverTable& driver, const SessionLimits& limits, bool standIn) {
+  SmShare share;
+  if (!limits.sharesSms()) return share;
+  if (standIn) {
+    share.grantedSms = limits.mps ? mpsSmCount(kStandInMultiprocessors, limits.smPercent)
+                                  : greenContextSmCount(kStandInMultiprocessors, limits.smPercent, 8);
+    return share;
+  }
+  if (limits.mps) return share;
+  auto made = makeGreenContext(greenContextApi(driver), 0, limits.smPercent, false);
+  if (!made) {
+    return transport::fail(transport::Errc::kUnsupported, fmt::format("cannot confine the session to {} % of the SMs: {}",
+                                                                      limits.smPercent, made.error().message));
+  }
+  share.green = *made;
+  share.grantedSms = made->smCount;
+  return share;
+}
+
+}  // namespace
+}  // namespace cu
+
 transport::Result<std::unique_ptr<SessionHandler>> makeDriverSessionHandler(const transport::HelloInfo& hello,
                                                                             const SessionOptions& options) {
-  if (options.limits.sharesSms()) {
-    return transport::fail(transport::Errc::kUnsupported,
-                           fmt::format("session {:016x} asks for {}% of the SMs; driver-API sessions cannot enforce "
-                                       "an SM share yet (run it with the runtime API, or without a share)",
-                                       hello.sessionId, options.limits.smPercent));
-  }
   const api::cu::DriverTable* driver = nullptr;
   std::string description;
   if (options.executor != ExecutorKind::kStandIn) {
@@ -290,6 +319,14 @@ transport::Result<std::unique_ptr<SessionHandler>> makeDriverSessionHandler(cons
   if (driver->cuDeviceGetCount(&deviceCount) != CUDA_SUCCESS || deviceCount <= 0) {
     return transport::fail(transport::Errc::kUnavailable, "the driver reports no device");
   }
+  auto share = cu::smShare(*driver, options.limits, driver == &cu::standInDriver());
+  if (!share) return std::unexpected(share.error());
+  if (share->green) {
+    description += fmt::format(", green context of {} of {} SMs", share->green->smCount, share->green->deviceSmCount);
+  } else if (options.limits.sharesSms()) {
+    description += fmt::format(", {} % of the SMs{}", options.limits.smPercent,
+                               options.limits.mps ? " (MPS active thread percentage)" : "");
+  }
   cu::log().info("driver session {:016x} from {} (pid {}) on {}, {} device(s)", hello.sessionId, hello.clientName,
                  hello.pid, description, deviceCount);
   std::unique_ptr<OutputCapture> output;
@@ -305,7 +342,7 @@ transport::Result<std::unique_ptr<SessionHandler>> makeDriverSessionHandler(cons
   return std::unique_ptr<SessionHandler>(std::make_unique<cu::DriverSession>(*driver, std::move(description),
                                                                              hello.sessionId, deviceCount,
                                                                              std::move(output), std::move(quota),
-                                                                             driver != &cu::standInDriver()));
+                                                                             driver != &cu::standInDriver(), *share));
 }
 
 }  // namespace flyt::backend

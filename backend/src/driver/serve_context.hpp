@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../allocation_table.hpp"
+#include "../green_context.hpp"
 #include "../pinned_buffer.hpp"
 #include "flyt/api/codec.hpp"
 #include "flyt/api/cu_driver_table.hpp"
@@ -123,6 +124,27 @@ class HandleTable {
   std::map<std::pair<HandleKind, std::uint64_t>, std::uint64_t> m_byReal;
 };
 
+// A session's SM share as the driver cut applies it (driver_session.cpp).
+struct SmShare {
+  std::optional<GreenContext> green;
+  std::uint32_t grantedSms = 0;
+};
+
+// The green-context entry points of the session's driver (NVIDIA's, or the stand-in's, which has
+// none: complete() is false there).
+inline GreenContextApi greenContextApi(const api::cu::DriverTable& d) {
+  GreenContextApi api;
+  api.deviceGet = d.cuDeviceGet;
+  api.getResource = d.cuDeviceGetDevResource;
+  api.split = d.cuDevSmResourceSplitByCount;
+  api.generateDesc = d.cuDevResourceGenerateDesc;
+  api.create = d.cuGreenCtxCreate;
+  api.toContext = d.cuCtxFromGreenCtx;
+  api.setCurrent = d.cuCtxSetCurrent;
+  api.destroy = d.cuGreenCtxDestroy;
+  return api;
+}
+
 class ServeContext {
  public:
   ServeContext(const api::cu::DriverTable& driver, std::uint64_t sessionId, std::shared_ptr<MemoryQuota> quota,
@@ -187,6 +209,13 @@ class ServeContext {
   std::map<std::uint64_t, Image> images;
   // The primary contexts the session holds one real retain of, by device.
   std::map<CUdevice, CUcontext> retainedPrimaries;
+  // An SM share without MPS: device 0's "primary context" is this green context of the granted SMs
+  // (made when the session starts, kept for its life), and cuCtxCreate on device 0 makes more green
+  // contexts of the same partition (greenCreated, by the context the application got).
+  std::optional<GreenContext> green;
+  std::map<CUcontext, CUgreenCtx> greenCreated;
+  // The SMs of device 0 the share grants (0: no share, or MPS, whose driver reports them itself).
+  std::uint32_t grantedSms = 0;
   // The session runs on NVIDIA's driver: the GPU's own readings (gpu_monitor.hpp) may be served.
   bool readsGpu = false;
   // Virtual memory (serve_virtual_memory.cpp): reservations (base -> size), physical allocations

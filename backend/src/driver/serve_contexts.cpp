@@ -44,6 +44,7 @@ Outcome serveGetDevices(ServeContext& c, CallInput in) {
     for (std::uint32_t a = 1; a < api::cu::kAttributeSlots; ++a) {
       info.attributeResults[a] = d.cuDeviceGetAttribute(&info.attributes[a], static_cast<CUdevice_attribute>(a), device);
     }
+    if (i == 0 && c.grantedSms != 0) info.attributes[CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT] = int(c.grantedSms);
   }
   api::ArgWriter writer(out.results);
   writer.put(head);
@@ -92,7 +93,7 @@ Outcome serveSetContext(ServeContext& c, CallInput in) {
 }
 
 // The session holds at most one real retain per device; the application's retains are counted by
-// the client.
+// the client. Under an SM share device 0's primary context is the session's green context.
 Outcome servePrimaryRetain(ServeContext& c, CallInput in) {
   CUdevice device = 0;
   if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxRetain", device)) return *refused;
@@ -101,6 +102,9 @@ Outcome servePrimaryRetain(ServeContext& c, CallInput in) {
   CUcontext context{};
   if (held != c.retainedPrimaries.end()) {
     context = held->second;
+  } else if (device == 0 && c.green) {
+    context = c.green->context;
+    c.retainedPrimaries[device] = context;
   } else {
     if ((out.error = c.driver().cuDevicePrimaryCtxRetain(&context, device)) != CUDA_SUCCESS) return out;
     c.retainedPrimaries[device] = context;
@@ -113,7 +117,8 @@ Outcome servePrimaryRelease(ServeContext& c, CallInput in) {
   CUdevice device = 0;
   if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxRelease_v2", device)) return *refused;
   Outcome out;
-  if (c.retainedPrimaries.erase(device) == 1) out.error = c.driver().cuDevicePrimaryCtxRelease_v2(device);
+  const bool green = device == 0 && c.green;
+  if (c.retainedPrimaries.erase(device) == 1 && !green) out.error = c.driver().cuDevicePrimaryCtxRelease_v2(device);
   return out;
 }
 
@@ -123,6 +128,15 @@ Outcome servePrimaryReset(ServeContext& c, CallInput in) {
   CUdevice device = 0;
   if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxReset_v2", device)) return *refused;
   Outcome out;
+  if (device == 0 && c.green) {
+    // A green context cannot be reset: its work is finished, and what it holds stays (as under the
+    // runtime cut's share; README, "SM shares").
+    if ((out.error = c.driver().cuCtxPushCurrent_v2(c.green->context)) != CUDA_SUCCESS) return out;
+    out.error = c.driver().cuCtxSynchronize();
+    CUcontext popped{};
+    (void)c.driver().cuCtxPopCurrent_v2(&popped);
+    return out;
+  }
   out.error = c.driver().cuDevicePrimaryCtxReset_v2(device);
   return out;
 }
@@ -136,7 +150,21 @@ Outcome serveContextCreate(ServeContext& c, CallInput in) {
   if (c.driver().cuCtxCreate_v4 == nullptr) return c.unsupported("cuCtxCreate_v4");
   Outcome out;
   CUcontext context{};
-  if ((out.error = c.driver().cuCtxCreate_v4(&context, nullptr, flags, device)) != CUDA_SUCCESS) return out;
+  if (device == 0 && c.green) {
+    // Another context on the share's SMs (the creation flags have no green-context counterpart).
+    auto made = anotherGreenContext(greenContextApi(c.driver()), *c.green, 0);
+    if (!made) {
+      out.error = CUDA_ERROR_OUT_OF_MEMORY;
+      out.detail = fmt::format("cuCtxCreate under the session's SM share: {}", made.error().message);
+      return out;
+    }
+    context = made->context;
+    c.greenCreated[context] = made->green;
+    // Current afterwards, as cuCtxCreate makes the context it creates (the client counts on it).
+    if ((out.error = c.driver().cuCtxSetCurrent(context)) != CUDA_SUCCESS) return out;
+  } else if ((out.error = c.driver().cuCtxCreate_v4(&context, nullptr, flags, device)) != CUDA_SUCCESS) {
+    return out;
+  }
   api::ArgWriter(out.results).put(c.handles().create(HandleKind::context, context));
   return out;
 }
@@ -151,6 +179,13 @@ Outcome serveContextDestroy(ServeContext& c, CallInput in) {
     if (primary == real) return c.malformed("cuCtxDestroy_v2: a primary context");
   }
   Outcome out;
+  if (auto green = c.greenCreated.find(real); green != c.greenCreated.end()) {
+    if ((out.error = c.driver().cuGreenCtxDestroy(green->second)) == CUDA_SUCCESS) {
+      c.greenCreated.erase(green);
+      c.handles().destroy(context);
+    }
+    return out;
+  }
   if ((out.error = c.driver().cuCtxDestroy_v2(real)) == CUDA_SUCCESS) c.handles().destroy(context);
   return out;
 }

@@ -1695,6 +1695,9 @@ api::cu::DriverTable makeTable() {
   t.cuMemAlloc_v2 = guarded<memAlloc>;
   t.cuMemAllocPitch_v2 = guarded<memAllocPitch>;
   t.cuMemFree_v2 = guarded<memFree>;
+  // Stream-ordered allocation from the default pool: at once, as all stream work is (no pools).
+  t.cuMemAllocAsync = guarded<onStream<memAlloc>>;
+  t.cuMemFreeAsync = guarded<onStream<memFree>>;
   t.cuMemGetAddressRange_v2 = guarded<memGetAddressRange>;
   t.cuMemGetInfo_v2 = guarded<memGetInfo>;
   t.cuMemHostRegister_v2 = guarded<memHostRegister>;
