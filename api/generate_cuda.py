@@ -637,7 +637,8 @@ def render_client_stubs(api: Api) -> str:
             # in it, no stream is capturing, and asking costs no round trip (PyTorch's allocator
             # asks on every allocation).
             always_after = []
-            after.extend(f"::flyt::interpose::cu::forgetCached(::flyt::api::cu::kCacheGroup_{g});"
+            # Scoped by the kernel or function and the attribute the call names (forward.hpp).
+            after.extend(f"::flyt::interpose::cu::forgetCached(::flyt::api::cu::kCacheGroup_{g}{', ' + names if names else ''});"
                          for g in e.invalidates)
             if e.idempotent:
                 method = f"::flyt::api::cu::Method::{e.name}"

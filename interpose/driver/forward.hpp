@@ -12,6 +12,8 @@
 #include <set>
 #include <mutex>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -19,6 +21,10 @@
 #include "flyt/api/cu_specs.hpp"
 
 namespace flyt::interpose::cu {
+
+// The kernel whose function (cuKernelGetFunction) `function` is, else `function` (modules.cpp).
+[[nodiscard]] std::uint64_t kernelOfFunction(std::uint64_t function) noexcept;
+
 namespace detail {
 
 template <class Tag> struct Codec;
@@ -66,13 +72,48 @@ bool decodeAll(api::ArgList<Tags...>, api::ArgReader& r, A... args) {
   return (Codec<Tags>::decode(r, args) && ...);
 }
 
-// Results of "cached" calls, keyed by method and encoded in-arguments (and the context).
-// Also the last settings of "idempotent" setters that were sent, keyed by method, context and
-// context epoch and encoded arguments: the same setting again changes nothing and is not sent.
+// What a cached answer or a setting is about: the kernel or function it names (as the kernel when
+// the function is known to be a kernel's: the two alias one object) and the function attribute, if
+// the call names them (found by argument type). A setting of attribute A of object K changes only
+// K's answers about A and K's answers about no attribute in particular (occupancy); one naming no
+// attribute (a cache configuration) changes all of K's; one naming no object, a whole group.
+struct CacheScope {
+  std::uint64_t object = 0;    // 0: none named
+  std::int64_t attribute = -1;  // -1: none named
+  [[nodiscard]] bool touches(const CacheScope& answer) const {
+    if (object == 0 || answer.object == 0) return true;
+    if (object != answer.object) return false;
+    return attribute < 0 || answer.attribute < 0 || attribute == answer.attribute;
+  }
+};
+template <class... A>
+CacheScope cacheScope(A... args) noexcept {
+  CacheScope scope;
+  [[maybe_unused]] auto one = [&](auto value) {
+    using T = decltype(value);
+    if constexpr (std::is_same_v<T, CUkernel>) {
+      scope.object = wireHandle(value);
+    } else if constexpr (std::is_same_v<T, CUfunction>) {
+      scope.object = kernelOfFunction(wireHandle(value));
+    } else if constexpr (std::is_same_v<T, CUfunction_attribute>) {
+      scope.attribute = static_cast<std::int64_t>(value);
+    }
+  };
+  (one(args), ...);
+  return scope;
+}
+
+// Results of "cached" calls, keyed by method and encoded in-arguments (and the context), with
+// their scope. Also the last setting of each "idempotent" setter per method, context, context epoch
+// and scope that was sent: the same setting again changes nothing and is not sent.
 struct ResultCache {
+  struct Answer {
+    std::vector<std::byte> results;
+    CacheScope scope;
+  };
   std::mutex mutex;
-  std::map<std::tuple<Method, std::uint64_t, std::vector<std::byte>>, std::vector<std::byte>> results;
-  std::set<std::tuple<Method, std::uint64_t, std::uint64_t, std::vector<std::byte>>> applied;
+  std::map<std::tuple<Method, std::uint64_t, std::vector<std::byte>>, Answer> results;
+  std::map<std::tuple<Method, std::uint64_t, std::uint64_t, std::uint64_t, std::int64_t>, std::vector<std::byte>> applied;
 };
 ResultCache& resultCache() noexcept;
 
@@ -95,7 +136,7 @@ CUresult forward(A... args) noexcept {
     if constexpr (kInfo.kind == api::cu::Kind::Cached) {
       std::lock_guard lock(cache.mutex);
       if (auto it = cache.results.find({M, context, encoded}); it != cache.results.end()) {
-        api::ArgReader reader(it->second);
+        api::ArgReader reader(it->second.results);
         return detail::decodeAll(Args{}, reader, args...) ? CUDA_SUCCESS : CUDA_ERROR_UNKNOWN;
       }
     }
@@ -105,46 +146,59 @@ CUresult forward(A... args) noexcept {
     if (!detail::decodeAll(Args{}, reader, args...)) return CUDA_ERROR_UNKNOWN;
     if constexpr (kInfo.kind == api::cu::Kind::Cached) {
       std::lock_guard lock(cache.mutex);
-      cache.results.emplace(std::tuple{M, context, std::move(encoded)}, std::move(outcome.results));
+      cache.results.emplace(std::tuple{M, context, std::move(encoded)},
+                            detail::ResultCache::Answer{std::move(outcome.results), detail::cacheScope(args...)});
     }
     return CUDA_SUCCESS;
   }
 }
 
 // An idempotent setter (api/cuda.toml `idempotent`, e.g. cudaFuncSetAttribute before every launch):
-// true when this very setting was the last one sent, in this context, since no other setting was
-// sent (another handle may alias the same object: a kernel and its function), so it is answered
-// without a round trip. `remember` records a setting that was sent and succeeded.
+// true when this very setting was the last one of its method sent for its scope (kernel or
+// function, and attribute) in this context, with no other method's setting of that scope since (a
+// kernel and its function alias one object), so it is answered without a round trip. `remember`
+// records a setting that was sent and succeeded.
 template <Method M, class... A>
 bool alreadyApplied(A... args) noexcept {
   std::vector<std::byte> encoded;
   api::ArgWriter writer(encoded);
   if (!detail::encodeAll(typename api::cu::Spec<M>::Args{}, writer, args...)) return false;
+  const auto scope = detail::cacheScope(args...);
   auto& cache = detail::resultCache();
   std::lock_guard lock(cache.mutex);
-  return cache.applied.contains({M, wireHandle(DriverState::get().current()),
-                                 DriverState::get().contextEpoch().load(std::memory_order_acquire), std::move(encoded)});
+  auto it = cache.applied.find({M, wireHandle(DriverState::get().current()),
+                                DriverState::get().contextEpoch().load(std::memory_order_acquire), scope.object,
+                                scope.attribute});
+  return it != cache.applied.end() && it->second == encoded;
 }
 template <Method M, class... A>
 void rememberApplied(A... args) noexcept {
   std::vector<std::byte> encoded;
   api::ArgWriter writer(encoded);
   if (!detail::encodeAll(typename api::cu::Spec<M>::Args{}, writer, args...)) return;
+  const auto scope = detail::cacheScope(args...);
   auto& cache = detail::resultCache();
   std::lock_guard lock(cache.mutex);
-  cache.applied.clear();
-  cache.applied.emplace(M, wireHandle(DriverState::get().current()),
-                        DriverState::get().contextEpoch().load(std::memory_order_acquire), std::move(encoded));
+  // Settings of other methods (or without a scope) that this one may have overridden are forgotten.
+  std::erase_if(cache.applied, [&](const auto& entry) {
+    const auto& [method, context, epoch, object, attribute] = entry.first;
+    return method != M && scope.touches(detail::CacheScope{object, attribute});
+  });
+  cache.applied[{M, wireHandle(DriverState::get().current()),
+                 DriverState::get().contextEpoch().load(std::memory_order_acquire), scope.object, scope.attribute}] =
+      std::move(encoded);
 }
 
-// Forgets the cached answers of `methods` (a cache group of api/cuda.toml: kCacheGroup_<group>),
-// after a call that changes them.
-template <std::size_t N>
-void forgetCached(const std::array<Method, N>& methods) noexcept {
+// Forgets the cached answers of `methods` (a cache group of api/cuda.toml: kCacheGroup_<group>)
+// that a successful call with `args` changes (all of them when it names no kernel or function).
+template <std::size_t N, class... A>
+void forgetCached(const std::array<Method, N>& methods, A... args) noexcept {
+  const auto scope = detail::cacheScope(args...);
   auto& cache = detail::resultCache();
   std::lock_guard lock(cache.mutex);
   std::erase_if(cache.results, [&](const auto& entry) {
-    return std::find(methods.begin(), methods.end(), std::get<0>(entry.first)) != methods.end();
+    return std::find(methods.begin(), methods.end(), std::get<0>(entry.first)) != methods.end() &&
+           scope.touches(entry.second.scope);
   });
 }
 

@@ -184,6 +184,7 @@ struct Lookups {
   std::mutex mutex;
   std::map<std::tuple<Method, std::uint64_t, std::string>, std::uint64_t> byName;
   std::map<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>, std::uint64_t> kernelFunctions;
+  std::map<std::uint64_t, std::uint64_t> functionKernels;  // the other way (ids are never reused)
 };
 Lookups& lookups() noexcept {
   static auto* const state = new Lookups;  // leaked: lookups may come during exit
@@ -243,6 +244,13 @@ CUresult loadModuleImage(CUmodule* module, const void* image) noexcept {
   if (CUresult error = load(Method::cuModuleLoadData, image, id); error != CUDA_SUCCESS) return error;
   *module = handleOf<CUmodule>(id);
   return CUDA_SUCCESS;
+}
+
+std::uint64_t kernelOfFunction(std::uint64_t function) noexcept {
+  auto& known = lookups();
+  std::lock_guard lock(known.mutex);
+  auto it = known.functionKernels.find(function);
+  return it != known.functionKernels.end() ? it->second : function;
 }
 
 }  // namespace flyt::interpose::cu
@@ -346,6 +354,7 @@ FLYT_CU_EXPORT CUresult cuKernelGetFunction(CUfunction* pFunc, CUkernel kernel) 
   {
     std::lock_guard lock(known.mutex);
     known.kernelFunctions.emplace(key, id);
+    known.functionKernels.emplace(id, wireHandle(kernel));
   }
   *pFunc = handleOf<CUfunction>(id);
   return CUDA_SUCCESS;

@@ -545,6 +545,29 @@ int main(int argc, char** argv) {
   CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
   if (!standIn) check(indices[7] == 22 && indices[kN - 1] == (kN - 1) * 3 + 1, "fill_index through a library kernel");
 
+  // Function attributes are answered in the process after the first time; a setting changes only
+  // the answers about its own kernel and attribute, and the same setting again is not sent.
+  {
+    CUfunction fillFunction = nullptr;
+    CHECK_CALL(cuKernelGetFunction(&fillFunction, fillIndex));
+    int registers = -1, dynamic = -1, other = -1;
+    CHECK_CALL(cuKernelGetAttribute(&registers, CU_FUNC_ATTRIBUTE_NUM_REGS, fillIndex, device));
+    CHECK_CALL(cuFuncGetAttribute(&other, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
+    for (int value : {64 << 10, 32 << 10, 64 << 10, 64 << 10, 0}) {
+      CHECK_CALL(cuKernelSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, value, fillIndex, device));
+      CHECK_CALL(cuFuncSetAttribute(scaleAdd, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, 16 << 10));
+      CHECK_CALL(cuKernelGetAttribute(&dynamic, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fillIndex, device));
+      check(dynamic == value, "a kernel's attribute reads back as last set");
+      int fromFunction = -1;  // whatever the driver answers, the kernel's function is asked (a shared scope)
+      CHECK_CALL(cuFuncGetAttribute(&fromFunction, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, fillFunction));
+      CHECK_CALL(cuFuncGetAttribute(&other, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, scaleAdd));
+      check(other == (16 << 10), "another function keeps its own setting");
+      int again = -1;
+      CHECK_CALL(cuKernelGetAttribute(&again, CU_FUNC_ATTRIBUTE_NUM_REGS, fillIndex, device));
+      check(again == registers, "an attribute no setting changes stays");
+    }
+  }
+
   // Stream capture: the capture state before, during and after (answered in the process while no
   // capture is active), and a captured memset replayed. The stand-in does not capture.
   {
