@@ -1,203 +1,36 @@
 // A hostile client of the driver cut (SessionApi::kDriver) against a real flyt-node (GPU stand-in
 // workers), over shm and over TCP. This test process is the client: it opens driver sessions by hand
-// (raw_session.hpp), sets them up as Flyt's libcuda.so.1 does (device discovery, device 0's primary
-// context retained and made current: interpose/driver/driver_client.cpp and contexts.cpp), and then
-// sends calls libcuda.so.1 never would (method ids from flyt/api/cu_methods.hpp, arguments packed as
-// cu_specs.hpp and the hand-written handlers' wire comments say). For each attack it checks the
-// worker's answer (the CUresult and transport status), that the hostile session still works, and
-// that a well-behaved session on the same node keeps its data and its calls succeed.
+// (hostile_driver.hpp) and sends calls libcuda.so.1 never would: forged, straddling and overflowing
+// device ranges, another session's pointers and handles, bulk references outside the payload or
+// the data region, unknown method ids, forged handles, truncated and trailing argument bytes,
+// address reservations beyond the address space, allocations beyond the session's memory limit.
+// For each it checks the worker's answer (the CUresult and transport status), that the hostile
+// session still works, and that a well-behaved session on the same node keeps its data and its
+// calls succeed. Modules, launches, image uploads and graphs: hostile_driver_modules_test.cpp.
 #include <cuda.h>
 
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <regex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "flyt/api/codec.hpp"
 #include "flyt/api/cu_methods.hpp"
-#include "flyt/api/fatbin.hpp"
+#include "flyt/api/cu_specs.hpp"
 #include "flyt/transport/data_region.hpp"
 #include "flyt/transport/region_protocol.hpp"
-#include "process_helpers.hpp"
-#include "raw_session.hpp"
+#include "hostile_driver.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using flyt::api::cu::Method;
+using namespace flyt::test::hostile_driver;
 using flyt::test::Answer;
 using flyt::test::BulkSpec;
 using flyt::test::concat;
 using flyt::test::expectRefused;
 using flyt::test::pack;
-using flyt::wire::TransportStatus;
-namespace ft = flyt::transport;
-
-constexpr std::int32_t kOk = CUDA_SUCCESS;
-constexpr std::uint64_t kForgedPointer = 0x7f0000001000ULL;
-constexpr std::uint64_t kForgedHandle = 0x7777770ULL;  // shaped like the worker's ids, never one
-
-void expectMalformed(const Answer& a, const char* what) {
-  expectRefused(a, CUDA_ERROR_INVALID_VALUE, TransportStatus::MALFORMED, what);
-}
-// A handle that is not the session's, or not of the kind the argument takes.
-void expectNotMine(const Answer& a, const char* what) {
-  expectRefused(a, CUDA_ERROR_INVALID_HANDLE, TransportStatus::MALFORMED, what);
-}
-// Refused by the driver itself (the worker's checks let it through).
-void expectDriverSays(const Answer& a, CUresult error, const char* what) {
-  expectRefused(a, error, TransportStatus::OK, what);
-}
-
-std::vector<std::byte> withName(std::vector<std::byte> args, std::string_view name) {
-  flyt::api::ArgWriter(args).putString(name);
-  return args;
-}
-
-// A driver session spoken by hand, set up as libcuda.so.1 sets one up.
-class DriverSession : public flyt::test::RawSession {
- public:
-  DriverSession(const std::string& endpoint, const ft::TransportConfig& config, const char* name)
-      : RawSession(endpoint, config, name, ft::SessionApi::kDriver) {
-    if (!open()) return;
-    EXPECT_EQ(call(Method::flytGetDevices, {}).error, kOk);
-    auto primary = call(Method::cuDevicePrimaryCtxRetain, pack(std::int32_t{0}));
-    EXPECT_EQ(primary.error, kOk) << primary;
-    m_context = primary.result<std::uint64_t>();
-    EXPECT_EQ(setContext(m_context).error, kOk);
-  }
-  [[nodiscard]] std::uint64_t context() const { return m_context; }
-
-  // ---- well-formed calls ----
-  Answer setContext(std::uint64_t context) { return call(Method::flytSetContext, pack(context)); }
-  std::uint64_t alloc(std::uint64_t bytes) {
-    auto a = call(Method::cuMemAlloc_v2, pack(bytes));
-    EXPECT_EQ(a.error, kOk) << a;
-    return a.result<std::uint64_t>();
-  }
-  Answer free(std::uint64_t device) { return call(Method::cuMemFree_v2, pack(device)); }
-  Answer memset(std::uint64_t device, std::uint8_t value, std::uint64_t bytes) {
-    return call(Method::cuMemsetD8_v2, pack(device, value, bytes));
-  }
-  Answer write(std::uint64_t device, std::span<const std::byte> bytes) {
-    return call(Method::cuMemcpyHtoD_v2, pack(device, std::uint64_t{bytes.size()}),
-                {BulkSpec{flyt::wire::INLINE_SEGMENT, 0, bytes.size()}}, bytes);
-  }
-  Answer read(std::uint64_t device, std::uint64_t bytes) { return call(Method::cuMemcpyDtoH_v2, pack(device, bytes)); }
-  Answer copy(std::uint64_t to, std::uint64_t from, std::uint64_t bytes) {
-    return call(Method::cuMemcpyDtoD_v2, pack(to, from, bytes));
-  }
-  // cuStreamCreate or cuEventCreate (flags 0): the new handle's id.
-  std::uint64_t create(Method method) {
-    auto a = call(method, pack(0U));
-    EXPECT_EQ(a.error, kOk) << a;
-    return a.result<std::uint64_t>();
-  }
-
-  // The session still serves: its context, an allocation set, copied and read back, a stream.
-  void expectWorks(const char* after) {
-    SCOPED_TRACE(after);
-    ASSERT_EQ(setContext(m_context).error, kOk);
-    const std::uint64_t a = alloc(256), b = alloc(256);
-    ASSERT_TRUE(a != 0 && b != 0);
-    EXPECT_EQ(memset(a, 0x5a, 256).error, kOk);
-    EXPECT_EQ(copy(b, a, 256).error, kOk);
-    auto back = read(b, 256);
-    ASSERT_EQ(back.error, kOk) << back;
-    ASSERT_EQ(back.payload, std::vector<std::byte>(256, std::byte{0x5a}));
-    EXPECT_EQ(free(a).error, kOk);
-    EXPECT_EQ(free(b).error, kOk);
-    const std::uint64_t stream = create(Method::cuStreamCreate);
-    EXPECT_EQ(call(Method::cuStreamSynchronize, pack(stream)).error, kOk);
-    EXPECT_EQ(call(Method::cuStreamDestroy_v2, pack(stream)).error, kOk);
-  }
-
- private:
-  std::uint64_t m_context = 0;
-};
-
-// The well-behaved session beside the hostile one: a buffer with a known pattern, a stream, an
-// event and a context of its own; check() asserts they are intact and usable.
-struct Victim {
-  DriverSession session;
-  std::uint64_t buffer = 0, stream = 0, event = 0, context = 0;
-  std::vector<std::byte> pattern = std::vector<std::byte>(4096);
-
-  Victim(const std::string& endpoint, const ft::TransportConfig& config) : session(endpoint, config, "victim") {
-    for (std::size_t i = 0; i < pattern.size(); ++i) pattern[i] = std::byte(i * 7 + 3);
-    if (!session.open()) return;
-    // Every session numbers its handles from the same first id (serve_context.hpp): the victim's
-    // are made ids the hostile session never reaches, so that naming them means naming another
-    // session's objects, not its own.
-    for (int i = 0; i < 64; ++i) (void)session.call(Method::cuEventDestroy_v2, pack(session.create(Method::cuEventCreate)));
-    buffer = session.alloc(pattern.size());
-    EXPECT_EQ(session.write(buffer, pattern).error, kOk);
-    stream = session.create(Method::cuStreamCreate);
-    event = session.create(Method::cuEventCreate);
-    auto made = session.call(Method::cuCtxCreate_v4, pack(0U, std::int32_t{0}));
-    EXPECT_EQ(made.error, kOk) << made;
-    context = made.result<std::uint64_t>();
-    EXPECT_EQ(session.setContext(session.context()).error, kOk);
-  }
-  void check(const char* after) {
-    SCOPED_TRACE(std::string("victim after ") + after);
-    auto back = session.read(buffer, pattern.size());
-    ASSERT_EQ(back.error, kOk) << back;
-    EXPECT_EQ(back.payload, pattern);
-    EXPECT_EQ(session.call(Method::cuEventRecord, pack(event, stream)).error, kOk);
-    EXPECT_EQ(session.call(Method::cuStreamSynchronize, pack(stream)).error, kOk);
-    EXPECT_EQ(session.call(Method::cuEventSynchronize, pack(event)).error, kOk);
-    EXPECT_EQ(session.setContext(context).error, kOk);
-    session.expectWorks(after);
-  }
-};
-
-// The worker pid of a session, from the node's log; 0 when it is not there.
-pid_t workerOf(const std::string& log, const std::string& sessionHex) {
-  std::smatch match;
-  if (!std::regex_search(log, match, std::regex("session " + sessionHex + " started: .* worker pid (\\d+)"))) return 0;
-  return static_cast<pid_t>(std::stoi(match[1]));
-}
-
-// VmRSS of a process in bytes; 0 when it cannot be read.
-std::uint64_t residentBytes(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
-class HostileDriver : public ::testing::TestWithParam<std::string> {
- protected:
-  // More flyt-node options (a quota).
-  virtual std::vector<std::string> nodeOptions() const { return {}; }
-  void SetUp() override {
-    flyt::test::holdHostRouDiLock();
-    m_node = std::make_unique<flyt::test::StandinNode>(FLYT_NODE_PATH, "flyt-hostile-driver",
-                                                       std::vector<std::string>{}, nodeOptions());
-    ASSERT_TRUE(m_node->ready()) << m_node->log();
-    m_victim = std::make_unique<Victim>(endpoint(), flyt::test::smallRegionConfig());
-    m_hostile = std::make_unique<DriverSession>(endpoint(), flyt::test::smallRegionConfig(), "hostile");
-    ASSERT_TRUE(m_victim->session.open() && m_hostile->open()) << m_node->log();
-  }
-  void TearDown() override {
-    if (m_node) {
-      EXPECT_EQ(m_node->log().find("killed by signal"), std::string::npos) << m_node->log();
-    }
-  }
-  [[nodiscard]] const std::string& endpoint() const { return m_node->endpoint(GetParam()); }
-  void bothStillWork(const char* after) {
-    m_hostile->expectWorks(after);
-    m_victim->check(after);
-  }
-
-  std::unique_ptr<flyt::test::StandinNode> m_node;
-  std::unique_ptr<Victim> m_victim;
-  std::unique_ptr<DriverSession> m_hostile;
-};
 
 TEST_P(HostileDriver, ForgedPointersStraddlingRangesAndOverflowingLengthsAreRefused) {
   DriverSession& h = *m_hostile;
@@ -366,7 +199,225 @@ TEST_P(HostileDriver, ForgedHandlesDevicesAndContextsAreRefused) {
   bothStillWork("forged handles");
 }
 
+TEST_P(HostileDriver, ADestroyedOrResetContextsAllocationsAreRefused) {
+  DriverSession& h = *m_hostile;
+  auto made = h.call(Method::cuCtxCreate_v4, pack(0U, std::int32_t{0}));
+  ASSERT_EQ(made.error, kOk) << made;
+  const auto context = made.result<std::uint64_t>();
+  ASSERT_EQ(h.setContext(context).error, kOk);
+  const std::uint64_t inCreated = h.alloc(4096);
+  ASSERT_EQ(h.setContext(h.context()).error, kOk);
+  const std::uint64_t inPrimary = h.alloc(4096);
+  EXPECT_EQ(h.memset(inCreated, 1, 4096).error, kOk);
+  EXPECT_EQ(h.call(Method::cuCtxDestroy_v2, pack(context)).error, kOk);
+  expectMalformed(h.memset(inCreated, 1, 4096), "a memset of an allocation its destroyed context freed");
+  expectMalformed(h.free(inCreated), "freeing an allocation its destroyed context freed");
+  expectNotMine(h.setContext(context), "the destroyed context");
+  EXPECT_EQ(h.memset(inPrimary, 1, 4096).error, kOk) << "the primary context's allocation";
+  EXPECT_EQ(h.call(Method::cuDevicePrimaryCtxReset_v2, pack(std::int32_t{0})).error, kOk);
+  expectMalformed(h.memset(inPrimary, 1, 4096), "a memset of an allocation the primary context's reset freed");
+  expectMalformed(h.read(inPrimary, 16), "a read of an allocation the primary context's reset freed");
+  // The primary's last retain: its allocations go with it unless the worker still holds it.
+  const std::uint64_t beforeRelease = h.alloc(4096);
+  EXPECT_EQ(h.call(Method::cuDevicePrimaryCtxRelease_v2, pack(std::int32_t{0})).error, kOk);
+  auto state = h.call(Method::cuDevicePrimaryCtxGetState, pack(std::int32_t{0}));
+  ASSERT_EQ(state.error, kOk) << state;
+  if (state.result<std::int32_t>(4) == 0) {
+    expectMalformed(h.memset(beforeRelease, 1, 4096), "a memset of an allocation the primary context's release freed");
+  } else {
+    EXPECT_EQ(h.memset(beforeRelease, 1, 4096).error, kOk) << "the primary context still held by the worker";
+  }
+  auto again = h.call(Method::cuDevicePrimaryCtxRetain, pack(std::int32_t{0}));
+  ASSERT_EQ(again.error, kOk) << again;
+  ASSERT_EQ(again.result<std::uint64_t>(), h.context());
+  bothStillWork("destroyed and reset contexts");
+}
+
+// ---- argument bytes ----------------------------------------------------------------------------
+
+// What an argument of each codec tag contributes to Call.args (flyt/api/codec.hpp).
+template <class Tag> constexpr std::size_t kWireBytes = 0;  // Out<T>: nothing
+template <class T> constexpr std::size_t kWireBytes<flyt::api::Val<T>> = sizeof(T);
+template <class T> constexpr std::size_t kWireBytes<flyt::api::In<T>> = sizeof(T);
+template <class T> constexpr std::size_t kWireBytes<flyt::api::InOut<T>> = sizeof(T);
+template <class... Tags> constexpr bool hasString(flyt::api::ArgList<Tags...>*) {
+  return (std::is_same_v<Tags, flyt::api::CStr> || ...);
+}
+template <class... Tags> constexpr std::size_t argBytes(flyt::api::ArgList<Tags...>*) {
+  return (std::size_t{0} + ... + kWireBytes<Tags>);
+}
+
+struct GeneratedHandler {
+  std::string_view name;
+  std::uint32_t id;
+  std::size_t argBytes;
+};
+
+template <Method M> void addGenerated(std::vector<GeneratedHandler>& out) {
+  using flyt::api::cu::Handler;
+  if constexpr (requires { typename flyt::api::cu::Spec<M>::Args; }) {
+    using Args = typename flyt::api::cu::Spec<M>::Args;
+    const auto& info = flyt::api::cu::methodInfo(M);
+    if (!hasString(static_cast<Args*>(nullptr)) && info.kind != flyt::api::cu::Kind::Local &&
+        (info.handler == Handler::Generated || info.handler == Handler::Client)) {
+      out.push_back({info.name, static_cast<std::uint32_t>(M), argBytes(static_cast<Args*>(nullptr))});
+    }
+  }
+}
+
+// Every function whose worker handler is generated from api/cuda.toml, with its argument bytes.
+std::vector<GeneratedHandler> generatedHandlers() {
+  std::vector<GeneratedHandler> out;
+#define FLYT_ADD(name, ...) addGenerated<Method::name>(out);
+  FLYT_CU_IMPLEMENTED_METHODS(FLYT_ADD)
+#undef FLYT_ADD
+  return out;
+}
+
+TEST_P(HostileDriver, TruncatedArgumentsAndTrailingBytesAreMalformed) {
+  DriverSession& h = *m_hostile;
+  const auto handlers = generatedHandlers();
+  ASSERT_GT(handlers.size(), 100U);
+  for (const auto& handler : handlers) {
+    const std::string name(handler.name);
+    if (handler.argBytes > 0) {
+      expectMalformed(h.call(handler.id, std::vector<std::byte>(handler.argBytes - 1, std::byte{0x11})),
+                      (name + " with one byte too few").c_str());
+    }
+    expectMalformed(h.call(handler.id, std::vector<std::byte>(handler.argBytes + 1, std::byte{0x11})),
+                    (name + " with a trailing byte").c_str());
+  }
+  // Hand-written handlers.
+  const std::vector<std::pair<Method, std::vector<std::byte>>> short_ = {
+      {Method::flytSetContext, pack(0U)},
+      {Method::flytGetDevices, pack(std::uint8_t{0})},
+      {Method::cuDevicePrimaryCtxRetain, pack(std::uint16_t{0})},
+      {Method::cuCtxCreate_v4, pack(0U)},
+      {Method::cuCtxDestroy_v2, pack(0U)},
+      {Method::cuMemcpyHtoD_v2, pack(std::uint64_t{0})},
+      {Method::cuMemcpyDtoH_v2, pack(std::uint64_t{0}, std::uint64_t{0}, std::uint8_t{0})},
+      {Method::cuMemcpyDtoHAsync_v2, pack(std::uint64_t{0}, std::uint64_t{0})},
+      {Method::cuMemcpy2D_v2, pack(std::uint8_t{1}, std::uint64_t{0})},
+      {Method::cuMemGetInfo_v2, pack(std::uint8_t{0})},
+      {Method::cuMemAllocPitch_v2, pack(std::uint64_t{64}, std::uint64_t{4})},
+      {Method::flytUploadImage, pack(std::uint64_t{1}, std::uint64_t{64})},
+      {Method::cuModuleLoadData, pack(std::uint64_t{1})},
+      {Method::cuModuleGetFunction, concat(pack(std::uint64_t{0x10000}, 1000U), std::vector<std::byte>(3))},
+      {Method::cuModuleGetGlobal_v2, pack(std::uint64_t{0x10000})},
+      {Method::cuMemAddressReserve, pack(std::uint64_t{2 << 20}, std::uint64_t{0}, std::uint64_t{0})},
+      {Method::cuMemMap, pack(std::uint64_t{0}, std::uint64_t{0}, std::uint64_t{0}, std::uint64_t{0})},
+      {Method::cuMemCreate, pack(std::uint64_t{2 << 20})},
+      {Method::cuGraphAddEmptyNode, pack(std::uint64_t{0})},
+      {Method::cuStreamGetCaptureInfo_v3, pack(0U)},
+  };
+  for (const auto& [method, args] : short_) {
+    expectMalformed(h.call(method, args), (std::string(flyt::api::cu::methodInfo(method).name) + " with bad arguments").c_str());
+  }
+  bothStillWork("truncated and trailing argument bytes");
+}
+
+TEST_P(HostileDriver, AddressReservationsBeyondTheAddressSpaceAreRefused) {
+  DriverSession& h = *m_hostile;
+  constexpr std::uint64_t kGranule = 2 << 20;
+  auto reserve = [&](std::uint64_t size, std::uint64_t alignment, std::uint64_t hint = 0) {
+    return h.call(Method::cuMemAddressReserve, pack(size, alignment, hint, std::uint64_t{0}));
+  };
+  // Sizes whose sum with the alignment wraps: the stand-in must not trim mappings that are not its own.
+  expectDriverSays(reserve(UINT64_MAX - kGranule + 1, 0), CUDA_ERROR_OUT_OF_MEMORY, "a reservation of 2^64 - 2 MiB");
+  expectDriverSays(reserve(UINT64_MAX - kGranule + 1, 2 * kGranule), CUDA_ERROR_OUT_OF_MEMORY,
+                   "a reservation of 2^64 - 2 MiB, 4 MiB aligned");
+  expectDriverSays(reserve(UINT64_MAX - 2 * kGranule + 1, 4 * kGranule), CUDA_ERROR_OUT_OF_MEMORY,
+                   "a reservation of 2^64 - 4 MiB, 8 MiB aligned");
+  expectDriverSays(reserve(kGranule, 1ULL << 63), CUDA_ERROR_OUT_OF_MEMORY, "an alignment of 2^63");
+  expectDriverSays(reserve(kGranule + 1, 0), CUDA_ERROR_INVALID_VALUE, "a size off the granularity");
+  // A mapping outside any reservation of the session, and one that does not fit its allocation.
+  auto reserved = reserve(2 * kGranule, 0);
+  ASSERT_EQ(reserved.error, kOk) << reserved;
+  const auto base = reserved.result<std::uint64_t>();
+  auto created = memCreate(h, kGranule);
+  ASSERT_EQ(created.error, kOk) << created;
+  const auto handle = created.result<std::uint64_t>();
+  auto map = [&](std::uint64_t at, std::uint64_t size, std::uint64_t offset) {
+    return h.call(Method::cuMemMap, pack(at, size, offset, handle, std::uint64_t{0}));
+  };
+  expectMalformed(map(kForgedPointer, kGranule, 0), "a mapping outside the session's reservations");
+  expectMalformed(map(base + kGranule, 2 * kGranule, 0), "a mapping past the reservation's end");
+  expectMalformed(map(base, kGranule, kGranule), "a mapping past the physical allocation's end");
+  expectMalformed(map(base, kGranule, UINT64_MAX - 4), "a mapping whose offset overflows");
+  EXPECT_EQ(map(base, kGranule, 0).error, kOk);
+  EXPECT_EQ(h.memset(base, 7, kGranule).error, kOk) << "the mapping is device memory of the session";
+  expectMalformed(h.memset(base, 7, kGranule + 1), "a memset past the mapping");
+  expectRefused(h.call(Method::cuMemRelease, pack(handle)), CUDA_ERROR_INVALID_VALUE, TransportStatus::OK,
+                "releasing a mapped allocation");
+  expectMalformed(h.call(Method::cuMemUnmap, pack(base, kGranule / 2)), "unmapping half a mapping");
+  EXPECT_EQ(h.call(Method::cuMemUnmap, pack(base, kGranule)).error, kOk);
+  expectMalformed(h.memset(base, 7, 16), "a memset of an unmapped range");
+  EXPECT_EQ(h.call(Method::cuMemRelease, pack(handle)).error, kOk);
+  EXPECT_EQ(h.call(Method::cuMemAddressFree, pack(base, 2 * kGranule)).error, kOk);
+  expectMalformed(h.call(Method::cuMemAddressFree, pack(base, 2 * kGranule)), "a second cuMemAddressFree");
+  bothStillWork("address reservations");
+}
+
 std::string transportName(const ::testing::TestParamInfo<std::string>& param) { return param.param; }
 INSTANTIATE_TEST_SUITE_P(Transports, HostileDriver, ::testing::Values("shm", "tcp"), transportName);
+
+// ---- the memory quota --------------------------------------------------------------------------
+
+constexpr std::uint64_t kMiB = 1 << 20;
+
+// A node whose sessions may each allocate 8 MiB of device memory.
+class HostileDriverQuota : public HostileDriver {
+ protected:
+  std::vector<std::string> nodeOptions() const override { return {"--session-memory-limit", "8MiB"}; }
+};
+
+TEST_P(HostileDriverQuota, NoAllocationPathExceedsTheSessionsMemoryLimit) {
+  DriverSession& h = *m_hostile;
+  auto info = h.call(Method::cuMemGetInfo_v2, {});
+  ASSERT_EQ(info.error, kOk) << info;
+  EXPECT_EQ(info.result<std::uint64_t>(8), 8 * kMiB) << "cuMemGetInfo's total is the limit";
+  const std::uint64_t six = h.alloc(6 * kMiB);
+  ASSERT_NE(six, 0U);
+  expectDriverSays(h.call(Method::cuMemAlloc_v2, pack(4 * kMiB)), CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc beyond the limit");
+  expectDriverSays(h.call(Method::cuMemAlloc_v2, pack(UINT64_MAX)), CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc of 2^64-1 bytes");
+  expectDriverSays(h.call(Method::cuMemAllocPitch_v2, pack(std::uint64_t{1} << 40, std::uint64_t{1} << 40, 4U)),
+                   CUDA_ERROR_OUT_OF_MEMORY, "cuMemAllocPitch whose size overflows");
+  expectDriverSays(h.call(Method::cuMemAllocPitch_v2, pack(std::uint64_t{4096}, std::uint64_t{1024}, 4U)),
+                   CUDA_ERROR_OUT_OF_MEMORY, "cuMemAllocPitch beyond the limit");
+  expectDriverSays(memCreate(h, 4 * kMiB), CUDA_ERROR_OUT_OF_MEMORY, "cuMemCreate beyond the limit");
+  // What the stand-in does not serve is not charged either.
+  for (int i = 0; i < 3; ++i) {
+    expectRefused(h.call(Method::cuMemAllocAsync, pack(kMiB, std::uint64_t{0})), CUDA_ERROR_NOT_SUPPORTED,
+                  TransportStatus::UNSUPPORTED, "cuMemAllocAsync on the stand-in");
+  }
+  // The remaining 2 MiB, once as physical memory, once as an allocation.
+  auto physical = memCreate(h, 2 * kMiB);
+  ASSERT_EQ(physical.error, kOk) << physical;
+  expectDriverSays(h.call(Method::cuMemAlloc_v2, pack(kMiB)), CUDA_ERROR_OUT_OF_MEMORY, "cuMemAlloc with the limit reached");
+  EXPECT_EQ(h.call(Method::cuMemRelease, pack(physical.result<std::uint64_t>())).error, kOk);
+  expectDriverSays(memCreate(h, kMiB), CUDA_ERROR_INVALID_VALUE, "cuMemCreate off the granularity");
+  const std::uint64_t two = h.alloc(2 * kMiB);
+  EXPECT_NE(two, 0U) << "a refused or released allocation gives its bytes back";
+  // The victim has a limit of its own.
+  const std::uint64_t victims = m_victim->session.alloc(6 * kMiB);
+  EXPECT_NE(victims, 0U);
+  EXPECT_EQ(m_victim->session.free(victims).error, kOk);
+  // A context's allocations give their bytes back when it goes.
+  EXPECT_EQ(h.free(six).error, kOk);
+  EXPECT_EQ(h.free(two).error, kOk);
+  auto made = h.call(Method::cuCtxCreate_v4, pack(0U, std::int32_t{0}));
+  ASSERT_EQ(made.error, kOk) << made;
+  ASSERT_EQ(h.setContext(made.result<std::uint64_t>()).error, kOk);
+  EXPECT_NE(h.alloc(6 * kMiB), 0U);
+  ASSERT_EQ(h.setContext(h.context()).error, kOk);
+  EXPECT_EQ(h.call(Method::cuCtxDestroy_v2, pack(made.result<std::uint64_t>())).error, kOk);
+  EXPECT_NE(h.alloc(6 * kMiB), 0U) << "after the destroyed context's 6 MiB";
+  EXPECT_EQ(h.call(Method::cuDevicePrimaryCtxReset_v2, pack(std::int32_t{0})).error, kOk);
+  EXPECT_NE(h.alloc(6 * kMiB), 0U) << "after the reset primary context's 6 MiB";
+  EXPECT_EQ(h.call(Method::cuDevicePrimaryCtxReset_v2, pack(std::int32_t{0})).error, kOk);
+  bothStillWork("the memory limit");
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, HostileDriverQuota, ::testing::Values("shm", "tcp"), transportName);
 
 }  // namespace
