@@ -797,10 +797,11 @@ def render_serve(api: Api) -> str:
             if canonical_type(a.type) == "CUdevice":
                 body.append(f"  if (auto refused = c.deviceOrdinal({where}, &{a.name})) return *refused;\n")
             calls.append(f"{a.name}.c_str()" if a.size == "cstring" else f"&{a.name}" if a.size else a.name)
+        # Before the charge: a function the worker's driver lacks must not keep the quota charged.
+        body.append(f"  if (c.driver().{e.name} == nullptr) return c.unsupported(\"{e.name}\");\n")
         if charge:
             body.append(f"  const std::uint64_t charged = {charge[1]};\n")
             body.append(f"  if (auto refused = c.reserve(\"{e.name}\", charged)) return *refused;\n")
-        body.append(f"  if (c.driver().{e.name} == nullptr) return c.unsupported(\"{e.name}\");\n")
         body.append(f"  Outcome out;\n  out.error = c.driver().{e.name}({', '.join(calls)});\n")
         for a in e.args:
             if a.role == "free":

@@ -1,5 +1,5 @@
 // A hostile client against a real flyt-node (GPU stand-in workers), over shm and over TCP. This test
-// process is the client: it opens sessions with transport::openSession and sends Envelopes built by
+// process is the client: it opens sessions by hand (raw_session.hpp) and sends Envelopes built by
 // hand (method ids from flyt/api/methods.hpp, arguments packed with api::ArgWriter as specs.hpp
 // says), so it can send what libcudart never would. For each attack it checks the answer (the CUDA
 // error and transport status the dispatcher documents), that the same session still works (a
@@ -15,7 +15,6 @@
 
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <regex>
 #include <string>
 #include <vector>
@@ -29,6 +28,7 @@
 #include "flyt/transport/region_protocol.hpp"
 #include "flyt/wire/session.capnp.h"
 #include "process_helpers.hpp"
+#include "raw_session.hpp"
 
 namespace {
 
@@ -43,108 +43,21 @@ struct Node : flyt::test::StandinNode {
   explicit Node(std::vector<std::string> env = {}) : StandinNode(FLYT_NODE_PATH, "flyt-hostile", std::move(env)) {}
 };
 
-struct BulkSpec {
-  std::uint32_t segment = flyt::wire::INLINE_SEGMENT;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-};
-
-struct Answer {
-  std::int32_t error = -1;
-  TransportStatus status = TransportStatus::DISCONNECTED;
-  std::string detail;
-  std::vector<std::byte> results;
-  std::vector<std::byte> payload;
-
-  template <class T> T result(std::size_t offset = 0) const {
-    T value{};
-    if (results.size() >= offset + sizeof(T)) std::memcpy(&value, results.data() + offset, sizeof(T));
-    return value;
-  }
-};
-
-std::ostream& operator<<(std::ostream& os, const Answer& a) {
-  return os << "cudaError " << a.error << " status " << static_cast<int>(a.status) << " (" << a.detail << ")";
-}
-
-template <class... T> std::vector<std::byte> pack(const T&... values) {
-  std::vector<std::byte> out;
-  flyt::api::ArgWriter writer(out);
-  (writer.put(values), ...);
-  return out;
-}
-std::vector<std::byte> operator+(std::vector<std::byte> a, std::span<const std::byte> b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
+using flyt::test::Answer;
+using flyt::test::BulkSpec;
+using flyt::test::concat;
+using flyt::test::expectRefused;
+using flyt::test::pack;
+using flyt::test::readFile;
 
 constexpr std::int32_t kOk = cudaSuccess;
 constexpr std::int32_t kInvalidValue = cudaErrorInvalidValue;
 
-// One session spoken by hand: one call per batch, each waiting for its reply.
-class RawSession {
+// A runtime session spoken by hand (raw_session.hpp), with the well-formed calls the checks use.
+class RuntimeSession : public flyt::test::RawSession {
  public:
-  RawSession(const std::string& endpoint, const ft::TransportConfig& config, const char* name) {
-    auto opened = ft::openSession(endpoint, config, name);
-    if (!opened) {
-      ADD_FAILURE() << name << ": " << opened.error().describe();
-      return;
-    }
-    m_session = std::move(*opened);
-  }
-  [[nodiscard]] bool open() const { return m_session.channel != nullptr; }
-  [[nodiscard]] ft::Channel& channel() { return *m_session.channel; }
-  [[nodiscard]] std::string hex() const { return fmt::format("{:016x}", m_session.sessionId); }
-  [[nodiscard]] std::uint64_t id() const { return m_session.sessionId; }
-
-  // Sends one call; the answer, or an Answer with status DISCONNECTED when the channel failed.
-  Answer call(std::uint32_t method, const std::vector<std::byte>& args, std::vector<BulkSpec> bulk = {},
-              std::span<const std::byte> payload = {}) {
-    Answer answer;
-    if (!open()) return answer;
-    auto sent = m_session.channel->send(
-        [&](capnp::MessageBuilder& builder) {
-          auto batch = builder.initRoot<flyt::wire::Envelope>().initBatch();
-          batch.setWantsReply(true);
-          auto call = batch.initCalls(1)[0];
-          call.setSequence(++m_sequence);
-          call.setMethod(method);
-          call.getArgs().setAs<capnp::Data>(
-              kj::arrayPtr(reinterpret_cast<const capnp::byte*>(args.data()), args.size()));
-          auto refs = call.initBulk(static_cast<unsigned>(bulk.size()));
-          for (unsigned i = 0; i < bulk.size(); ++i) {
-            refs[i].setSegment(bulk[i].segment);
-            refs[i].setOffset(bulk[i].offset);
-            refs[i].setLength(bulk[i].length);
-          }
-        },
-        payload);
-    if (!sent) {
-      answer.detail = sent.error().describe();
-      return answer;
-    }
-    auto incoming = m_session.channel->receive(5s);
-    if (!incoming) {
-      answer.detail = incoming.error().describe();
-      return answer;
-    }
-    auto reply = incoming->root<flyt::wire::Envelope>().getReply();
-    auto last = reply.getResults()[reply.getResults().size() - 1];
-    answer.error = last.getCudaError();
-    answer.status = last.getStatus();
-    answer.detail = last.getDetail().cStr();
-    if (last.hasResults()) {
-      auto data = last.getResults().getAs<capnp::Data>();
-      answer.results.assign(reinterpret_cast<const std::byte*>(data.begin()),
-                            reinterpret_cast<const std::byte*>(data.end()));
-    }
-    answer.payload.assign(incoming->payload().begin(), incoming->payload().end());
-    return answer;
-  }
-  Answer call(Method method, const std::vector<std::byte>& args, std::vector<BulkSpec> bulk = {},
-              std::span<const std::byte> payload = {}) {
-    return call(static_cast<std::uint32_t>(method), args, std::move(bulk), payload);
-  }
+  RuntimeSession(const std::string& endpoint, const ft::TransportConfig& config, const char* name)
+      : RawSession(endpoint, config, name) {}
 
   // ---- well-formed calls ----
   std::uint64_t malloc(std::uint64_t bytes) {
@@ -180,16 +93,12 @@ class RawSession {
     for (auto b : back.payload) ASSERT_EQ(b, std::byte{0x5a});
     EXPECT_EQ(call(Method::cudaFree, pack(buffer)).error, kOk);
   }
-
- private:
-  ft::OpenedSession m_session;
-  std::uint64_t m_sequence = 0;
 };
 
 // The well-behaved session beside the hostile one: a buffer with a known pattern, a stream and an
 // event; check() asserts they are intact and usable.
 struct Victim {
-  RawSession session;
+  RuntimeSession session;
   std::uint64_t buffer = 0, stream = 0, event = 0;
   std::vector<std::byte> pattern = std::vector<std::byte>(4096);
 
@@ -212,17 +121,8 @@ struct Victim {
   }
 };
 
-ft::TransportConfig clientConfig() {
-  ft::TransportConfig config;
-  config.regionSlots = 2;
-  config.regionSlotBytes = 64 << 10;
-  return config;
-}
+ft::TransportConfig clientConfig() { return flyt::test::smallRegionConfig(); }
 
-void expectRefused(const Answer& a, std::int32_t error, TransportStatus status, const char* what) {
-  EXPECT_EQ(a.error, error) << what << ": " << a;
-  EXPECT_EQ(a.status, status) << what << ": " << a;
-}
 void expectMalformed(const Answer& a, const char* what) {
   expectRefused(a, kInvalidValue, TransportStatus::MALFORMED, what);
 }
@@ -234,7 +134,7 @@ class HostileClient : public ::testing::TestWithParam<std::string> {
     m_node = std::make_unique<Node>();
     ASSERT_TRUE(m_node->ready()) << m_node->log();
     m_victim = std::make_unique<Victim>(endpoint(), clientConfig());
-    m_hostile = std::make_unique<RawSession>(endpoint(), clientConfig(), "hostile");
+    m_hostile = std::make_unique<RuntimeSession>(endpoint(), clientConfig(), "hostile");
     ASSERT_TRUE(m_victim->session.open() && m_hostile->open()) << m_node->log();
   }
   void TearDown() override {
@@ -251,11 +151,11 @@ class HostileClient : public ::testing::TestWithParam<std::string> {
 
   std::unique_ptr<Node> m_node;
   std::unique_ptr<Victim> m_victim;
-  std::unique_ptr<RawSession> m_hostile;
+  std::unique_ptr<RuntimeSession> m_hostile;
 };
 
 TEST_P(HostileClient, ForgedPointersStraddlingRangesAndOverflowingLengthsAreRefused) {
-  RawSession& h = *m_hostile;
+  RuntimeSession& h = *m_hostile;
   const std::uint64_t mine = h.malloc(1024);
   const std::uint64_t forged = 0x7f0000001000ULL;
   const std::vector<std::byte> bytes(64, std::byte{1});
@@ -296,7 +196,7 @@ TEST_P(HostileClient, ForgedPointersStraddlingRangesAndOverflowingLengthsAreRefu
 }
 
 TEST_P(HostileClient, TheOtherSessionsPointersStreamsAndEventsAreRefused) {
-  RawSession& h = *m_hostile;
+  RuntimeSession& h = *m_hostile;
   Victim& v = *m_victim;
   ASSERT_NE(v.buffer, 0U);
   expectMalformed(h.memset(v.buffer, 0, 16), "memset of the victim's allocation");
@@ -319,7 +219,7 @@ TEST_P(HostileClient, TheOtherSessionsPointersStreamsAndEventsAreRefused) {
 }
 
 TEST_P(HostileClient, BulkReferencesOutsideThePayloadOrRegionAreRefused) {
-  RawSession& h = *m_hostile;
+  RuntimeSession& h = *m_hostile;
   const std::uint64_t mine = h.malloc(4096);
   const std::vector<std::byte> bytes(64, std::byte{7});
   auto copyWith = [&](std::vector<BulkSpec> refs, std::uint64_t length = 64) {
@@ -354,7 +254,7 @@ TEST_P(HostileClient, BulkReferencesOutsideThePayloadOrRegionAreRefused) {
 }
 
 TEST_P(HostileClient, UnknownMethodIdsAreUnsupportedAndTheSessionGoesOn) {
-  RawSession& h = *m_hostile;
+  RuntimeSession& h = *m_hostile;
   for (std::uint32_t id : {0U, flyt::api::kMethodIdLimit, 0xffffffffU}) {
     auto a = h.call(id, pack(std::uint64_t{1}, std::uint64_t{2}));
     expectRefused(a, cudaErrorNotSupported, TransportStatus::UNSUPPORTED, "unknown method id");
@@ -365,16 +265,8 @@ TEST_P(HostileClient, UnknownMethodIdsAreUnsupportedAndTheSessionGoesOn) {
   bothStillWork("unknown method ids");
 }
 
-std::vector<std::byte> readFile(const char* path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(chars.size());
-  std::memcpy(bytes.data(), chars.data(), chars.size());
-  return bytes;
-}
-
 TEST_P(HostileClient, AbsurdLaunchGeometrySharedMemoryAndParameterBlocksAreRefused) {
-  RawSession& h = *m_hostile;
+  RuntimeSession& h = *m_hostile;
   const auto image = readFile(FLYT_HOSTILE_FATBIN);
   ASSERT_FALSE(image.empty());
   const std::uint64_t hash = flyt::api::fatbinHash(image);
@@ -384,7 +276,7 @@ TEST_P(HostileClient, AbsurdLaunchGeometrySharedMemoryAndParameterBlocksAreRefus
   const auto module = uploaded.result<std::uint64_t>();
   const std::string name = "hostile_scale";
   auto found = h.call(Method::__cudaRegisterFunction,
-                      pack(module) + std::as_bytes(std::span(name.data(), name.size())));
+                      concat(pack(module), std::as_bytes(std::span(name.data(), name.size()))));
   ASSERT_EQ(found.error, kOk) << found;
   const auto kernel = found.result<std::uint64_t>();
   ASSERT_EQ(found.result<std::uint32_t>(8), 2U);  // (float*, int)
@@ -394,7 +286,7 @@ TEST_P(HostileClient, AbsurdLaunchGeometrySharedMemoryAndParameterBlocksAreRefus
   auto launch = [&](dim3 grid, dim3 block, std::uint64_t shared, std::span<const std::byte> p,
                     std::uint64_t k = 0) {
     return h.call(Method::cudaLaunchKernel,
-                  pack(k == 0 ? kernel : k, grid, block, shared, std::uint64_t{0}) + p);
+                  concat(pack(k == 0 ? kernel : k, grid, block, shared, std::uint64_t{0}), p));
   };
   const std::span<const std::byte> twelve(params.data(), 12);
   ASSERT_EQ(launch(dim3(1), dim3(256), 0, twelve).error, kOk) << "the well-formed launch";
@@ -416,8 +308,8 @@ TEST_P(HostileClient, AbsurdLaunchGeometrySharedMemoryAndParameterBlocksAreRefus
   expectMalformed(launch(dim3(1), dim3(32), 0, huge), "a 256 KiB parameter block");
   expectMalformed(launch(dim3(1), dim3(32), 0, twelve, kernel + 100), "an unknown kernel id");
   expectMalformed(h.call(Method::cudaLaunchKernel, pack(kernel, dim3(1))), "truncated launch arguments");
-  expectMalformed(h.call(Method::cudaLaunchKernelExC, pack(kernel, dim3(2), dim3(32), std::uint64_t{0},
-                                                           std::uint64_t{0}, 0x80U, dim3(0, 0, 0)) + twelve),
+  expectMalformed(h.call(Method::cudaLaunchKernelExC, concat(pack(kernel, dim3(2), dim3(32), std::uint64_t{0},
+                                                                  std::uint64_t{0}, 0x80U, dim3(0, 0, 0)), twelve)),
                   "unknown launch flags");
   EXPECT_EQ(launch(dim3(1), dim3(256), 0, twelve).error, kOk) << "the well-formed launch, again";
   bothStillWork("absurd launches");
@@ -434,7 +326,7 @@ TEST(HostileTcpClient, OversizedFramesEndOnlyTheirSession) {
   ASSERT_TRUE(node.ready()) << node.log();
   Victim victim(node.tcp, clientConfig());
   ASSERT_TRUE(victim.session.open());
-  auto ended = [&](RawSession& s, const std::string& why) {
+  auto ended = [&](RuntimeSession& s, const std::string& why) {
     EXPECT_TRUE(eventually(
         [&] {
           const std::string log = node.log();
@@ -446,7 +338,7 @@ TEST(HostileTcpClient, OversizedFramesEndOnlyTheirSession) {
         << node.log();
   };
   {
-    RawSession big(node.tcp, clientConfig(), "hostile");  // the client's own limits are the defaults
+    RuntimeSession big(node.tcp, clientConfig(), "hostile");  // the client's own limits are the defaults
     const std::vector<std::byte> args(128 << 10);
     auto a = big.call(Method::cudaMalloc, args);
     EXPECT_EQ(a.status, TransportStatus::DISCONNECTED) << a;
@@ -454,7 +346,7 @@ TEST(HostileTcpClient, OversizedFramesEndOnlyTheirSession) {
   }
   victim.check("an oversized message");
   {
-    RawSession big(node.tcp, clientConfig(), "hostile");
+    RuntimeSession big(node.tcp, clientConfig(), "hostile");
     const std::vector<std::byte> payload(2 << 20);
     auto a = big.call(Method::cudaMemcpy, pack(std::uint64_t{0}, std::uint64_t{payload.size()},
                                               std::int32_t{cudaMemcpyHostToDevice}),
@@ -463,7 +355,7 @@ TEST(HostileTcpClient, OversizedFramesEndOnlyTheirSession) {
     ended(big, "payload length 2097152 exceeds the 1048576-byte limit");
   }
   victim.check("an oversized payload");
-  RawSession fresh(node.tcp, clientConfig(), "after");
+  RuntimeSession fresh(node.tcp, clientConfig(), "after");
   ASSERT_TRUE(fresh.open()) << node.log();
   fresh.expectWorks("a new session after the oversized frames");
   EXPECT_EQ(node.log().find("killed by signal"), std::string::npos) << node.log();

@@ -154,12 +154,13 @@ std::vector<std::string> shmFiles(const std::string& prefix) {
   return names;
 }
 
-StandinNode::StandinNode(const std::string& nodePath, const std::string& prefix, std::vector<std::string> env) {
+StandinNode::StandinNode(const std::string& nodePath, const std::string& prefix, std::vector<std::string> env,
+                         std::vector<std::string> options) {
   static std::atomic<int> counter{0};
   const std::string name = prefix + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  process = std::make_unique<Process>(
-      std::vector<std::string>{nodePath, "--shm", name, "--tcp", "127.0.0.1:0", "--executor", "standin", "--log", "info"},
-      std::move(env));
+  std::vector<std::string> argv{nodePath, "--shm", name, "--tcp", "127.0.0.1:0", "--executor", "standin", "--log", "info"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  process = std::make_unique<Process>(std::move(argv), std::move(env));
 }
 
 bool StandinNode::ready() {

@@ -63,12 +63,14 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 [[nodiscard]] std::vector<std::string> shmFiles(const std::string& prefix);
 
 // A flyt-node (FLYT_NODE_PATH) on the GPU stand-in with a private shm name and a loopback TCP port,
-// for tests that speak the protocol themselves. ready() waits for its "serving" line.
+// for tests that speak the protocol themselves; `options` are more flyt-node options (e.g.
+// --session-memory-limit). ready() waits for its "serving" line.
 struct StandinNode {
   std::string shm, tcp;
   std::unique_ptr<Process> process;
 
-  StandinNode(const std::string& nodePath, const std::string& prefix, std::vector<std::string> env = {});
+  StandinNode(const std::string& nodePath, const std::string& prefix, std::vector<std::string> env = {},
+              std::vector<std::string> options = {});
   [[nodiscard]] bool ready();
   [[nodiscard]] std::string log() const { return process->stderrText(); }
   [[nodiscard]] const std::string& endpoint(const std::string& transport) const {

@@ -28,6 +28,7 @@ struct CallInput {
 // The launch configuration of cuLaunchKernel(Ex), cuOccupancyMaxActiveClusters and kernel graph
 // nodes, decoded and its handles translated (serve_modules.cpp; the wire format is launch.cpp's).
 struct LaunchConfig {
+  std::uint64_t functionId = 0;  // the id the call named
   CUfunction function{};
   std::uint32_t dims[6] = {};
   std::uint32_t sharedBytes = 0;
@@ -52,8 +53,10 @@ struct LaunchConfig {
 // {u64 function, u32 grid x y z, block x y z, u32 shared bytes, u64 stream} [+ attributes when
 // `extended`]
 std::optional<Outcome> readConfig(ServeContext& c, CallInput in, const char* name, bool extended, LaunchConfig& config);
-// {u32 bytes, bytes}: a packed parameter block.
-std::optional<Outcome> readBlock(ServeContext& c, CallInput in, const char* name, std::vector<std::byte>& block);
+// {u32 bytes, bytes}: a packed parameter block, at least as long as the function's parameters
+// where their layout is known (ServeContext::paramBytes).
+std::optional<Outcome> readBlock(ServeContext& c, CallInput in, const char* name, const LaunchConfig& config,
+                                 std::vector<std::byte>& block);
 
 // serve_contexts.cpp
 Outcome serveGetDevices(ServeContext& c, CallInput in);

@@ -19,6 +19,20 @@ std::uint64_t HandleTable::add(HandleKind kind, std::uint64_t real) {
   return id;
 }
 
+void HandleTable::forget(std::uint64_t id) {
+  auto it = m_byId.find(id);
+  if (it == m_byId.end()) return;
+  m_byReal.erase({it->second.kind, it->second.real});
+  m_byId.erase(it);
+  if (m_onForget) m_onForget(id);
+  std::vector<std::uint64_t> children;
+  for (auto owned = m_owned.lower_bound({id, 0}); owned != m_owned.end() && owned->first == id;) {
+    children.push_back(owned->second);
+    owned = m_owned.erase(owned);
+  }
+  for (std::uint64_t child : children) forget(child);
+}
+
 std::uint64_t HandleTable::realOf(std::uint64_t id, HandleKind kind) const {
   auto it = m_byId.find(id);
   return it == m_byId.end() || it->second.kind != kind ? 0 : it->second.real;
@@ -32,6 +46,32 @@ std::optional<Outcome> HandleTable::refuse(const char* function, const char* arg
   out.detail = fmt::format("{}: {} {:#x} is not a {} of this session", function, argument, id, api::cu::name(kind));
   log().warn("session {:016x}: refused {}", m_sessionId, out.detail);
   return out;
+}
+
+void ServeContext::allocated(CUdeviceptr base, std::uint64_t bytes) {
+  m_allocations.add(pointer(base), bytes);
+  CUcontext current{};
+  if (m_driver.cuCtxGetCurrent == nullptr || m_driver.cuCtxGetCurrent(&current) != CUDA_SUCCESS) current = nullptr;
+  m_allocationContexts[base] = current;
+}
+
+void ServeContext::contextGone(CUcontext context) {
+  if (context == nullptr) return;
+  for (auto it = m_allocationContexts.begin(); it != m_allocationContexts.end();) {
+    if (it->second != context) {
+      ++it;
+      continue;
+    }
+    m_quota->release(m_allocations.take(pointer(it->first)));
+    it = m_allocationContexts.erase(it);
+  }
+}
+
+void ServeContext::forgetGlobalsOf(std::uint64_t owner) {
+  for (auto it = m_globalOwners.lower_bound({owner, 0}); it != m_globalOwners.end() && it->first == owner;) {
+    m_globals.remove(pointer(it->second));
+    it = m_globalOwners.erase(it);
+  }
 }
 
 Outcome ServeContext::malformed(std::string detail) const {

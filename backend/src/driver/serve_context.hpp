@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <optional>
@@ -83,13 +84,20 @@ class HandleTable {
     *real = fromRaw<H>(it->second.real);
     return std::nullopt;
   }
+  // Forgets `id` and, with it, every object it owns (own()), recursively.
   template <class H>
   void destroy(H id) {
-    auto it = m_byId.find(raw(id));
-    if (it == m_byId.end()) return;
-    m_byReal.erase({it->second.kind, it->second.real});
-    m_byId.erase(it);
+    forget(raw(id));
   }
+  // `child` goes when `owner` is destroyed: the driver frees a module's functions with the module,
+  // a library's kernels (and their functions) with the library.
+  template <class C, class O>
+  void own(C child, O owner) {
+    if (raw(child) != 0 && raw(owner) != 0) m_owned.emplace(raw(owner), raw(child));
+  }
+  // `forgotten` is called with every id destroy() forgets, the owned ones included (ServeContext
+  // drops what it keeps about the id: a module's globals, a function's parameter size).
+  void setOnForget(std::function<void(std::uint64_t)> forgotten) { m_onForget = std::move(forgotten); }
   // The object `id` names if it is of `kind` (0 when not).
   [[nodiscard]] std::uint64_t realOf(std::uint64_t id, HandleKind kind) const;
 
@@ -115,6 +123,7 @@ class HandleTable {
     }
   }
   std::uint64_t add(HandleKind kind, std::uint64_t real);
+  void forget(std::uint64_t id);
   std::optional<Outcome> refuse(const char* function, const char* argument, std::uint64_t id, HandleKind kind) const;
 
   std::uint64_t m_sessionId;
@@ -122,6 +131,8 @@ class HandleTable {
   std::uint64_t m_next = 0x10000;
   std::map<std::uint64_t, Entry> m_byId;
   std::map<std::pair<HandleKind, std::uint64_t>, std::uint64_t> m_byReal;
+  std::set<std::pair<std::uint64_t, std::uint64_t>> m_owned;  // {owner, child}
+  std::function<void(std::uint64_t)> m_onForget;
 };
 
 // A session's SM share as the driver cut applies it (driver_session.cpp).
@@ -150,7 +161,14 @@ class ServeContext {
   ServeContext(const api::cu::DriverTable& driver, std::uint64_t sessionId, std::shared_ptr<MemoryQuota> quota,
                int deviceCount)
       : m_driver(driver), m_sessionId(sessionId), m_handles(sessionId), m_quota(std::move(quota)),
-        m_deviceCount(deviceCount) {}
+        m_deviceCount(deviceCount) {
+    m_handles.setOnForget([this](std::uint64_t id) {
+      forgetGlobalsOf(id);
+      paramBytes.erase(id);
+    });
+  }
+  ServeContext(const ServeContext&) = delete;
+  ServeContext& operator=(const ServeContext&) = delete;
 
   [[nodiscard]] const api::cu::DriverTable& driver() const { return m_driver; }
   [[nodiscard]] HandleTable& handles() { return m_handles; }
@@ -170,16 +188,21 @@ class ServeContext {
   // Charges `bytes` to the quota; a refusal (CUDA_ERROR_OUT_OF_MEMORY) when they do not fit.
   std::optional<Outcome> reserve(const char* function, std::uint64_t bytes);
   void unreserve(std::uint64_t bytes) { m_quota->release(bytes); }
-  void allocated(CUdeviceptr base, std::uint64_t bytes) {
-    m_allocations.add(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
-  }
+  // A new allocation, made in the current context (which frees it when it goes: contextGone()).
+  void allocated(CUdeviceptr base, std::uint64_t bytes);
   // Forgets the allocation and gives its bytes back to the quota.
   void released(CUdeviceptr base) {
+    m_allocationContexts.erase(base);
     m_quota->release(m_allocations.take(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base))));
   }
-  // A module's global variable: the session may name it (not charged: it is the module's image).
-  void addGlobal(CUdeviceptr base, std::uint64_t bytes) {
+  // The driver freed what `context` held (destroyed, reset, or its last retain released): its
+  // allocations are forgotten and their bytes given back to the quota.
+  void contextGone(CUcontext context);
+  // A global variable of the module or library `owner` (an id): the session may name it until the
+  // owner is unloaded (not charged: it is the module's image).
+  void addGlobal(CUdeviceptr base, std::uint64_t bytes, std::uint64_t owner) {
     m_globals.add(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
+    m_globalOwners.emplace(owner, base);
   }
   // A range of a reservation mapped to physical memory (cuMemMap): the session may name it (the
   // physical memory is what is charged). Returns false when it overlaps a mapping.
@@ -201,12 +224,15 @@ class ServeContext {
   }
 
   // ---- state of the hand-written handlers ----
-  // Images being uploaded or uploaded (flytUploadImage), by hash.
+  // Images being uploaded or uploaded (flytUploadImage), by hash: the bytes received so far, in
+  // order, of an image of `total` bytes.
   struct Image {
     std::vector<std::byte> bytes;
-    std::uint64_t received = 0;
+    std::uint64_t total = 0;
   };
   std::map<std::uint64_t, Image> images;
+  // The parameter bytes of functions and kernels whose layout the driver gave, by id.
+  std::map<std::uint64_t, std::uint32_t> paramBytes;
   // The primary contexts the session holds one real retain of, by device.
   std::map<CUdevice, CUcontext> retainedPrimaries;
   // An SM share without MPS: device 0's "primary context" is this green context of the granted SMs
@@ -237,13 +263,17 @@ class ServeContext {
   PinnedBuffer* replyStaging = nullptr;
 
  private:
+  void forgetGlobalsOf(std::uint64_t owner);
+
   const api::cu::DriverTable& m_driver;
   std::uint64_t m_sessionId;
   HandleTable m_handles;
   std::shared_ptr<MemoryQuota> m_quota;
   int m_deviceCount;
   AllocationTable m_allocations;
+  std::map<CUdeviceptr, CUcontext> m_allocationContexts;  // the context each allocation was made in
   AllocationTable m_globals;
+  std::set<std::pair<std::uint64_t, CUdeviceptr>> m_globalOwners;  // {module or library id, base}
   AllocationTable m_mappings;
 };
 

@@ -113,17 +113,29 @@ Outcome servePrimaryRetain(ServeContext& c, CallInput in) {
   return out;
 }
 
+// The primary context goes when its last retain does (the worker may hold one of its own, for
+// registered host memory): then so do the session's allocations in it.
 Outcome servePrimaryRelease(ServeContext& c, CallInput in) {
   CUdevice device = 0;
   if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxRelease_v2", device)) return *refused;
   Outcome out;
-  const bool green = device == 0 && c.green;
-  if (c.retainedPrimaries.erase(device) == 1 && !green) out.error = c.driver().cuDevicePrimaryCtxRelease_v2(device);
+  auto held = c.retainedPrimaries.find(device);
+  if (held == c.retainedPrimaries.end()) return out;
+  const CUcontext primary = held->second;
+  c.retainedPrimaries.erase(held);
+  if (device == 0 && c.green) return out;  // the session's green context lives as long as the session
+  if ((out.error = c.driver().cuDevicePrimaryCtxRelease_v2(device)) != CUDA_SUCCESS) return out;
+  unsigned flags = 0;
+  int active = 1;
+  if (c.driver().cuDevicePrimaryCtxGetState == nullptr ||
+      c.driver().cuDevicePrimaryCtxGetState(device, &flags, &active) != CUDA_SUCCESS || active == 0) {
+    c.contextGone(primary);
+  }
   return out;
 }
 
-// Everything the session had in the context is gone with it.
-// TODO(issue 12): per-device allocation tables; a reset releases the whole session's quota today.
+// Everything the session had in the context is gone with it. A primary context the session holds
+// no retain of holds none of its allocations: only a retain gives the session its id.
 Outcome servePrimaryReset(ServeContext& c, CallInput in) {
   CUdevice device = 0;
   if (auto refused = readDevice(c, in, "cuDevicePrimaryCtxReset_v2", device)) return *refused;
@@ -138,6 +150,9 @@ Outcome servePrimaryReset(ServeContext& c, CallInput in) {
     return out;
   }
   out.error = c.driver().cuDevicePrimaryCtxReset_v2(device);
+  if (auto held = c.retainedPrimaries.find(device); out.error == CUDA_SUCCESS && held != c.retainedPrimaries.end()) {
+    c.contextGone(held->second);
+  }
   return out;
 }
 
@@ -183,10 +198,14 @@ Outcome serveContextDestroy(ServeContext& c, CallInput in) {
     if ((out.error = c.driver().cuGreenCtxDestroy(green->second)) == CUDA_SUCCESS) {
       c.greenCreated.erase(green);
       c.handles().destroy(context);
+      c.contextGone(real);
     }
     return out;
   }
-  if ((out.error = c.driver().cuCtxDestroy_v2(real)) == CUDA_SUCCESS) c.handles().destroy(context);
+  if ((out.error = c.driver().cuCtxDestroy_v2(real)) == CUDA_SUCCESS) {
+    c.handles().destroy(context);
+    c.contextGone(real);
+  }
   return out;
 }
 

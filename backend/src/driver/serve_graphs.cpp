@@ -66,7 +66,7 @@ struct KernelNode {
 
 std::optional<Outcome> readKernel(ServeContext& c, CallInput in, const char* name, KernelNode& node) {
   if (auto refused = readConfig(c, in, name, false, node.config)) return refused;
-  if (auto refused = readBlock(c, in, name, node.block)) return refused;
+  if (auto refused = readBlock(c, in, name, node.config, node.block)) return refused;
   if (!in.args.exhausted()) return c.malformed(fmt::format("{}: trailing arguments", name));
   return std::nullopt;
 }

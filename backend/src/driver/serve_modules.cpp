@@ -1,10 +1,13 @@
 // Images, modules and libraries, their functions, kernels and globals, and launches
 // (interpose/driver/modules.cpp and launch.cpp are the other side).
 //
-// An image is uploaded once per session in chunks and loaded by its hash, which is checked
-// against the bytes before the driver sees them. A function's or kernel's parameter layout is read
+// An image is uploaded once per session in chunks, in order, and loaded by its hash, which is
+// checked against the bytes before the driver sees them; the worker holds only the bytes that
+// arrived, never the size a chunk announces. A function's or kernel's parameter layout is read
 // from the driver (cuFuncGetParamInfo / cuKernelGetParamInfo) and returned with its lookup.
-// Launches pass the packed parameter block to the driver as CU_LAUNCH_PARAM_BUFFER_POINTER.
+// Launches pass the packed parameter block to the driver as CU_LAUNCH_PARAM_BUFFER_POINTER, never
+// shorter than the layout. A module's functions, a library's kernels, their functions and the
+// globals of either are forgotten when it is unloaded (HandleTable::own).
 #include "flyt/api/fatbin.hpp"
 #include "handlers.hpp"
 
@@ -20,7 +23,8 @@ using ParamInfo = CUresult (*)(void*, std::size_t, std::size_t*, std::size_t*);
 // {u32 count, u32 bytes, count x {u32 offset, u32 size}}, or kUnknownLayout where the driver cannot say.
 // A kernel looked up while no context is current cannot say (its library is loaded into a context
 // lazily): the layout is then unknown, and the client asks again at the launch (flytGetParamLayout).
-void writeLayout(ServeContext& c, api::ArgWriter& writer, ParamInfo info, void* handle) {
+// A known layout's byte count is kept for `id`, whose launches must carry at least that many.
+void writeLayout(ServeContext& c, api::ArgWriter& writer, ParamInfo info, void* handle, std::uint64_t id) {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> params;
   std::uint32_t bytes = 0;
   bool known = info != nullptr;
@@ -45,7 +49,11 @@ void writeLayout(ServeContext& c, api::ArgWriter& writer, ParamInfo info, void* 
   }
   writer.put(known ? static_cast<std::uint32_t>(params.size()) : kUnknownLayout);
   writer.put(bytes);
-  if (!known) return;
+  if (!known) {
+    c.paramBytes.erase(id);
+    return;
+  }
+  c.paramBytes[id] = bytes;
   for (const auto& [offset, size] : params) {
     writer.put(offset);
     writer.put(size);
@@ -82,13 +90,18 @@ Outcome serveUploadImage(ServeContext& c, CallInput in) {
     return c.malformed("flytUploadImage: bad arguments");
   }
   if (total == 0 || total > api::kMaxFatbinBytes) return c.malformed(fmt::format("flytUploadImage: an image of {} bytes", total));
-  auto& image = c.images[hash];
-  if (image.bytes.empty()) image.bytes.resize(total);
-  if (image.bytes.size() != total || offset > total || in.bulk.size() > total - offset) {
-    return c.malformed(fmt::format("flytUploadImage: chunk {}+{} of an image of {} bytes", offset, in.bulk.size(), total));
+  if (in.bulk.empty()) return c.malformed("flytUploadImage: an empty chunk");
+  auto found = c.images.find(hash);
+  // A chunk at offset 0 starts the image (again: an upload the client repeats after a failure).
+  const std::uint64_t expected = offset == 0 || found == c.images.end() ? 0 : found->second.bytes.size();
+  if ((found != c.images.end() && offset != 0 && found->second.total != total) || offset != expected ||
+      in.bulk.size() > total - offset) {
+    return c.malformed(fmt::format("flytUploadImage: chunk {}+{} of an image of {} bytes, {} expected next", offset,
+                                   in.bulk.size(), total, expected));
   }
-  std::copy(in.bulk.begin(), in.bulk.end(), image.bytes.begin() + static_cast<std::ptrdiff_t>(offset));
-  image.received += in.bulk.size();
+  auto& image = c.images[hash];
+  if (offset == 0) image = ServeContext::Image{{}, total};
+  image.bytes.insert(image.bytes.end(), in.bulk.begin(), in.bulk.end());
   return {};
 }
 
@@ -97,7 +110,7 @@ Outcome serveLoadImage(ServeContext& c, CallInput in, bool library) {
   std::uint64_t hash = 0, bytes = 0;
   if (!in.args.get(hash) || !in.args.get(bytes) || !in.args.exhausted()) return c.malformed(fmt::format("{}: bad arguments", function));
   auto it = c.images.find(hash);
-  if (it == c.images.end() || it->second.bytes.size() != bytes || it->second.received < bytes ||
+  if (it == c.images.end() || it->second.bytes.size() != bytes || it->second.total != bytes ||
       api::fatbinHash(it->second.bytes) != hash) {
     return c.malformed(fmt::format("{}: image {:016x} was not uploaded whole", function, hash));
   }
@@ -125,9 +138,12 @@ Outcome serveGetFunction(ServeContext& c, CallInput in) {
   Outcome out;
   CUfunction function{};
   if ((out.error = c.driver().cuModuleGetFunction(&function, real, name.c_str())) != CUDA_SUCCESS) return out;
+  const CUfunction id = c.handles().lookup(HandleKind::function, function);
+  c.handles().own(id, module);
   api::ArgWriter writer(out.results);
-  writer.put(c.handles().lookup(HandleKind::function, function));
-  writeLayout(c, writer, c.driver().cuFuncGetParamInfo ? erased(c.driver().cuFuncGetParamInfo) : nullptr, function);
+  writer.put(id);
+  writeLayout(c, writer, c.driver().cuFuncGetParamInfo ? erased(c.driver().cuFuncGetParamInfo) : nullptr, function,
+              reinterpret_cast<std::uint64_t>(id));
   return out;
 }
 
@@ -139,9 +155,9 @@ Outcome serveParamLayout(ServeContext& c, CallInput in) {
   api::ArgWriter writer(out.results);
   const auto& d = c.driver();
   if (const std::uint64_t function = c.handles().realOf(id, HandleKind::function); function != 0) {
-    writeLayout(c, writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, reinterpret_cast<void*>(function));
+    writeLayout(c, writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, reinterpret_cast<void*>(function), id);
   } else if (const std::uint64_t kernel = c.handles().realOf(id, HandleKind::kernel); kernel != 0) {
-    writeLayout(c, writer, d.cuKernelGetParamInfo ? erased(d.cuKernelGetParamInfo) : nullptr, reinterpret_cast<void*>(kernel));
+    writeLayout(c, writer, d.cuKernelGetParamInfo ? erased(d.cuKernelGetParamInfo) : nullptr, reinterpret_cast<void*>(kernel), id);
   } else {
     return c.malformed(fmt::format("{}: {:#x} is no function or kernel of this session", kName, id));
   }
@@ -179,9 +195,12 @@ Outcome serveEnumerateFunctions(ServeContext& c, CallInput in) {
       out.results.clear();
       return out;
     }
-    writer.put(c.handles().lookup(HandleKind::function, function));
+    const CUfunction id = c.handles().lookup(HandleKind::function, function);
+    c.handles().own(id, module);
+    writer.put(id);
     writer.putString(name);
-    writeLayout(c, writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, function);
+    writeLayout(c, writer, d.cuFuncGetParamInfo ? erased(d.cuFuncGetParamInfo) : nullptr, function,
+                reinterpret_cast<std::uint64_t>(id));
   }
   return out;
 }
@@ -196,9 +215,12 @@ Outcome serveGetKernel(ServeContext& c, CallInput in) {
   Outcome out;
   CUkernel kernel{};
   if ((out.error = c.driver().cuLibraryGetKernel(&kernel, real, name.c_str())) != CUDA_SUCCESS) return out;
+  const CUkernel id = c.handles().lookup(HandleKind::kernel, kernel);
+  c.handles().own(id, library);
   api::ArgWriter writer(out.results);
-  writer.put(c.handles().lookup(HandleKind::kernel, kernel));
-  writeLayout(c, writer, c.driver().cuKernelGetParamInfo ? erased(c.driver().cuKernelGetParamInfo) : nullptr, kernel);
+  writer.put(id);
+  writeLayout(c, writer, c.driver().cuKernelGetParamInfo ? erased(c.driver().cuKernelGetParamInfo) : nullptr, kernel,
+              reinterpret_cast<std::uint64_t>(id));
   return out;
 }
 
@@ -211,11 +233,17 @@ Outcome serveKernelFunction(ServeContext& c, CallInput in) {
   Outcome out;
   CUfunction function{};
   if ((out.error = c.driver().cuKernelGetFunction(&function, real)) != CUDA_SUCCESS) return out;
-  api::ArgWriter(out.results).put(c.handles().lookup(HandleKind::function, function));
+  const CUfunction id = c.handles().lookup(HandleKind::function, function);
+  c.handles().own(id, kernel);
+  if (auto known = c.paramBytes.find(reinterpret_cast<std::uint64_t>(kernel)); known != c.paramBytes.end()) {
+    c.paramBytes[reinterpret_cast<std::uint64_t>(id)] = known->second;
+  }
+  api::ArgWriter(out.results).put(id);
   return out;
 }
 
-// A module's or library's global: its range becomes one the session may copy to and from.
+// A module's or library's global: its range becomes one the session may copy to and from, until
+// the module or library is unloaded.
 Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library) {
   const char* function = library ? "cuLibraryGetGlobal" : "cuModuleGetGlobal_v2";
   std::uint64_t owner = 0;
@@ -235,7 +263,7 @@ Outcome serveGetGlobal(ServeContext& c, CallInput in, bool library) {
     out.error = c.driver().cuModuleGetGlobal_v2(&address, &bytes, real, name.c_str());
   }
   if (out.error != CUDA_SUCCESS) return out;
-  c.addGlobal(address, bytes);
+  c.addGlobal(address, bytes, owner);
   api::ArgWriter writer(out.results);
   writer.put(address);
   writer.put(bytes);
@@ -264,15 +292,22 @@ std::optional<Outcome> readConfig(ServeContext& c, CallInput in, const char* nam
     }
   }
   if (auto refused = c.handles().use(name, "f", function, {HandleKind::function, HandleKind::kernel}, &config.function)) return refused;
+  config.functionId = reinterpret_cast<std::uint64_t>(function);
   if (config.function == nullptr) return c.malformed(fmt::format("{}: a null function", name));
   return c.handles().use(name, "hStream", stream, {HandleKind::stream}, &config.stream);
 }
 
-std::optional<Outcome> readBlock(ServeContext& c, CallInput in, const char* name, std::vector<std::byte>& block) {
+std::optional<Outcome> readBlock(ServeContext& c, CallInput in, const char* name, const LaunchConfig& config,
+                                 std::vector<std::byte>& block) {
   std::uint32_t blockBytes = 0;
   std::span<const std::byte> bytes;
   if (!in.args.get(blockBytes) || blockBytes > kMaxParamBytes || !in.args.getBytes(blockBytes, bytes)) {
     return c.malformed(fmt::format("{}: bad parameter block", name));
+  }
+  // The driver would read the kernel's parameters past the end of a shorter block.
+  if (auto known = c.paramBytes.find(config.functionId); known != c.paramBytes.end() && blockBytes < known->second) {
+    return c.malformed(fmt::format("{}: a {}-byte parameter block for a function that takes {}", name, blockBytes,
+                                   known->second));
   }
   block.assign(bytes.begin(), bytes.end());
   return std::nullopt;
@@ -297,7 +332,7 @@ Outcome serveLaunch(ServeContext& c, CallInput in, bool extended) {
   if (auto refused = readConfig(c, in, name, extended, config)) return *refused;
   // The driver copies the block before it returns.
   std::vector<std::byte> copy;
-  if (auto refused = readBlock(c, in, name, copy)) return *refused;
+  if (auto refused = readBlock(c, in, name, config, copy)) return *refused;
   if (!in.args.exhausted()) return c.malformed(fmt::format("{}: trailing arguments", name));
   std::size_t size = copy.size();
   void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, copy.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};

@@ -163,6 +163,10 @@ class Registry {
     return it == m_objects.end() ? nullptr : it->second.get();
   }
   bool erase(const void* handle) { return m_objects.erase(handle) == 1; }
+  template <class Use>
+  void forEach(Use&& use) const {
+    for (const auto& [handle, object] : m_objects) use(*object);
+  }
 
  private:
   std::map<const void*, std::unique_ptr<T>> m_objects;
@@ -549,6 +553,9 @@ CUresult memAddressReserve(CUdeviceptr* ptr, std::size_t size, std::size_t align
     return CUDA_ERROR_INVALID_VALUE;
   }
   const std::size_t align = std::max(alignment, kGranularity);
+  // More address space than exists; size + align below would wrap, and the trimming munmaps
+  // would then cut into the process's own mappings.
+  if (size > SIZE_MAX - align) return CUDA_ERROR_OUT_OF_MEMORY;
   std::uintptr_t base = 0;
   if (hint != 0 && hint % align == 0) {
     void* at = ::mmap(reinterpret_cast<void*>(hint), size, PROT_NONE,
@@ -1418,35 +1425,46 @@ struct Dims {
   unsigned int x, y, z;
 };
 
-// Checked as the driver would, then dropped: kernels are not executed.
-CUresult launch(CUfunction function, Dims grid, Dims block) {
+// The device's limits (the attributes it answers) a launch must keep to.
+constexpr Dims kMaxGrid{2147483647U, 65535U, 65535U};
+constexpr Dims kMaxBlock{1024U, 1024U, 64U};
+
+// Checked as the driver would (geometry within the device's limits, dynamic shared memory within
+// the kernel's CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES), then dropped: kernels are not
+// executed.
+CUresult launch(CUfunction function, Dims grid, Dims block, unsigned int sharedBytes) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 || block.z == 0 ||
+      grid.x > kMaxGrid.x || grid.y > kMaxGrid.y || grid.z > kMaxGrid.z || block.x > kMaxBlock.x ||
+      block.y > kMaxBlock.y || block.z > kMaxBlock.z ||
       std::uint64_t{block.x} * block.y * block.z > kMaxThreadsPerBlock) {
     return CUDA_ERROR_INVALID_VALUE;
   }
   return withFunction(function, [&](Function& found) {
-    log().debug("stand-in: launch {} grid ({},{},{}) block ({},{},{}), kernels are not executed", found.name,
-                grid.x, grid.y, grid.z, block.x, block.y, block.z);
+    if (sharedBytes > static_cast<unsigned>(found.attributes[CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES])) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    log().debug("stand-in: launch {} grid ({},{},{}) block ({},{},{}), {} shared bytes, kernels are not executed",
+                found.name, grid.x, grid.y, grid.z, block.x, block.y, block.z, sharedBytes);
     return CUDA_SUCCESS;
   });
 }
 
 CUresult launchKernel(CUfunction function, unsigned int gridX, unsigned int gridY, unsigned int gridZ,
-                      unsigned int blockX, unsigned int blockY, unsigned int blockZ, unsigned int, CUstream,
-                      void**, void**) {
-  return launch(function, {gridX, gridY, gridZ}, {blockX, blockY, blockZ});
+                      unsigned int blockX, unsigned int blockY, unsigned int blockZ, unsigned int sharedBytes,
+                      CUstream, void**, void**) {
+  return launch(function, {gridX, gridY, gridZ}, {blockX, blockY, blockZ}, sharedBytes);
 }
 
 CUresult launchCooperativeKernel(CUfunction function, unsigned int gridX, unsigned int gridY, unsigned int gridZ,
-                                 unsigned int blockX, unsigned int blockY, unsigned int blockZ, unsigned int,
-                                 CUstream, void**) {
-  return launch(function, {gridX, gridY, gridZ}, {blockX, blockY, blockZ});
+                                 unsigned int blockX, unsigned int blockY, unsigned int blockZ,
+                                 unsigned int sharedBytes, CUstream, void**) {
+  return launch(function, {gridX, gridY, gridZ}, {blockX, blockY, blockZ}, sharedBytes);
 }
 
 CUresult launchKernelEx(const CUlaunchConfig* config, CUfunction function, void**, void**) {
   if (config == nullptr) return CUDA_ERROR_INVALID_VALUE;
   return launch(function, {config->gridDimX, config->gridDimY, config->gridDimZ},
-                {config->blockDimX, config->blockDimY, config->blockDimZ});
+                {config->blockDimX, config->blockDimY, config->blockDimZ}, config->sharedMemBytes);
 }
 
 // Blocks per SM limited by threads and by the block limit only.
@@ -1474,6 +1492,7 @@ struct GraphNode {
   enum class Kind { kKernel, kMemset, kMemcpy, kEmpty } kind = Kind::kEmpty;
   CUfunction function = nullptr;
   Dims grid{}, block{};
+  unsigned int sharedBytes = 0;
   CUDA_MEMSET_NODE_PARAMS memset{};
   CUDA_MEMCPY3D copy{};
 };
@@ -1539,6 +1558,7 @@ CUresult kernelNode(const CUDA_KERNEL_NODE_PARAMS* p, GraphNode& node) {
   node.function = p->func != nullptr ? p->func : reinterpret_cast<CUfunction>(p->kern);
   node.grid = {p->gridDimX, p->gridDimY, p->gridDimZ};
   node.block = {p->blockDimX, p->blockDimY, p->blockDimZ};
+  node.sharedBytes = p->sharedMemBytes;
   return withFunction(node.function, [](Function&) { return CUDA_SUCCESS; });
 }
 
@@ -1620,14 +1640,44 @@ CUresult graphExecKernelNodeSetParams(CUgraphExec exec, CUgraphNode node, const 
   return CUDA_SUCCESS;
 }
 
-// The worker checked every node's ranges when it was added.
+// Whether [address, address + bytes) lies in memory the stand-in handed out and still holds (an
+// allocation, a mapping, a module's variable), as a GPU's MMU would have it.
+bool held(CUdeviceptr address, std::size_t bytes) {
+  auto inside = [&](std::uintptr_t base, std::size_t size) {
+    return address >= base && address - base <= size && bytes <= size - (address - base);
+  };
+  {
+    auto& s = state();
+    std::scoped_lock lock(s.mutex);
+    if (auto after = s.allocations.upper_bound(address);
+        after != s.allocations.begin() && inside(std::prev(after)->first, std::prev(after)->second.bytes)) {
+      return true;
+    }
+    bool global = false;
+    s.modules.forEach([&](const Module& module) {
+      for (const auto& [name, storage] : module.globals) {
+        global = global || inside(reinterpret_cast<std::uintptr_t>(storage.get()), module.globalSizes.at(name));
+      }
+    });
+    if (global) return true;
+  }
+  auto& v = virtualMemory();
+  std::scoped_lock lock(v.mutex);
+  auto after = v.mappings.upper_bound(address);
+  return after != v.mappings.begin() && inside(std::prev(after)->first, std::prev(after)->second.first);
+}
+
+// The worker checked every node's ranges when it was added, but the memory may have been freed
+// since: a GPU faults then (CUDA_ERROR_ILLEGAL_ADDRESS), and so does the stand-in, rather than
+// write into memory it gave back.
 CUresult runNode(const GraphNode& node) {
   switch (node.kind) {
-    case GraphNode::Kind::kKernel: return launch(node.function, node.grid, node.block);
+    case GraphNode::Kind::kKernel: return launch(node.function, node.grid, node.block, node.sharedBytes);
     case GraphNode::Kind::kMemset: {
       const auto& m = node.memset;
       for (std::size_t row = 0; row < m.height; ++row) {
         const CUdeviceptr to = m.dst + row * m.pitch;
+        if (!held(to, m.width * m.elementSize)) return CUDA_ERROR_ILLEGAL_ADDRESS;
         CUresult error = m.elementSize == 1 ? fill<unsigned char>(to, static_cast<unsigned char>(m.value), m.width)
                          : m.elementSize == 2 ? fill<unsigned short>(to, static_cast<unsigned short>(m.value), m.width)
                                               : fill<unsigned int>(to, m.value, m.width);
@@ -1645,8 +1695,13 @@ CUresult runNode(const GraphNode& node) {
       const std::size_t srcPitch = c.srcPitch != 0 ? c.srcPitch : c.WidthInBytes;
       const std::size_t dstPitch = c.dstPitch != 0 ? c.dstPitch : c.WidthInBytes;
       for (std::size_t row = 0; row < c.Height; ++row) {
-        std::memmove(to + (c.dstY + row) * dstPitch + c.dstXInBytes, from + (c.srcY + row) * srcPitch + c.srcXInBytes,
-                     c.WidthInBytes);
+        std::byte* target = to + (c.dstY + row) * dstPitch + c.dstXInBytes;
+        const std::byte* source = from + (c.srcY + row) * srcPitch + c.srcXInBytes;
+        if (!held(reinterpret_cast<CUdeviceptr>(target), c.WidthInBytes) ||
+            !held(reinterpret_cast<CUdeviceptr>(source), c.WidthInBytes)) {
+          return CUDA_ERROR_ILLEGAL_ADDRESS;
+        }
+        std::memmove(target, source, c.WidthInBytes);
       }
       return CUDA_SUCCESS;
     }
