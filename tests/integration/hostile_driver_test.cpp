@@ -385,10 +385,10 @@ TEST_P(HostileDriverQuota, NoAllocationPathExceedsTheSessionsMemoryLimit) {
   expectDriverSays(h.call(Method::cuMemAllocPitch_v2, pack(std::uint64_t{4096}, std::uint64_t{1024}, 4U)),
                    CUDA_ERROR_OUT_OF_MEMORY, "cuMemAllocPitch beyond the limit");
   expectDriverSays(memCreate(h, 4 * kMiB), CUDA_ERROR_OUT_OF_MEMORY, "cuMemCreate beyond the limit");
-  // What the stand-in does not serve is not charged either.
+  // Stream-ordered allocation is charged as well; a refused one charges nothing.
   for (int i = 0; i < 3; ++i) {
-    expectRefused(h.call(Method::cuMemAllocAsync, pack(kMiB, std::uint64_t{0})), CUDA_ERROR_NOT_SUPPORTED,
-                  TransportStatus::UNSUPPORTED, "cuMemAllocAsync on the stand-in");
+    expectDriverSays(h.call(Method::cuMemAllocAsync, pack(4 * kMiB, std::uint64_t{0})), CUDA_ERROR_OUT_OF_MEMORY,
+                     "cuMemAllocAsync beyond the limit");
   }
   // The remaining 2 MiB, once as physical memory, once as an allocation.
   auto physical = memCreate(h, 2 * kMiB);
