@@ -2,8 +2,9 @@
 // calls the worker already serves, with host access through page faults. Decisions:
 //
 // Placement. A managed range is device memory of the session at an address that is also host
-// memory of this process. The process finds a free, 2 MiB-aligned range of its own (an mmap
-// PROT_NONE probe, kept as a placeholder) and asks the worker to reserve exactly there
+// memory of this process. The process finds a free, 2 MiB-aligned range of its own (a PROT_NONE
+// placeholder in the middle of the largest hole of its address space, where the worker has nothing
+// either; the last try wherever mmap puts it) and asks the worker to reserve exactly there
 // (cuMemAddressReserve's hint); when the worker's driver places it elsewhere, the process maps
 // there only if nothing of its own is there (MAP_FIXED_NOREPLACE). A refused address stays reserved
 // on the worker until the allocation is placed, so that the next try gets another; after
@@ -59,7 +60,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <expected>
+#include <string>
+#include <cstdio>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <span>
 #include <vector>
@@ -225,8 +229,47 @@ CUresult backOnWorker(CUdeviceptr base, std::size_t bytes, CUdevice device, CUme
 
 // ---- placement ----------------------------------------------------------------------------------
 
-// A free range of this process, 2 MiB-aligned, held PROT_NONE.
-transport::Result<CUdeviceptr> probeFreeRange(std::size_t bytes) noexcept {
+// The largest hole of this process's address space below the top of user space (from
+// /proc/self/maps), as [first, last). Between the heap and the shared-library area of an x86-64
+// process lie tens of TiB that neither this process nor the worker uses: the worker's driver puts its
+// own reservations near the worker's libraries, at a random offset of its own, which is where this
+// process's libraries and shared memory may be too.
+std::optional<std::pair<std::uintptr_t, std::uintptr_t>> largestHole() noexcept {
+  constexpr std::uintptr_t kUserTop = std::uintptr_t{1} << 47;
+  std::FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return std::nullopt;
+  std::optional<std::pair<std::uintptr_t, std::uintptr_t>> best;
+  std::uintptr_t previousEnd = kGranularity;
+  char line[512];
+  auto consider = [&](std::uintptr_t first, std::uintptr_t last) {
+    if (last > first && (!best || last - first > best->second - best->first)) best = std::pair{first, last};
+  };
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long start = 0;
+    unsigned long end = 0;
+    if (std::sscanf(line, "%lx-%lx", &start, &end) != 2 || start >= kUserTop) continue;
+    consider(previousEnd, start);
+    previousEnd = std::max<std::uintptr_t>(previousEnd, end);
+  }
+  std::fclose(maps);
+  consider(previousEnd, kUserTop);
+  return best;
+}
+
+// A free range of this process, 2 MiB-aligned, held PROT_NONE: for the first tries inside the
+// largest hole (see above; its middle, then an eighth of the hole lower each try), then wherever mmap puts it.
+transport::Result<CUdeviceptr> probeFreeRange(std::size_t bytes, int attempt) noexcept {
+  if (auto hole = largestHole(); hole && attempt < kPlacementTries - 1) {
+    const std::uintptr_t size = hole->second - hole->first;
+    const std::uintptr_t step = size / 8 * static_cast<std::uintptr_t>(attempt);
+    const std::uintptr_t candidate = (hole->first + size / 2 - step) / kGranularity * kGranularity;
+    if (size / 2 > bytes + kGranularity && candidate + bytes <= hole->second && candidate >= hole->first) {
+      auto held = mapMemory("mmap (placeholder)", appView(candidate), bytes, PROT_NONE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1);
+      if (held && *held == appView(candidate)) return candidate;
+      if (held) unmapMemory(*held, bytes);  // a kernel without MAP_FIXED_NOREPLACE put it elsewhere
+    }
+  }
   auto space = mapMemory("mmap (probe)", nullptr, bytes + kGranularity, PROT_NONE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
   if (!space) return std::unexpected(space.error());
@@ -242,7 +285,7 @@ std::expected<CUdeviceptr, CUresult> place(std::size_t bytes, int fd) noexcept {
   std::vector<CUdeviceptr> refused;  // taken in this process: held on the worker until we are done
   std::expected<CUdeviceptr, CUresult> placed = std::unexpected(CUDA_ERROR_OUT_OF_MEMORY);
   for (int attempt = 0; attempt < kPlacementTries; ++attempt) {
-    auto hint = probeFreeRange(bytes);
+    auto hint = probeFreeRange(bytes, attempt);
     if (!hint) {
       log().error("cuMemAllocManaged: no free address range of {} bytes in this process: {}", bytes,
                   hint.error().describe());
@@ -254,6 +297,7 @@ std::expected<CUdeviceptr, CUresult> place(std::size_t bytes, int fd) noexcept {
       placed = std::unexpected(base.error());
       break;
     }
+    if (*base != *hint) log().debug("cuMemAllocManaged: the worker reserved {:#x} for the hint {:#x}", *base, *hint);
     // Over our own placeholder when the worker took the hint; elsewhere only where nothing is.
     const int flags = MAP_SHARED | (*base == *hint ? MAP_FIXED : MAP_FIXED_NOREPLACE);
     if (*base != *hint) unmapMemory(appView(*hint), bytes);
@@ -268,8 +312,10 @@ std::expected<CUdeviceptr, CUresult> place(std::size_t bytes, int fd) noexcept {
   }
   for (const CUdeviceptr base : refused) freeOnWorker(base, bytes);
   if (!placed && static_cast<int>(refused.size()) == kPlacementTries) {
-    log().error("cuMemAllocManaged: the worker's device addresses for {} bytes were taken in this process {} times",
-                bytes, kPlacementTries);
+    std::string tried;
+    for (const CUdeviceptr base : refused) tried += fmt::format(" {:#x}", base);
+    log().error("cuMemAllocManaged: the worker's device addresses for {} bytes were taken in this process {} times:{}",
+                bytes, kPlacementTries, tried);
   }
   return placed;
 }
