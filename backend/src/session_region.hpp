@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -47,11 +48,15 @@ class SessionRegion {
         }
         return {};
       };
-      options.onUnmapping = [this](const transport::SegmentView& view) { m_unregister(view.bytes.data()); };
+      options.onUnmapping = [this](const transport::SegmentView& view) {
+        m_views.erase(view.id);
+        m_unregister(view.bytes.data());
+      };
       m_region = std::make_unique<transport::AttachedRegion>(m_sessionId, std::move(options));
     }
     return transport::answerRegionUpdate(update, *m_region, channel, [this](const transport::SegmentView& view) {
       m_kinds[view.id] = view.kind;
+      m_views[view.id] = view.bytes;
       flyt::logger("worker").debug("session {:016x}: region segment {} mapped and registered ({} bytes)", m_sessionId,
                                    view.id, view.bytes.size());
     });
@@ -71,6 +76,17 @@ class SessionRegion {
     return Bytes{*resolved, kind != m_kinds.end() && kind->second == transport::SegmentKind::kHostMemory};
   }
 
+  // The whole mapping of segment `segment` (header included: what was registered), if it is mapped
+  // and holds the application's pinned memory.
+  [[nodiscard]] std::optional<std::span<std::byte>> hostMemorySegment(std::uint32_t segment) const {
+    auto view = m_views.find(segment);
+    auto kind = m_kinds.find(segment);
+    if (view == m_views.end() || kind == m_kinds.end() || kind->second != transport::SegmentKind::kHostMemory) {
+      return std::nullopt;
+    }
+    return view->second;
+  }
+
   // Unregisters and unmaps every segment (while the GPU context that registered them lives).
   void reset() { m_region.reset(); }
 
@@ -78,6 +94,8 @@ class SessionRegion {
   std::uint64_t m_sessionId;
   Register m_register;
   Unregister m_unregister;
+  // Mapped segments, whole: declared before m_region, whose destructor still unmaps (onUnmapping).
+  std::map<std::uint32_t, std::span<std::byte>> m_views;
   std::unique_ptr<transport::AttachedRegion> m_region;  // once the client announces a segment
   std::map<std::uint32_t, transport::SegmentKind> m_kinds;
 };

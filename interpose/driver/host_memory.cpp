@@ -4,7 +4,12 @@
 // memory the worker registered with the GPU: copies from and to it are single DMAs, copies.cpp).
 // Where the session has no region (TCP) or it is exhausted, they return page-aligned memory of the
 // application's: valid everywhere the driver's would be for copies, which then travel as pageable
-// ones. TODO(issue 12): serve cuMemHostGetDevicePointer (mapped memory) on the region.
+// ones. cuMemHostGetDevicePointer answers for memory of the region: the worker asks its driver for
+// the device address of its mapping of the segment (flytRegionDevicePointer, once per segment),
+// which is the application's own address where the worker could map the segment there, as the
+// driver's answer is under unified addressing (transport/segment.hpp). Kernels then read and write
+// the application's memory directly. Memory outside the region (a TCP session, an exhausted region,
+// cuMemHostRegister'd pageable memory) is out of the GPU's reach: CUDA_ERROR_NOT_SUPPORTED, logged.
 // cuMemHostRegister and cuMemHostUnregister record the range and succeed (the memory stays pageable).
 //
 // Pointer attributes come from the session's allocation records (driver_client.hpp) and these.
@@ -15,8 +20,10 @@
 #include <optional>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "driver_client.hpp"
+#include "flyt/transport/log.hpp"
 
 #define FLYT_CU_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -32,6 +39,7 @@ struct HostRange {
 struct HostMemory {
   std::mutex mutex;
   std::map<const void*, HostRange> ranges;
+  std::map<std::uint32_t, CUdeviceptr> segmentDevice;  // region segment -> device address of its first byte
 };
 HostMemory& hostMemory() noexcept {
   static auto* const state = new HostMemory;  // leaked: freed memory may be asked about during exit
@@ -64,6 +72,41 @@ CUresult allocateHost(void** pp, std::size_t bytes, unsigned flags) noexcept {
   return CUDA_SUCCESS;
 }
 
+// The device address of region host memory at `host`, asked of the worker once per segment. A
+// segment the worker mapped elsewhere than the application is recorded as a device allocation
+// there, so that copies and pointer queries naming the device address find it.
+CUresult regionDevicePointer(CUdeviceptr* device, const void* host) noexcept {
+  const auto pinned = CuClient::get().findRegionHost(host, 1);
+  if (!pinned) return CUDA_ERROR_NOT_SUPPORTED;
+  auto& memory = hostMemory();
+  {
+    std::lock_guard lock(memory.mutex);
+    if (auto known = memory.segmentDevice.find(pinned->segment); known != memory.segmentDevice.end()) {
+      *device = known->second + pinned->offset;
+      return CUDA_SUCCESS;
+    }
+  }
+  std::vector<std::byte> args;
+  api::ArgWriter(args).put(pinned->segment);
+  Outcome outcome;
+  {
+    DriverCall call;
+    outcome = call.call(Method::flytRegionDevicePointer, args);
+  }
+  if (outcome.error != CUDA_SUCCESS) return outcome.error;
+  std::uint64_t base = 0;
+  std::uint64_t bytes = 0;
+  api::ArgReader reader(outcome.results);
+  if (!reader.get(base) || !reader.get(bytes) || !reader.exhausted() || base == 0) return CUDA_ERROR_UNKNOWN;
+  if (base != reinterpret_cast<std::uintptr_t>(host) - pinned->offset) DriverState::get().allocated(base, bytes);
+  {
+    std::lock_guard lock(memory.mutex);
+    memory.segmentDevice.emplace(pinned->segment, base);
+  }
+  *device = base + pinned->offset;
+  return CUDA_SUCCESS;
+}
+
 // One attribute of `address`, written to `data`.
 CUresult pointerAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr address) noexcept {
   if (data == nullptr) return CUDA_ERROR_INVALID_VALUE;
@@ -83,9 +126,12 @@ CUresult pointerAttribute(void* data, CUpointer_attribute attribute, CUdeviceptr
     case CU_POINTER_ATTRIBUTE_CONTEXT:
       if (!device && !host) return CUDA_ERROR_INVALID_VALUE;
       return put(context);
-    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
-      if (!device) return CUDA_ERROR_INVALID_VALUE;
-      return put(address);
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER: {
+      if (device) return put(address);
+      CUdeviceptr mapped = 0;
+      if (!host || regionDevicePointer(&mapped, hostAddress) != CUDA_SUCCESS) return CUDA_ERROR_INVALID_VALUE;
+      return put(mapped);
+    }
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
       if (!host) return CUDA_ERROR_INVALID_VALUE;
       return put(const_cast<void*>(hostAddress));
@@ -135,6 +181,22 @@ FLYT_CU_EXPORT CUresult cuMemFreeHost(void* p) {
   }
   if (!CuClient::get().freeRegionHost(p)) std::free(p);
   return CUDA_SUCCESS;
+}
+
+FLYT_CU_EXPORT CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr* pdptr, void* p, unsigned int Flags) {
+  if (pdptr == nullptr || p == nullptr || Flags != 0) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult ready = DriverState::get().init(); ready != CUDA_SUCCESS) return ready;
+  if (!hostRange(p)) return CUDA_ERROR_INVALID_VALUE;
+  const CUresult error = regionDevicePointer(pdptr, p);
+  if (error == CUDA_ERROR_NOT_SUPPORTED) {
+    static std::once_flag logged;
+    std::call_once(logged, [] {
+      flyt::logger("interpose").warn(
+          "cuMemHostGetDevicePointer: the memory is not in the session's shared data region (a TCP session, a "
+          "full region, or cuMemHostRegister'd memory), so the GPU cannot reach it: CUDA_ERROR_NOT_SUPPORTED");
+    });
+  }
+  return error;
 }
 
 FLYT_CU_EXPORT CUresult cuMemHostGetFlags(unsigned int* pFlags, void* p) {

@@ -61,9 +61,7 @@
 #include <cstring>
 #include <expected>
 #include <string>
-#include <cstdio>
 #include <map>
-#include <optional>
 #include <mutex>
 #include <span>
 #include <vector>
@@ -71,6 +69,7 @@
 #include "driver_client.hpp"
 #include "driver_internal.hpp"
 #include "flyt/transport/log.hpp"
+#include "flyt/transport/segment.hpp"
 #include "flyt/transport/sys.hpp"
 #include "forward.hpp"
 
@@ -229,46 +228,15 @@ CUresult backOnWorker(CUdeviceptr base, std::size_t bytes, CUdevice device, CUme
 
 // ---- placement ----------------------------------------------------------------------------------
 
-// The largest hole of this process's address space below the top of user space (from
-// /proc/self/maps), as [first, last). Between the heap and the shared-library area of an x86-64
-// process lie tens of TiB that neither this process nor the worker uses: the worker's driver puts its
-// own reservations near the worker's libraries, at a random offset of its own, which is where this
-// process's libraries and shared memory may be too.
-std::optional<std::pair<std::uintptr_t, std::uintptr_t>> largestHole() noexcept {
-  constexpr std::uintptr_t kUserTop = std::uintptr_t{1} << 47;
-  std::FILE* maps = std::fopen("/proc/self/maps", "re");
-  if (maps == nullptr) return std::nullopt;
-  std::optional<std::pair<std::uintptr_t, std::uintptr_t>> best;
-  std::uintptr_t previousEnd = kGranularity;
-  char line[512];
-  auto consider = [&](std::uintptr_t first, std::uintptr_t last) {
-    if (last > first && (!best || last - first > best->second - best->first)) best = std::pair{first, last};
-  };
-  while (std::fgets(line, sizeof line, maps) != nullptr) {
-    unsigned long start = 0;
-    unsigned long end = 0;
-    if (std::sscanf(line, "%lx-%lx", &start, &end) != 2 || start >= kUserTop) continue;
-    consider(previousEnd, start);
-    previousEnd = std::max<std::uintptr_t>(previousEnd, end);
-  }
-  std::fclose(maps);
-  consider(previousEnd, kUserTop);
-  return best;
-}
-
 // A free range of this process, 2 MiB-aligned, held PROT_NONE: for the first tries inside the
-// largest hole (see above; its middle, then an eighth of the hole lower each try), then wherever mmap puts it.
+// largest hole (transport::addressInLargestHole: its middle, then lower each try), then wherever mmap
+// puts it.
 transport::Result<CUdeviceptr> probeFreeRange(std::size_t bytes, int attempt) noexcept {
-  if (auto hole = largestHole(); hole && attempt < kPlacementTries - 1) {
-    const std::uintptr_t size = hole->second - hole->first;
-    const std::uintptr_t step = size / 8 * static_cast<std::uintptr_t>(attempt);
-    const std::uintptr_t candidate = (hole->first + size / 2 - step) / kGranularity * kGranularity;
-    if (size / 2 > bytes + kGranularity && candidate + bytes <= hole->second && candidate >= hole->first) {
-      auto held = mapMemory("mmap (placeholder)", appView(candidate), bytes, PROT_NONE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1);
-      if (held && *held == appView(candidate)) return candidate;
-      if (held) unmapMemory(*held, bytes);  // a kernel without MAP_FIXED_NOREPLACE put it elsewhere
-    }
+  if (auto candidate = transport::addressInLargestHole(bytes, kGranularity, attempt); candidate && attempt < kPlacementTries - 1) {
+    auto held = mapMemory("mmap (placeholder)", appView(*candidate), bytes, PROT_NONE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1);
+    if (held && *held == appView(*candidate)) return *candidate;
+    if (held) unmapMemory(*held, bytes);  // a kernel without MAP_FIXED_NOREPLACE put it elsewhere
   }
   auto space = mapMemory("mmap (probe)", nullptr, bytes + kGranularity, PROT_NONE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);

@@ -119,6 +119,53 @@ void hostCopies() {
   CHECK_CALL(cuMemFree(device));
 }
 
+// Mapped pinned memory: over shared memory cuMemHostGetDevicePointer answers for memory of the data
+// region, and copies, memsets and kernels reach the application's memory through the device address.
+// Over TCP the GPU cannot reach the application's memory: NOT_SUPPORTED.
+void mappedHost(CUfunction fillIndex, bool standIn) {
+  const char* server = std::getenv("FLYT_SERVER");
+  const bool shm = server != nullptr && std::strncmp(server, "shm://", 6) == 0;
+  constexpr unsigned kCount = 4096;
+  constexpr std::size_t kBytes = kCount * sizeof(unsigned);
+  unsigned* host = nullptr;
+  CHECK_CALL(cuMemHostAlloc(reinterpret_cast<void**>(&host), kBytes, CU_MEMHOSTALLOC_DEVICEMAP));
+  if (host == nullptr) return;
+  CUdeviceptr base = 0;
+  const CUresult got = cuMemHostGetDevicePointer(&base, host, 0);
+  if (!shm) {
+    check(got == CUDA_ERROR_NOT_SUPPORTED, "cuMemHostGetDevicePointer over TCP is NOT_SUPPORTED");
+    CHECK_CALL(cuMemFreeHost(host));
+    return;
+  }
+  checkCall(got, "cuMemHostGetDevicePointer(region memory)");
+  CUdeviceptr inner = 0;
+  CHECK_CALL(cuMemHostGetDevicePointer(&inner, host + 16, 0));
+  check(inner == base + 16 * sizeof(unsigned), "the device address of a byte inside follows its offset");
+  check(cuMemHostGetDevicePointer(&inner, host, 1) == CUDA_ERROR_INVALID_VALUE, "flags other than 0 are refused");
+  unsigned local = 0;
+  check(cuMemHostGetDevicePointer(&inner, &local, 0) == CUDA_ERROR_INVALID_VALUE, "memory that is not pinned is refused");
+  std::printf("driver_paths: mapped pinned memory: host %p, device %#llx\n", static_cast<void*>(host), base);
+  CUdeviceptr attribute = 0;
+  CHECK_CALL(cuPointerGetAttribute(&attribute, CU_POINTER_ATTRIBUTE_DEVICE_POINTER,
+                                   static_cast<CUdeviceptr>(reinterpret_cast<std::uintptr_t>(host))));
+  check(attribute == base, "CU_POINTER_ATTRIBUTE_DEVICE_POINTER of pinned memory is its mapped address");
+  for (unsigned i = 0; i < kCount; ++i) host[i] = i * 5;
+  std::vector<unsigned> seen(kCount);
+  CHECK_CALL(cuMemcpyDtoH(seen.data(), base, kBytes));
+  check(seen[0] == 0 && seen[7] == 35 && seen[kCount - 1] == (kCount - 1) * 5, "a copy from the device address reads the host's writes");
+  CHECK_CALL(cuMemsetD32(base + 8 * sizeof(unsigned), 0xabcdu, 8));
+  CHECK_CALL(cuCtxSynchronize());
+  check(host[7] == 35 && host[8] == 0xabcdu && host[15] == 0xabcdu && host[16] == 80, "a memset of the device address lands in the host's memory");
+  if (!standIn) {
+    unsigned n = kCount;
+    void* params[] = {&base, &n};
+    CHECK_CALL(cuLaunchKernel(fillIndex, (kCount + 127) / 128, 1, 1, 128, 1, 1, 0, nullptr, params, nullptr));
+    CHECK_CALL(cuCtxSynchronize());
+    check(host[7] == 22 && host[kCount - 1] == (kCount - 1) * 3 + 1, "a kernel writes the application's pinned memory directly");
+  }
+  CHECK_CALL(cuMemFreeHost(host));
+}
+
 CUuuid uuidOf(const unsigned char (&bytes)[16]) {
   CUuuid id;
   std::memcpy(id.bytes, bytes, sizeof bytes);
@@ -544,6 +591,7 @@ int main(int argc, char** argv) {
   std::vector<unsigned> indices(kN);
   CHECK_CALL(cuMemcpyDtoH(indices.data(), out, kN * sizeof(unsigned)));
   if (!standIn) check(indices[7] == 22 && indices[kN - 1] == (kN - 1) * 3 + 1, "fill_index through a library kernel");
+  mappedHost(reinterpret_cast<CUfunction>(fillIndex), standIn);
 
   // Function attributes are answered in the process after the first time; a setting changes only
   // the answers about its own kernel and attribute, and the same setting again is not sent.

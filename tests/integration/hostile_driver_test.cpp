@@ -148,6 +148,27 @@ TEST_P(HostileDriver, BulkReferencesOutsideThePayloadOrRegionAreRefused) {
         << "a device-to-host copy into the ring";
     expectMalformed(h.call(Method::cuMemcpyDtoH_v2, pack(mine, std::uint64_t{64}), {{ft::kRingSegmentId, size - 8, 64}}),
                     "a device-to-host copy past the ring's end");
+    // The device address of region memory (cuMemHostGetDevicePointer) is given for the session's
+    // pinned host-memory segments only; memory named by it is then the session's to copy to.
+    auto regionDevice = [&](std::uint32_t segment) { return h.call(Method::flytRegionDevicePointer, pack(segment)); };
+    expectDriverSays(regionDevice(ft::kRingSegmentId), CUDA_ERROR_INVALID_VALUE, "the staging ring's device address");
+    expectDriverSays(regionDevice(ft::kRingSegmentId + 1000), CUDA_ERROR_INVALID_VALUE, "an unannounced segment's device address");
+    auto pinned = (*region)->hostAllocator().allocate(4096);
+    ASSERT_TRUE(pinned) << pinned.error().describe();
+    const auto ref = (*region)->hostAllocator().tryLookup(*pinned, 4096);
+    ASSERT_TRUE(ref);
+    expectRefused(h.memset(reinterpret_cast<std::uintptr_t>(*pinned), 0x3c, 64), CUDA_ERROR_INVALID_VALUE, TransportStatus::MALFORMED,
+                  "pinned memory named as device memory before its device address was asked for");
+    auto answer = regionDevice(ref->segment);
+    ASSERT_EQ(answer.error, kOk) << answer;
+    flyt::api::ArgReader reader(answer.results);
+    std::uint64_t device = 0, mappedBytes = 0;
+    ASSERT_TRUE(reader.get(device) && reader.get(mappedBytes) && reader.exhausted());
+    EXPECT_GE(mappedBytes, ref->offset + 4096);
+    EXPECT_EQ(h.memset(device + ref->offset, 0x3c, 64).error, kOk);
+    EXPECT_EQ(static_cast<const unsigned char*>(*pinned)[63], 0x3c) << "the memset reached the application's memory";
+    expectMalformed(h.memset(device + mappedBytes - 32, 0x3c, 64), "a memset straddling the mapped segment's end");
+    expectMalformed(h.call(Method::flytRegionDevicePointer, pack(std::uint16_t{1})), "flytRegionDevicePointer with bad arguments");
   }
   bothStillWork("bad bulk references");
 }

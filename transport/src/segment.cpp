@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
+#include <cstdio>
+#include <tuple>
 #include <cstring>
 #include <new>
 
@@ -19,6 +22,9 @@ namespace flyt::transport {
 
 namespace {
 
+// Pinned segments start on a 2 MiB boundary: transparent huge pages may back them.
+constexpr std::uint64_t kHugePageBytes = std::uint64_t{2} << 20;
+
 // Closes a descriptor when the scope ends; the mapping outlives it.
 struct FdGuard {
   int fd = -1;
@@ -29,8 +35,15 @@ struct FdGuard {
   }
 };
 
-Result<std::byte*> mapShared(int fd, std::uint64_t size, bool populate, const std::string& name) {
+// Maps `fd` shared, at `at` when that range is free (0: wherever the kernel puts it).
+Result<std::byte*> mapShared(int fd, std::uint64_t size, bool populate, const std::string& name,
+                             std::uintptr_t at = 0) {
   const int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  if (at != 0 && at % kPageBytes == 0) {
+    void* placed = ::mmap(reinterpret_cast<void*>(at), size, PROT_READ | PROT_WRITE, flags | MAP_FIXED_NOREPLACE, fd, 0);
+    if (placed == reinterpret_cast<void*>(at)) return static_cast<std::byte*>(placed);
+    if (placed != MAP_FAILED) ::munmap(placed, size);  // a kernel without MAP_FIXED_NOREPLACE put it elsewhere
+  }
   void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd, 0);
   if (base == MAP_FAILED) {
     const int err = errno;
@@ -75,6 +88,32 @@ Result<void> checkAnnouncement(const SegmentInfo& info) {
 }
 
 }  // namespace
+
+std::optional<std::uintptr_t> addressInLargestHole(std::uint64_t bytes, std::uint64_t alignment, int attempt) noexcept {
+  constexpr std::uintptr_t kUserTop = std::uintptr_t{1} << 47;
+  std::FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return std::nullopt;
+  std::uintptr_t first = 0, last = 0;  // the largest hole so far
+  std::uintptr_t previousEnd = alignment;
+  auto consider = [&](std::uintptr_t from, std::uintptr_t to) {
+    if (to > from && to - from > last - first) std::tie(first, last) = std::pair{from, to};
+  };
+  char line[512];
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long start = 0, end = 0;
+    if (std::sscanf(line, "%lx-%lx", &start, &end) != 2 || start >= kUserTop) continue;
+    consider(previousEnd, start);
+    previousEnd = std::max<std::uintptr_t>(previousEnd, end);
+  }
+  std::fclose(maps);
+  consider(previousEnd, kUserTop);
+  const std::uintptr_t size = last - first;
+  const std::uintptr_t below = size / 8 * static_cast<std::uintptr_t>(attempt);
+  if (attempt < 0 || size / 2 < bytes + alignment || below > size / 2) return std::nullopt;
+  const std::uintptr_t candidate = (first + size / 2 - below) & ~(std::uintptr_t{alignment} - 1);
+  if (candidate < first || candidate + bytes > last) return std::nullopt;
+  return candidate;
+}
 
 std::string segmentName(std::uint32_t creatorPid, std::uint64_t sessionId, std::uint32_t segmentId) {
   return fmt::format("/{}{}-{:016x}-{}", kSegmentNamePrefix, creatorPid, sessionId, segmentId);
@@ -159,7 +198,10 @@ Result<Segment> Segment::create(std::uint32_t id, SegmentKind kind, std::uint64_
                                            segment.m_name, std::strerror(rc)),
                 rc);
   }
-  auto base = mapShared(*fd, size, populate, segment.m_name);
+  // Pinned host memory where the worker is likely to be able to map it too (see SegmentHeader).
+  const std::uintptr_t preferred =
+      kind == SegmentKind::kHostMemory ? addressInLargestHole(size, kHugePageBytes).value_or(0) : 0;
+  auto base = mapShared(*fd, size, populate, segment.m_name, preferred);
   if (!base) {
     return std::unexpected(std::move(base.error()));
   }
@@ -174,6 +216,7 @@ Result<Segment> Segment::create(std::uint32_t id, SegmentKind kind, std::uint64_
   header->creatorPid = pid;
   header->kind = static_cast<std::uint32_t>(kind);
   header->dataOffset = kSegmentDataOffset;
+  header->creatorAddress = reinterpret_cast<std::uintptr_t>(segment.m_base);
   return segment;
 }
 
@@ -199,7 +242,10 @@ Result<Segment> Segment::attach(const SegmentInfo& info, std::uint64_t sessionId
     return fail(Errc::kMalformed, fmt::format("segment {} is {} bytes, announced as {}", info.name,
                                               st.st_size, info.sizeBytes));
   }
-  auto base = mapShared(*fd, info.sizeBytes, populate, info.name);
+  // The creator's address, read before mapping: only a hint (checked again in the mapping below).
+  SegmentHeader announced{};
+  if (::pread(*fd, &announced, sizeof announced, 0) != static_cast<ssize_t>(sizeof announced)) announced = {};
+  auto base = mapShared(*fd, info.sizeBytes, populate, info.name, static_cast<std::uintptr_t>(announced.creatorAddress));
   if (!base) {
     return std::unexpected(std::move(base.error()));
   }

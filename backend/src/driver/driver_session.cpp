@@ -107,11 +107,52 @@ class DriverSession final : public SessionHandler {
     return error == CUDA_SUCCESS;
   }
   void unregisterHost(void* base) {
+    if (auto mapped = m_mappedHost.find(base); mapped != m_mappedHost.end()) {
+      m_context.removeMappedHost(mapped->second);
+      m_mappedHost.erase(mapped);
+    }
     const auto& d = m_context.driver();
     const bool pushed = m_registrationContext != nullptr && d.cuCtxPushCurrent_v2(m_registrationContext) == CUDA_SUCCESS;
     (void)d.cuMemHostUnregister(base);
     CUcontext popped = nullptr;
     if (pushed) (void)d.cuCtxPopCurrent_v2(&popped);
+  }
+
+  // flytRegionDevicePointer, args {u32 segment} -> results {u64 device address of the segment's first
+  // byte, u64 its size}: for cuMemHostGetDevicePointer on the application's pinned memory (interpose/driver/
+  // host_memory.cpp). The worker maps a segment at the application's address where it can
+  // (segment.hpp), so that the answer is usually the host address itself, as under unified
+  // addressing. From then on the segment may be named as device memory by copies and memsets.
+  Outcome serveRegionDevicePointer(CallInput in) {
+    std::uint32_t segment = 0;
+    if (!in.args.get(segment) || !in.args.exhausted()) return m_context.malformed("flytRegionDevicePointer: bad arguments");
+    auto bytes = m_region.hostMemorySegment(segment);
+    if (!bytes) {
+      Outcome out;
+      out.error = CUDA_ERROR_INVALID_VALUE;
+      out.detail = fmt::format("flytRegionDevicePointer: segment {} is no pinned host memory of this session", segment);
+      return out;
+    }
+    Outcome out;
+    CUdeviceptr device = 0;
+    auto found = m_mappedHost.find(bytes->data());
+    if (found != m_mappedHost.end()) {
+      device = found->second;
+    } else {
+      const auto& d = m_context.driver();
+      if (d.cuMemHostGetDevicePointer_v2 == nullptr) return m_context.unsupported("cuMemHostGetDevicePointer_v2");
+      const bool pushed = m_registrationContext != nullptr && d.cuCtxPushCurrent_v2(m_registrationContext) == CUDA_SUCCESS;
+      out.error = d.cuMemHostGetDevicePointer_v2(&device, bytes->data(), 0);
+      CUcontext popped = nullptr;
+      if (pushed) (void)d.cuCtxPopCurrent_v2(&popped);
+      if (out.error != CUDA_SUCCESS) return out;
+      m_context.addMappedHost(device, bytes->size());
+      m_mappedHost.emplace(bytes->data(), device);
+    }
+    api::ArgWriter writer(out.results);
+    writer.put(static_cast<std::uint64_t>(device));
+    writer.put(static_cast<std::uint64_t>(bytes->size()));
+    return out;
   }
 
   // The client maps its data-region segments (shm sessions only) and announces them; each is mapped
@@ -187,6 +228,7 @@ class DriverSession final : public SessionHandler {
       case Method::flytGetDeviceStatus: return serveDeviceStatus(c, in);
       case Method::flytGetParamLayout: return serveParamLayout(c, in);
       case Method::flytSetContext: return serveSetContext(c, in);
+      case Method::flytRegionDevicePointer: return serveRegionDevicePointer(in);
       case Method::cuDevicePrimaryCtxRetain: return servePrimaryRetain(c, in);
       case Method::cuDevicePrimaryCtxRelease_v2: return servePrimaryRelease(c, in);
       case Method::cuDevicePrimaryCtxReset_v2: return servePrimaryReset(c, in);
@@ -248,6 +290,9 @@ class DriverSession final : public SessionHandler {
   std::uint64_t m_sessionId;
   BatchEngine<Outcome> m_engine;
   std::unique_ptr<OutputCapture> m_output;
+  // Region segments whose device address was asked for (flytRegionDevicePointer): host base -> device
+  // address. Declared before m_region, whose unmapping callback erases from it.
+  std::map<void*, CUdeviceptr> m_mappedHost;
   SessionRegion m_region{m_sessionId, [this](void* base, std::size_t bytes) { return registerHost(base, bytes); },
                          [this](void* base) { unregisterHost(base); }};
   CUcontext m_registrationContext = nullptr;  // device 0's primary, retained when registration needed it

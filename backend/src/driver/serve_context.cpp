@@ -103,7 +103,7 @@ std::optional<Outcome> ServeContext::deviceOrdinal(const char* function, const c
 std::optional<Outcome> ServeContext::deviceRange(const char* function, const char* argument, CUdeviceptr address,
                                                  std::uint64_t bytes) const {
   if (m_allocations.contains(pointer(address), bytes) || m_globals.contains(pointer(address), bytes) ||
-      m_mappings.containsContiguous(pointer(address), bytes)) {
+      m_mappings.containsContiguous(pointer(address), bytes) || m_mappedHost.contains(pointer(address), bytes)) {
     return std::nullopt;
   }
   return malformed(fmt::format("{}: {} [{:#x}, +{}) lies outside this session's allocations", function, argument,

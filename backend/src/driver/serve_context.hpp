@@ -181,7 +181,8 @@ class ServeContext {
 
   // ---- checks of argument roles ----
   std::optional<Outcome> deviceOrdinal(const char* function, const char* argument, const CUdevice* device) const;
-  // [address, address + bytes) lies inside one allocation, module global or registered range.
+  // [address, address + bytes) lies inside one allocation, module global, mapping or mapped pinned
+  // host range.
   std::optional<Outcome> deviceRange(const char* function, const char* argument, CUdeviceptr address,
                                      std::uint64_t bytes) const;
   std::optional<Outcome> isAllocation(const char* function, const char* argument, CUdeviceptr address) const;
@@ -218,6 +219,15 @@ class ServeContext {
   }
   [[nodiscard]] std::uint64_t mappingSize(CUdeviceptr base) const {
     return m_mappings.sizeAt(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)));
+  }
+  // Pinned host memory of the data region that the session asked a device address of
+  // (cuMemHostGetDevicePointer): copies and memsets may name it as device memory. Not charged, not
+  // freeable; forgotten when the segment is unmapped.
+  void addMappedHost(CUdeviceptr base, std::uint64_t bytes) {
+    m_mappedHost.add(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
+  }
+  void removeMappedHost(CUdeviceptr base) {
+    (void)m_mappedHost.remove(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)));
   }
   [[nodiscard]] bool anyMappingIn(CUdeviceptr base, std::uint64_t bytes) const {
     return m_mappings.overlaps(reinterpret_cast<const void*>(static_cast<std::uintptr_t>(base)), bytes);
@@ -275,6 +285,7 @@ class ServeContext {
   AllocationTable m_globals;
   std::set<std::pair<std::uint64_t, CUdeviceptr>> m_globalOwners;  // {module or library id, base}
   AllocationTable m_mappings;
+  AllocationTable m_mappedHost;
 };
 
 }  // namespace flyt::backend::cu

@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -64,7 +65,12 @@ struct alignas(64) SegmentHeader {
   std::uint32_t creatorPid;
   std::uint32_t kind;        // SegmentKind
   std::uint64_t dataOffset;  // kSegmentDataOffset
-  std::uint8_t reserved[16];
+  // The creator's mapping of the segment (0: none given). The attaching side maps the segment at the
+  // same address when that range is free in its process (a hint, never forced: it is the peer's
+  // word), so that pinned host memory has one address in both processes, as CUDA's unified
+  // addressing promises: a kernel may be handed a pinned host pointer (cuMemHostGetDevicePointer).
+  std::uint64_t creatorAddress;
+  std::uint8_t reserved[8];
 };
 static_assert(sizeof(SegmentHeader) == 64, "SegmentHeader is shared-memory layout");
 static_assert(alignof(SegmentHeader) == 64, "SegmentHeader is shared-memory layout");
@@ -73,6 +79,15 @@ static_assert(sizeof(SegmentHeader) <= kSegmentDataOffset);
 [[nodiscard]] constexpr std::uint64_t alignUp(std::uint64_t value, std::uint64_t alignment) {
   return (value + alignment - 1) & ~(alignment - 1);
 }
+
+// An address where `bytes` (a multiple of `alignment`, a power of two) would fit in the largest hole
+// of this process's address space, from /proc/self/maps: its middle for attempt 0, an eighth of the
+// hole lower for each further attempt; nullopt when the hole is too small or the maps unreadable.
+// Between the heap and the shared libraries of an x86-64 process lie tens of TiB that no process of
+// the same program uses, so an address chosen there is most likely free in a peer process too (the
+// worker maps pinned memory and managed ranges at the application's addresses).
+[[nodiscard]] std::optional<std::uintptr_t> addressInLargestHole(std::uint64_t bytes, std::uint64_t alignment,
+                                                                 int attempt = 0) noexcept;
 
 // "/flyt-region-<pid>-<session hex>-<id>".
 [[nodiscard]] std::string segmentName(std::uint32_t creatorPid, std::uint64_t sessionId,
