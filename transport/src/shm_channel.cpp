@@ -30,11 +30,25 @@
 // A peer that dies without closing its session leaves its ports abandoned, never destroyed: see
 // shm_session.hpp (iceoryx 2.0's port locks are not robust).
 //
+// Lanes: every message is named, in order, by a record in its direction's lane, a single-producer
+// single-consumer byte ring in the memfd after the control block (ControlBlock::lanes). A message
+// whose frame (shm_chunk.hpp's format) is at most kLaneMaxFrame bytes travels in the record
+// itself; a larger one is published as an iceoryx chunk first and its record only says so. Calls
+// and replies thus cost a few cache lines each way instead of iceoryx's pool and queue operations
+// (which matter for calls that wait: a small copy, a launch and synchronise), and large payloads
+// stay zero-copy. Records: {u32 bytes, u32 kind} + the frame, 8-byte aligned; a record never wraps
+// (kWrap skips the rest of the ring). The receiver copies a record's frame out of the ring before it
+// looks at it, so a peer that rewrites the ring meanwhile changes nothing it checked; a lane index or
+// record that cannot be right breaks the session (kMalformed). A receiver that has spun for its spin
+// time without a message sleeps on LaneIndex::waiting (a futex in the memfd), which the sender wakes.
+//
 // The chunk format is described in shm_chunk.hpp.
 #include "flyt/transport/shm_channel.hpp"
 
+#include <linux/futex.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -75,9 +89,39 @@ using shm::UniqueFd;
 using shm::listenAddress;
 
 constexpr std::uint64_t kWindow = 128;         // messages in flight per direction
-constexpr std::size_t kMinMessageBytes = 512;
 constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr auto kLivenessSlice = std::chrono::milliseconds(5);
+
+using shm::LaneRecord;
+using shm::kFrame;
+using shm::kChunk;
+using shm::kWrap;
+constexpr std::size_t kLaneMaxFrame = 32U << 10;
+constexpr std::size_t kScratchWords = 8192;  // messages are built here first (64 KiB; larger: heap)
+constexpr std::size_t kScratchFirstSegmentWords = 256;
+
+void futexWait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::nanoseconds timeout) {
+  timespec ts{static_cast<time_t>(timeout.count() / 1'000'000'000), static_cast<long>(timeout.count() % 1'000'000'000)};
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+void futexWake(std::atomic<std::uint32_t>& word) {
+  (void)::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+// A message that came by its lane: its frame, copied out of the ring.
+class LaneBody final : public Incoming::Body {
+ public:
+  explicit LaneBody(std::size_t bytes) : m_words(std::make_unique<word[]>(bytes / sizeof(word))), m_bytes(bytes) {}
+  [[nodiscard]] void* data() { return m_words.get(); }
+  Result<void> parse() { return m_frame.parse(m_words.get(), static_cast<std::uint32_t>(m_bytes)); }
+  capnp::MessageReader& reader() override { return m_frame.reader(); }
+  std::span<const std::byte> payload() const override { return m_frame.payload(); }
+
+ private:
+  std::unique_ptr<word[]> m_words;
+  std::size_t m_bytes;
+  shm::ChunkReader m_frame;
+};
 
 class ShmBody final : public Incoming::Body {
  public:
@@ -148,6 +192,16 @@ class ShmChannel final : public Channel {
     return (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLIN)) != 0;  // no data after set-up
   }
   [[nodiscard]] ControlBlock& control() { return *m_ports->control.block; }
+  [[nodiscard]] shm::LaneIndex& sendLane() { return control().lanes[m_sendDir]; }
+  [[nodiscard]] shm::LaneIndex& recvLane() { return control().lanes[m_recvDir]; }
+  // Room for a record of `bytes` at the send lane's head (after a kWrap record where it would not
+  // fit before the ring's end): where to write it. Waits for the receiver as waitForCredit does.
+  Result<std::byte*> reserveLane(std::size_t bytes);
+  // Publishes the record of `bytes` written at the head and wakes a sleeping receiver.
+  void commitLane(std::size_t bytes);
+  Result<void> sendChunk(kj::ArrayPtr<const kj::ArrayPtr<const word>> segments, std::size_t messageWords,
+                         std::span<const std::byte> payload);
+  std::optional<Result<Incoming>> takeChunk();
   void releaseLoan(void* chunk, std::uint32_t bytes) {
     --m_held[shm::chunkTier(bytes)];
     if (!m_broken) m_ports->publisher.release(chunk);  // after peerLeft() the chunk is left to RouDi
@@ -168,6 +222,9 @@ class ShmChannel final : public Channel {
   std::vector<ShmChunkClass> m_classes;
   std::uint64_t m_sent = 0;
   std::uint64_t m_held[shm::kTiers] = {};  // chunks loaned per tier (compare ControlBlock::released)
+  std::uint64_t m_laneHead = 0;  // the send lane's head as this side wrote it
+  std::uint64_t m_laneTail = 0;  // the receive lane's tail as this side consumed it
+  std::unique_ptr<word[]> m_scratch = std::make_unique<word[]>(kScratchWords);
   std::optional<Error> m_broken;
   std::chrono::microseconds m_receiveSpin = kSpin;
 };
@@ -239,6 +296,47 @@ Result<void*> ShmChannel::loan(std::uint32_t bytes) {
   }
 }
 
+Result<std::byte*> ShmChannel::reserveLane(std::size_t bytes) {
+  auto& lane = sendLane();
+  std::byte* ring = shm::laneBytes(&control(), m_sendDir);
+  const std::size_t offset = m_laneHead % shm::kLaneBytes;
+  const bool wraps = offset + bytes > shm::kLaneBytes;
+  const std::size_t needed = bytes + (wraps ? shm::kLaneBytes - offset : 0);
+  const auto start = Clock::now();
+  for (auto backoff = std::chrono::microseconds(0);;) {
+    const std::uint64_t tail = lane.tail.load(std::memory_order_acquire);
+    if (tail > m_laneHead || m_laneHead - tail > shm::kLaneBytes) {
+      return broken(Errc::kMalformed, fmt::format("{}: the peer's lane tail {} does not fit the head {}", describe(),
+                                                  tail, m_laneHead));
+    }
+    if (shm::kLaneBytes - (m_laneHead - tail) >= needed) break;
+    if (peerGone()) return peerLeft();
+    if (Clock::now() - start > m_config.peerTimeout) {
+      return fail(Errc::kTimeout, fmt::format("{}: peer did not drain its lane ({} bytes) within {} ms", describe(),
+                                              shm::kLaneBytes, m_config.peerTimeout.count()));
+    }
+    if (Clock::now() - start > kSpin) {
+      backoff = std::min(backoff + std::chrono::microseconds(10), std::chrono::microseconds(500));
+      std::this_thread::sleep_for(backoff);
+    }
+  }
+  if (wraps) {
+    const LaneRecord wrap{0, kWrap};
+    std::memcpy(ring + offset, &wrap, sizeof wrap);
+    m_laneHead += shm::kLaneBytes - offset;
+  }
+  return ring + m_laneHead % shm::kLaneBytes;
+}
+
+void ShmChannel::commitLane(std::size_t bytes) {
+  auto& lane = sendLane();
+  m_laneHead += bytes;
+  lane.head.store(m_laneHead, std::memory_order_seq_cst);
+  if (lane.waiting.load(std::memory_order_seq_cst) != 0 && lane.waiting.exchange(0, std::memory_order_seq_cst) != 0) {
+    futexWake(lane.waiting);
+  }
+}
+
 Result<void> ShmChannel::send(BuildMessage build, std::span<const std::byte> payload) {
   if (m_broken) return std::unexpected(*m_broken);
   if (payload.size() > maxPayloadBytes()) {
@@ -248,80 +346,91 @@ Result<void> ShmChannel::send(BuildMessage build, std::span<const std::byte> pay
   if (peerGone()) return peerLeft();
   if (auto credit = waitForCredit(); !credit) return credit;
 
-  const std::size_t payloadBytes = shm::roundUp8(payload.size());
-  const auto fits = [&](std::size_t bytes) -> std::optional<std::uint32_t> {
-    for (const auto& c : m_classes) {
-      if (c.bytes >= bytes) return c.bytes;
-    }
-    return std::nullopt;
-  };
-  const auto first = fits(kHeaderWords * sizeof(word) + payloadBytes + kMinMessageBytes);
-  if (!first) return fail(Errc::kTooLarge, fmt::format("payload of {} bytes fits no shm chunk", payload.size()));
-  auto chunk = loan(*first);
-  if (!chunk) return std::unexpected(chunk.error());
-  void* out = *chunk;
-  auto* words = static_cast<word*>(out);
-
-  shm::ChunkBuilder builder(words + kHeaderWords, *first / sizeof(word) - kHeaderWords - payloadBytes / sizeof(word));
+  shm::ChunkBuilder builder(m_scratch.get(), kScratchWords, kScratchFirstSegmentWords);
   kj::ArrayPtr<const kj::ArrayPtr<const word>> segments;
   try {
     build(builder);
     segments = builder.getSegmentsForOutput();
   } catch (const kj::Exception& e) {
-    releaseLoan(out, *first);
     return fail(Errc::kInvalidArgument, fmt::format("building the message failed: {}", e.getDescription().cStr()));
   }
   std::size_t messageWords = 0;
   for (auto segment : segments) messageWords += segment.size();
   if (messageWords * sizeof(word) > m_config.maxMessageBytes) {
-    releaseLoan(out, *first);
     return fail(Errc::kTooLarge, fmt::format("message of {} bytes exceeds the {}-byte limit",
                                              messageWords * sizeof(word), m_config.maxMessageBytes));
   }
-  shm::FrameHeader header{kMagic, kVersion, 0, 0, static_cast<std::uint32_t>(payload.size()), {}};
-  std::size_t payloadOffset = 0;
-  if (!builder.overflowed()) {
-    payloadOffset = shm::describeInPlace(words, segments, builder.allocatedWords(), header);
-  } else {
-    // The message outgrew its chunk: copy it, as one segment, into a chunk that fits.
-    const std::size_t needed = (kHeaderWords + messageWords) * sizeof(word) + payloadBytes;
-    const auto bigger = fits(needed);
-    if (!bigger) {
-      releaseLoan(out, *first);
-      return fail(Errc::kTooLarge, fmt::format("message of {} bytes plus {} payload bytes fits no shm chunk "
-                                               "(largest {}); use the data region",
-                                               messageWords * sizeof(word), payload.size(), m_classes.back().bytes));
-    }
-    auto big = loan(*bigger);
-    if (!big) {
-      releaseLoan(out, *first);
-      return std::unexpected(big.error());
-    }
-    // Far pointers name segments by index, so the segments keep their identity; a message of more
-    // segments than the header holds is first flattened into one.
-    std::optional<capnp::MallocMessageBuilder> flat;
-    if (segments.size() > shm::kMaxSegments) {
-      flat.emplace(static_cast<capnp::uint>(messageWords + 16), capnp::AllocationStrategy::FIXED_SIZE);
-      flat->setRoot(builder.getRoot<capnp::AnyPointer>().asReader());
-      segments = flat->getSegmentsForOutput();
-    }
-    payloadOffset = shm::copySegments(static_cast<word*>(*big), segments, header);
-    releaseLoan(out, *first);
-    out = *big;
+  const std::size_t frameBytes = (kHeaderWords + messageWords) * sizeof(word) + shm::roundUp8(payload.size());
+  if (segments.size() > shm::kMaxSegments || frameBytes > kLaneMaxFrame) {
+    return sendChunk(segments, messageWords, payload);
   }
-  shm::finishFrame(out, header, payloadOffset, payload);
-  m_ports->publisher.publish(out);
+  auto at = reserveLane(sizeof(LaneRecord) + frameBytes);
+  if (!at) return std::unexpected(at.error());
+  const LaneRecord record{static_cast<std::uint32_t>(frameBytes), kFrame};
+  std::memcpy(*at, &record, sizeof record);
+  auto* frame = reinterpret_cast<word*>(*at + sizeof record);
+  shm::FrameHeader header{kMagic, kVersion, 0, 0, static_cast<std::uint32_t>(payload.size()), {}};
+  const std::size_t payloadOffset = shm::copySegments(frame, segments, header);
+  shm::finishFrame(frame, header, payloadOffset, payload);
+  commitLane(sizeof(LaneRecord) + frameBytes);
   ++m_sent;
   return {};
 }
 
-std::optional<Result<Incoming>> ShmChannel::tryTake() {
+// A message too large for its lane: copied into an iceoryx chunk that fits, published, and named by
+// a kChunk record.
+Result<void> ShmChannel::sendChunk(kj::ArrayPtr<const kj::ArrayPtr<const word>> segments, std::size_t messageWords,
+                                   std::span<const std::byte> payload) {
+  const std::size_t needed = (kHeaderWords + messageWords) * sizeof(word) + shm::roundUp8(payload.size());
+  std::optional<std::uint32_t> classBytes;
+  for (const auto& c : m_classes) {
+    if (c.bytes >= needed) {
+      classBytes = c.bytes;
+      break;
+    }
+  }
+  if (!classBytes) {
+    return fail(Errc::kTooLarge, fmt::format("message of {} bytes plus {} payload bytes fits no shm chunk "
+                                             "(largest {}); use the data region",
+                                             messageWords * sizeof(word), payload.size(), m_classes.back().bytes));
+  }
+  // Reserved before the chunk is loaned: nothing can fail between the publication and its record.
+  auto at = reserveLane(sizeof(LaneRecord));
+  if (!at) return std::unexpected(at.error());
+  auto chunk = loan(*classBytes);
+  if (!chunk) return std::unexpected(chunk.error());
+  // Far pointers name segments by index, so the segments keep their identity; a message of more
+  // segments than the header holds is first flattened into one.
+  std::optional<capnp::MallocMessageBuilder> flat;
+  if (segments.size() > shm::kMaxSegments) {
+    capnp::ReaderOptions options;
+    options.traversalLimitInWords = 4 * messageWords + 1024;
+    capnp::SegmentArrayMessageReader reader(segments, options);
+    flat.emplace(static_cast<capnp::uint>(messageWords + 16), capnp::AllocationStrategy::FIXED_SIZE);
+    flat->setRoot(reader.getRoot<capnp::AnyPointer>());
+    segments = flat->getSegmentsForOutput();
+  }
+  shm::FrameHeader header{kMagic, kVersion, 0, 0, static_cast<std::uint32_t>(payload.size()), {}};
+  const std::size_t payloadOffset = shm::copySegments(static_cast<word*>(*chunk), segments, header);
+  shm::finishFrame(*chunk, header, payloadOffset, payload);
+  m_ports->publisher.publish(*chunk);
+  const LaneRecord record{0, kChunk};
+  std::memcpy(*at, &record, sizeof record);
+  commitLane(sizeof record);
+  ++m_sent;
+  return {};
+}
+
+// The iceoryx chunk a kChunk record named: published before its record, so it is in the queue.
+std::optional<Result<Incoming>> ShmChannel::takeChunk() {
   const void* chunk = nullptr;
   {
     std::lock_guard lock(m_ports->subscriberMutex);
     auto taken = m_ports->subscriber.take();
     if (taken.has_error()) {
-      if (taken.get_error() == iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) return std::nullopt;
+      if (taken.get_error() == iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) {
+        return broken(Errc::kMalformed, fmt::format("{}: the lane names a shm chunk that was never sent", describe()));
+      }
       return fail(Errc::kUnavailable, fmt::format("{}: more than {} received messages are still held",
                                                   describe(), iox::MAX_CHUNKS_HELD_PER_SUBSCRIBER_SIMULTANEOUSLY));
     }
@@ -337,6 +446,53 @@ std::optional<Result<Incoming>> ShmChannel::tryTake() {
   return Incoming(std::move(body));
 }
 
+std::optional<Result<Incoming>> ShmChannel::tryTake() {
+  auto& lane = recvLane();
+  const std::byte* ring = shm::laneBytes(&control(), m_recvDir);
+  for (;;) {
+    const std::uint64_t head = lane.head.load(std::memory_order_acquire);
+    if (head == m_laneTail) return std::nullopt;
+    const std::uint64_t ready = head - m_laneTail;
+    if (head < m_laneTail || ready > shm::kLaneBytes || ready % sizeof(LaneRecord) != 0) {
+      return broken(Errc::kMalformed, fmt::format("{}: the peer's lane head {} does not fit the tail {}", describe(),
+                                                  head, m_laneTail));
+    }
+    const std::size_t offset = m_laneTail % shm::kLaneBytes;
+    LaneRecord record;
+    std::memcpy(&record, ring + offset, sizeof record);
+    std::size_t consumed = sizeof record;
+    std::unique_ptr<LaneBody> body;
+    if (record.kind == kWrap) {
+      consumed = shm::kLaneBytes - offset;
+    } else if (record.kind == kFrame) {
+      if (record.bytes % sizeof(word) != 0 || record.bytes < kHeaderWords * sizeof(word) || record.bytes > kLaneMaxFrame ||
+          offset + sizeof record + record.bytes > shm::kLaneBytes) {
+        return broken(Errc::kMalformed, fmt::format("{}: a lane record of {} bytes at {} is malformed", describe(),
+                                                    record.bytes, offset));
+      }
+      consumed += record.bytes;
+      body = std::make_unique<LaneBody>(record.bytes);
+      std::memcpy(body->data(), ring + offset + sizeof record, record.bytes);
+    } else if (record.kind != kChunk) {
+      return broken(Errc::kMalformed, fmt::format("{}: a lane record of unknown kind {:#x}", describe(), record.kind));
+    }
+    if (consumed > ready) {
+      return broken(Errc::kMalformed, fmt::format("{}: a lane record of {} bytes runs past the {} written",
+                                                  describe(), consumed, ready));
+    }
+    m_laneTail += consumed;
+    lane.tail.store(m_laneTail, std::memory_order_release);
+    if (record.kind == kWrap) continue;
+    if (record.kind == kChunk) return takeChunk();
+    control().consumed[m_recvDir].fetch_add(1, std::memory_order_release);
+    if (auto ok = body->parse(); !ok) {
+      shm::log().warn("{}: {}", describe(), ok.error().message);
+      return broken(ok.error().code, fmt::format("{}: {}", describe(), ok.error().message));
+    }
+    return Incoming(std::move(body));
+  }
+}
+
 Result<Incoming> ShmChannel::receive(std::chrono::milliseconds timeout) {
   if (m_broken) return std::unexpected(*m_broken);
   const auto start = Clock::now();
@@ -344,9 +500,10 @@ Result<Incoming> ShmChannel::receive(std::chrono::milliseconds timeout) {
   do {
     if (auto got = tryTake()) return std::move(*got);
   } while (Clock::now() - start < m_receiveSpin);
+  auto& lane = recvLane();
   for (;;) {
     if (peerGone()) {
-      // sent just before it went; take() pops a lock-free queue, so no lock of the dead peer is taken
+      // sent just before it went; the lane and take() are lock-free, so no lock of the dead peer is taken
       if (auto got = tryTake()) return std::move(*got);
       return peerLeft();
     }
@@ -355,8 +512,10 @@ Result<Incoming> ShmChannel::receive(std::chrono::milliseconds timeout) {
       return fail(Errc::kTimeout, fmt::format("{}: no message within {} ms", describe(), timeout.count()));
     }
     const auto slice = std::min<Clock::duration>(deadline - now, kLivenessSlice);
-    (void)m_ports->waitSet.timedWait(iox::units::Duration::fromNanoseconds(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(slice).count()));
+    // Announce the sleep, then look once more: a sender that wrote before seeing the flag is seen here.
+    lane.waiting.store(1, std::memory_order_seq_cst);
+    if (lane.head.load(std::memory_order_seq_cst) == m_laneTail) futexWait(lane.waiting, 1, slice);
+    lane.waiting.store(0, std::memory_order_relaxed);
     if (auto got = tryTake()) return std::move(*got);
   }
 }

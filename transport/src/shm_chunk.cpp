@@ -12,7 +12,7 @@ namespace flyt::transport::shm {
 
 kj::ArrayPtr<word> ChunkBuilder::allocateSegment(capnp::uint minimumSize) {
   const std::size_t remaining = m_words - m_used;
-  std::size_t size = std::max<std::size_t>(minimumSize, m_used == 0 ? kFirstSegmentWords : m_used);
+  std::size_t size = std::max<std::size_t>(minimumSize, m_used == 0 ? m_firstSegmentWords : m_used);
   if (size > remaining && minimumSize <= remaining) size = remaining;
   if (size <= remaining && m_segments < kMaxSegments) {
     word* start = m_area + m_used;

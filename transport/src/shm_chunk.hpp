@@ -30,7 +30,7 @@ using capnp::word;
 
 constexpr std::uint32_t kMagic = 0x54594c46;  // "FLYT"; also marks the set-up messages and control block
 constexpr std::uint32_t kVersion = 1;       // of the frame format
-constexpr std::uint32_t kSetupVersion = 2;  // of ConnectRequest and the ControlBlock (2: chunk windows)
+constexpr std::uint32_t kSetupVersion = 3;  // of ConnectRequest and the ControlBlock (2: chunk windows, 3: lanes)
 constexpr std::uint32_t kMaxSegments = 15;
 
 // Chunk tiers, by a chunk's size alone (so both ends agree whatever their configurations): calls and
@@ -72,7 +72,8 @@ constexpr std::size_t roundUp8(std::size_t n) { return (n + 7) & ~std::size_t{7}
 // the message into a larger chunk). Does not own `area`.
 class ChunkBuilder final : public capnp::MessageBuilder {
  public:
-  ChunkBuilder(word* area, std::size_t words) : m_area(area), m_words(words) {}
+  ChunkBuilder(word* area, std::size_t words, std::size_t firstSegmentWords = kFirstSegmentWords)
+      : m_area(area), m_words(words), m_firstSegmentWords(firstSegmentWords) {}
   kj::ArrayPtr<word> allocateSegment(capnp::uint minimumSize) override;
   [[nodiscard]] bool overflowed() const { return m_overflowed; }
   [[nodiscard]] std::size_t allocatedWords() const { return m_used; }
@@ -80,6 +81,7 @@ class ChunkBuilder final : public capnp::MessageBuilder {
  private:
   word* m_area;
   std::size_t m_words;
+  std::size_t m_firstSegmentWords;
   std::size_t m_used = 0;
   std::uint32_t m_segments = 0;
   bool m_overflowed = false;

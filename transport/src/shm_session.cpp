@@ -1,6 +1,7 @@
 // A ShmChannel session's ports and control block; see shm_session.hpp.
 #include "shm_session.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -61,29 +62,39 @@ sockaddr_un listenAddress(const std::string& name, socklen_t& length) {
 }
 
 ControlMapping::~ControlMapping() {
-  if (block) ::munmap(block, kControlBytes);
+  if (block) ::munmap(block, kMappingBytes);
 }
 
 Result<ControlMapping> createControl(UniqueFd& memfd) {
-  auto fd = sys("memfd_create", [] { return ::memfd_create("flyt-shm-control", MFD_CLOEXEC); });
+  auto fd = sys("memfd_create", [] { return ::memfd_create("flyt-shm-control", MFD_CLOEXEC | MFD_ALLOW_SEALING); });
   if (!fd) return std::unexpected(fd.error());
   memfd = UniqueFd(*fd);
-  if (auto ok = sys("ftruncate", [&] { return ::ftruncate(memfd.get(), kControlBytes); }); !ok) {
+  if (auto ok = sys("ftruncate", [&] { return ::ftruncate(memfd.get(), kMappingBytes); }); !ok) {
     return std::unexpected(ok.error());
   }
-  void* mapped = ::mmap(nullptr, kControlBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
+  if (auto ok = sys("fcntl", [&] { return ::fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL); });
+      !ok) {
+    return std::unexpected(ok.error());
+  }
+  void* mapped = ::mmap(nullptr, kMappingBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd.get(), 0);
   if (mapped == MAP_FAILED) return fail(Errc::kSystem, "mmap of the shm control block failed", errno);
   ControlMapping control(mapped);
-  new (control.block) ControlBlock{kMagic, {0, 0}, {0, 0}, {}};
+  new (control.block) ControlBlock{};
+  control.block->magic = kMagic;
   return control;
 }
 
 Result<ControlMapping> mapControl(int memfd) {
   struct stat st{};
-  if (::fstat(memfd, &st) != 0 || st.st_size < static_cast<off_t>(kControlBytes)) {
-    return fail(Errc::kMalformed, "shm control block is too small");
+  if (::fstat(memfd, &st) != 0 || st.st_size != static_cast<off_t>(kMappingBytes)) {
+    return fail(Errc::kMalformed, fmt::format("shm control block is not {} bytes", kMappingBytes));
   }
-  void* addr = ::mmap(nullptr, kControlBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  // A peer that could shrink the file would make every access past the new end a SIGBUS here.
+  const int seals = ::fcntl(memfd, F_GET_SEALS);
+  if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+    return fail(Errc::kMalformed, "shm control block is not sealed against shrinking");
+  }
+  void* addr = ::mmap(nullptr, kMappingBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (addr == MAP_FAILED) return fail(Errc::kSystem, "mmap of the shm control block failed", errno);
   ControlMapping control(addr);
   if (control.block->magic != kMagic) return fail(Errc::kMalformed, "shm control block has a bad magic");
@@ -113,9 +124,6 @@ Result<std::shared_ptr<Ports>> openPorts(const std::string& name, std::uint64_t 
           delete p;
         }
       });
-  if (ports->waitSet.attachState(ports->subscriber, iox::popo::SubscriberState::HAS_DATA).has_error()) {
-    return fail(Errc::kUnavailable, "cannot attach the shm subscriber to a WaitSet");
-  }
   return ports;
 }
 

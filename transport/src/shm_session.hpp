@@ -26,25 +26,52 @@
 
 #include "iceoryx_posh/popo/untyped_publisher.hpp"
 #include "iceoryx_posh/popo/untyped_subscriber.hpp"
-#include "iceoryx_posh/popo/wait_set.hpp"
 
 #include "flyt/transport/error.hpp"
 #include "shm_chunk.hpp"
 
 namespace flyt::transport::shm {
 
+// The indices of one direction's message lane (shm_channel.cpp), each on its own cache line: head,
+// the bytes the sender has written (counting up forever; the lane's offset is head % kLaneBytes);
+// tail, the bytes the receiver has consumed; waiting, set by a receiver about to sleep on it (a
+// futex word: the sender wakes it).
+struct LaneIndex {
+  alignas(64) std::atomic<std::uint64_t> head;
+  alignas(64) std::atomic<std::uint64_t> tail;
+  alignas(64) std::atomic<std::uint32_t> waiting;
+};
+
+// A lane record's head (shm_channel.cpp describes the lanes).
+struct LaneRecord {
+  std::uint32_t bytes;  // kFrame: the frame's length (a multiple of 8); otherwise 0
+  std::uint32_t kind;
+};
+static_assert(sizeof(LaneRecord) == 8);
+constexpr std::uint32_t kFrame = 0x464c4e31;  // the frame follows
+constexpr std::uint32_t kChunk = 0x464c4e32;  // the message is the next iceoryx chunk
+constexpr std::uint32_t kWrap = 0x464c4e33;   // the record continues at the lane's start
+
 // Shared by both ends through a memfd. consumed[d]: messages taken by the receiver of direction d.
 // closed[s]: set by side s (s = its send direction) once it has destroyed its ports of the session.
 // released[d][t]: chunks of tier t (shm_chunk.hpp) the receiver of direction d has given back.
+// lanes[d]: direction d's message lane, whose bytes follow the control page (laneBytes()).
 struct ControlBlock {
   std::uint64_t magic;
   std::atomic<std::uint64_t> consumed[2];
   std::atomic<std::uint32_t> closed[2];
   std::atomic<std::uint64_t> released[2][kTiers];
+  LaneIndex lanes[2];
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
-static_assert(sizeof(ControlBlock) == 96 && alignof(ControlBlock) == 8);
-constexpr std::size_t kControlBytes = 4096;
+static_assert(sizeof(ControlBlock) <= 1024 && alignof(ControlBlock) == 64);
+constexpr std::size_t kControlBytes = 4096;       // the control page
+constexpr std::size_t kLaneBytes = 512U << 10;    // each direction's lane
+constexpr std::size_t kMappingBytes = kControlBytes + 2 * kLaneBytes;
+// The bytes of direction `direction`'s lane in a mapping of the memfd.
+inline std::byte* laneBytes(ControlBlock* block, int direction) {
+  return reinterpret_cast<std::byte*>(block) + kControlBytes + static_cast<std::size_t>(direction) * kLaneBytes;
+}
 constexpr int kClientToServer = 0;
 constexpr int kServerToClient = 1;
 
@@ -83,7 +110,7 @@ class UniqueFd {
 // The abstract unix socket address "\0flyt-shm/<name>"; `length` receives its length.
 sockaddr_un listenAddress(const std::string& name, socklen_t& length);
 
-// Owns one kControlBytes mapping of the control block.
+// Owns one kMappingBytes mapping of the memfd: the control block and both lanes.
 struct ControlMapping {
   ControlMapping() = default;
   explicit ControlMapping(void* addr) : block(static_cast<ControlBlock*>(addr)) {}
@@ -92,9 +119,11 @@ struct ControlMapping {
   ControlBlock* block = nullptr;
 };
 
-// A fresh control block in a new memfd, which `memfd` receives (to be passed to the peer).
+// A fresh control block in a new memfd, which `memfd` receives (to be passed to the peer). The memfd
+// is sealed against shrinking and growing, so that its peer may map it without fear of SIGBUS.
 [[nodiscard]] Result<ControlMapping> createControl(UniqueFd& memfd);
-// Maps the control block in a memfd a client passed; kMalformed when it is too small or unmarked.
+// Maps the control block in a memfd a client passed; kMalformed when it is not kMappingBytes, not
+// sealed against shrinking, or unmarked.
 [[nodiscard]] Result<ControlMapping> mapControl(int memfd);
 
 // Sets ControlBlock::closed[side] when destroyed, i.e. after the ports declared after it.
@@ -116,14 +145,14 @@ struct Ports {
   ClosedMark closedMark;   // set once the ports below are gone: we hold none of their locks
   iox::popo::UntypedPublisher publisher;
   iox::popo::UntypedSubscriber subscriber;
-  iox::popo::WaitSet<1> waitSet;       // declared last: detaches before the subscriber goes
   std::mutex subscriberMutex;          // take() on the receiving thread vs release() from any thread
   std::atomic<bool> abandoned{false};  // the peer died uncleanly: never touch the ports again
 };
 
 // Creates the session's ports for `side` (kClientToServer: the client) with the services
-// ("flyt", name, "c2s.<id>") and ("flyt", name, "s2c.<id>"), and attaches the subscriber to the
-// WaitSet. Blocks while RouDi answers (iceoryx registers ports over its IPC channel).
+// ("flyt", name, "c2s.<id>") and ("flyt", name, "s2c.<id>"). No WaitSet: receivers wait on their
+// lane, which names every message in order (shm_channel.cpp). Blocks while RouDi answers (iceoryx
+// registers ports over its IPC channel).
 [[nodiscard]] Result<std::shared_ptr<Ports>> openPorts(const std::string& name, std::uint64_t sessionId, int side,
                                                        ControlMapping control);
 

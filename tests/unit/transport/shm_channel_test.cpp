@@ -411,17 +411,19 @@ TEST(ShmChannel, ServesOtherSessionsWhileOnePeerMisbehaves) {
   auto listener = ft::listenShm(ep, testConfig());
   ASSERT_TRUE(listener) << listener.error().describe();
   Peer bad("malformed", ep.name);
+  Peer badLane("malformed-lane", ep.name);
+  Peer badIndex("malformed-index", ep.name);
   Peer good("echo", ep.name);
   Peer dying("echo", ep.name);
   std::vector<std::unique_ptr<ft::Channel>> channels;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 5; ++i) {
     channels.push_back(acceptOne(**listener));
     ASSERT_TRUE(channels.back());
   }
   dying.killWhenIdle(1);  // connected, waiting for its first message (see Peer)
 
-  // Each session is probed with one call: the echo session answers, the malformed one reports
-  // kMalformed and stays broken, the dead one reports kDisconnected.
+  // Each session is probed with one call: the echo session answers, the malformed ones (a garbage
+  // chunk named in the lane, a garbage frame in the lane, a lane head past the lane) report kMalformed and stay broken, the dead one reports kDisconnected.
   int echoed = 0, malformed = 0, disconnected = 0;
   for (auto& channel : channels) {
     auto sent = sendCalls(*channel, 1, 1);
@@ -446,7 +448,7 @@ TEST(ShmChannel, ServesOtherSessionsWhileOnePeerMisbehaves) {
     }
   }
   EXPECT_EQ(echoed, 1);
-  EXPECT_EQ(malformed, 1);
+  EXPECT_EQ(malformed, 3);
   EXPECT_EQ(disconnected, 1);
   // The listener still accepts new sessions afterwards.
   Peer late("echo", ep.name);

@@ -6,8 +6,11 @@
 //                       rise by one from 1, answer one Reply {sequence: last, status ok|malformed},
 //                       then wait for the session to close
 //   silent <name>       connect, then say nothing (dropping what arrives) until the session closes
-//   malformed <name>    connect, publish a garbage chunk into the session's c2s service, then wait
-//                       for the session to close
+//   malformed <name>    connect, publish a garbage chunk into the session's c2s service and name it
+//                       in the session's lane, then wait for the session to close
+//   malformed-lane <name>  connect, write a garbage frame into the session's lane, then wait for
+//                       the session to close
+//   malformed-index <name> connect, move the lane's head past what the lane holds, then wait
 //   flood-<bytes>-<n> <name>   connect, send n messages with a <bytes>-byte payload (byte i of
 //                       message k is (k + i) & 0xff), then drop what arrives until the session closes
 //   hoard <name>        connect, receive and keep every message (never releasing its chunk) until the
@@ -17,7 +20,9 @@
 //   bench <n>           start RouDi if absent, listen, spawn `echo`, time n empty-call round trips and
 //                       print median/p90/p99 to stderr
 // Exit status 0 on success; diagnostics on stderr, never stdout.
+#include <linux/futex.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +37,7 @@
 #include "flyt/transport/shm_channel.hpp"
 #include "flyt/wire/session.capnp.h"
 #include "iceoryx_posh/popo/untyped_publisher.hpp"
+#include "shm_session.hpp"
 
 using namespace std::chrono_literals;
 namespace ft = flyt::transport;
@@ -121,6 +127,64 @@ int count(ft::Channel& channel) {
   return untilClosed(channel);
 }
 
+// The client-to-server lane of this process's one shm session, found by its memfd's mapping.
+flyt::transport::shm::ControlBlock* sessionControl() {
+  FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) return nullptr;
+  char line[512];
+  void* found = nullptr;
+  while (found == nullptr && std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long begin = 0, end = 0;
+    if (std::strstr(line, "memfd:flyt-shm-control") != nullptr && std::sscanf(line, "%lx-%lx", &begin, &end) == 2) {
+      found = reinterpret_cast<void*>(begin);
+    }
+  }
+  std::fclose(maps);
+  return static_cast<flyt::transport::shm::ControlBlock*>(found);
+}
+
+// Appends one record (and `frame`, a multiple of 8 bytes) to the client-to-server lane, as a sender.
+bool writeLaneRecord(std::uint32_t kind, const void* frame, std::uint32_t bytes) {
+  namespace shm = flyt::transport::shm;
+  auto* control = sessionControl();
+  if (control == nullptr) return false;
+  auto& lane = control->lanes[shm::kClientToServer];
+  const std::uint64_t head = lane.head.load();
+  std::byte* at = shm::laneBytes(control, shm::kClientToServer) + head % shm::kLaneBytes;
+  const shm::LaneRecord record{bytes, kind};
+  std::memcpy(at, &record, sizeof record);
+  if (bytes > 0) std::memcpy(at + sizeof record, frame, bytes);
+  lane.head.store(head + sizeof record + bytes);
+  if (lane.waiting.exchange(0) != 0) syscall(SYS_futex, &lane.waiting, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  return true;
+}
+
+// A well-formed frame header around a Cap'n Proto segment of garbage pointers: this gets past the
+// header checks and must be caught by the message validation.
+void garbageFrame(std::uint8_t* bytes, std::size_t size) {
+  std::memset(bytes, 0xff, size);
+  const std::uint32_t header[6] = {0x54594c46, 1U | (1U << 16), 0, 0, 17, 4};
+  std::memcpy(bytes, header, sizeof(header));
+}
+
+int malformedLane(ft::Channel& channel) {
+  alignas(8) std::uint8_t frame[1024];
+  garbageFrame(frame, sizeof frame);
+  if (!writeLaneRecord(flyt::transport::shm::kFrame, frame, sizeof frame)) return 2;
+  return untilClosed(channel);
+}
+
+// A lane head further ahead than the lane holds.
+int malformedIndex(ft::Channel& channel) {
+  namespace shm = flyt::transport::shm;
+  auto* control = sessionControl();
+  if (control == nullptr) return 2;
+  auto& lane = control->lanes[shm::kClientToServer];
+  lane.head.store(lane.head.load() + 2 * shm::kLaneBytes);
+  if (lane.waiting.exchange(0) != 0) syscall(SYS_futex, &lane.waiting, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  return untilClosed(channel);
+}
+
 int malformed(ft::Channel& channel, const std::string& name) {
   // describe() is "shm://<name>#<session id in hex>"; the client-to-server service is named from it.
   const auto text = channel.describe();
@@ -135,13 +199,9 @@ int malformed(ft::Channel& channel, const std::string& name) {
   for (int i = 0; i < 500 && !raw.hasSubscribers(); ++i) std::this_thread::sleep_for(10ms);
   auto chunk = raw.loan(1024);
   if (chunk.has_error()) return 2;
-  // A well-formed frame header around a Cap'n Proto segment of garbage pointers: this gets past
-  // the header checks and must be caught by the message validation.
-  auto* bytes = static_cast<std::uint8_t*>(chunk.value());
-  std::memset(bytes, 0xff, 1024);
-  const std::uint32_t header[6] = {0x54594c46, 1U | (1U << 16), 0, 0, 17, 4};
-  std::memcpy(bytes, header, sizeof(header));
+  garbageFrame(static_cast<std::uint8_t*>(chunk.value()), 1024);
   raw.publish(chunk.value());
+  if (!writeLaneRecord(flyt::transport::shm::kChunk, nullptr, 0)) return 2;
   return untilClosed(channel);
 }
 
@@ -212,6 +272,8 @@ int main(int argc, char** argv) {
   if (mode == "count") return count(**channel);
   if (mode == "silent") return untilClosed(**channel);
   if (mode == "malformed") return malformed(**channel, name);
+  if (mode == "malformed-lane") return malformedLane(**channel);
+  if (mode == "malformed-index") return malformedIndex(**channel);
   if (mode == "hoard") return hoard(**channel);
   if (mode.starts_with("flood-")) {
     const auto dash = mode.find('-', 6);
