@@ -27,6 +27,7 @@
 #include "flyt/transport/handshake.hpp"
 #include "flyt/transport/region_protocol.hpp"
 #include "flyt/wire/session.capnp.h"
+#include "hostile_fixture.hpp"
 #include "process_helpers.hpp"
 #include "raw_session.hpp"
 
@@ -127,31 +128,9 @@ void expectMalformed(const Answer& a, const char* what) {
   expectRefused(a, kInvalidValue, TransportStatus::MALFORMED, what);
 }
 
-class HostileClient : public ::testing::TestWithParam<std::string> {
+class HostileClient : public flyt::test::HostileFixture<Victim, RuntimeSession> {
  protected:
-  void SetUp() override {
-    flyt::test::holdHostRouDiLock();
-    m_node = std::make_unique<Node>();
-    ASSERT_TRUE(m_node->ready()) << m_node->log();
-    m_victim = std::make_unique<Victim>(endpoint(), clientConfig());
-    m_hostile = std::make_unique<RuntimeSession>(endpoint(), clientConfig(), "hostile");
-    ASSERT_TRUE(m_victim->session.open() && m_hostile->open()) << m_node->log();
-  }
-  void TearDown() override {
-    if (m_node) {
-      EXPECT_EQ(m_node->log().find("killed by signal"), std::string::npos) << m_node->log();
-    }
-  }
-  [[nodiscard]] const std::string& endpoint() const { return m_node->endpoint(GetParam()); }
-  // After an attack: the hostile session and the victim both still work.
-  void bothStillWork(const char* after) {
-    m_hostile->expectWorks(after);
-    m_victim->check(after);
-  }
-
-  std::unique_ptr<Node> m_node;
-  std::unique_ptr<Victim> m_victim;
-  std::unique_ptr<RuntimeSession> m_hostile;
+  HostileClient() : HostileFixture("flyt-hostile") {}
 };
 
 TEST_P(HostileClient, ForgedPointersStraddlingRangesAndOverflowingLengthsAreRefused) {

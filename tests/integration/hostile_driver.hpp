@@ -18,6 +18,7 @@
 
 #include "flyt/api/codec.hpp"
 #include "flyt/api/cu_methods.hpp"
+#include "hostile_fixture.hpp"
 #include "process_helpers.hpp"
 #include "raw_session.hpp"
 
@@ -147,36 +148,10 @@ struct Victim {
 };
 
 
-// Each test: a node of its own, the victim and the hostile session on it, over the transport the
-// parameter names ("shm" or "tcp"); afterwards the node must not have seen a worker killed by a
-// signal.
-class HostileDriver : public ::testing::TestWithParam<std::string> {
+// The fixture of both driver-cut files (hostile_fixture.hpp).
+class HostileDriver : public flyt::test::HostileFixture<Victim, DriverSession> {
  protected:
-  // More flyt-node options (a quota).
-  virtual std::vector<std::string> nodeOptions() const { return {}; }
-  void SetUp() override {
-    flyt::test::holdHostRouDiLock();
-    m_node = std::make_unique<flyt::test::StandinNode>(FLYT_NODE_PATH, "flyt-hostile-driver",
-                                                       std::vector<std::string>{}, nodeOptions());
-    ASSERT_TRUE(m_node->ready()) << m_node->log();
-    m_victim = std::make_unique<Victim>(endpoint(), flyt::test::smallRegionConfig());
-    m_hostile = std::make_unique<DriverSession>(endpoint(), flyt::test::smallRegionConfig(), "hostile");
-    ASSERT_TRUE(m_victim->session.open() && m_hostile->open()) << m_node->log();
-  }
-  void TearDown() override {
-    if (m_node) {
-      EXPECT_EQ(m_node->log().find("killed by signal"), std::string::npos) << m_node->log();
-    }
-  }
-  [[nodiscard]] const std::string& endpoint() const { return m_node->endpoint(GetParam()); }
-  void bothStillWork(const char* after) {
-    m_hostile->expectWorks(after);
-    m_victim->check(after);
-  }
-
-  std::unique_ptr<flyt::test::StandinNode> m_node;
-  std::unique_ptr<Victim> m_victim;
-  std::unique_ptr<DriverSession> m_hostile;
+  HostileDriver() : HostileFixture("flyt-hostile-driver") {}
 };
 
 // cuMemCreate of `bytes` of device 0's memory (pinned): {u64 size, u64 flags} + the properties inline.
