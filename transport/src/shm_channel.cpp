@@ -91,6 +91,7 @@ using shm::listenAddress;
 constexpr std::uint64_t kWindow = 128;         // messages in flight per direction
 constexpr auto kSpin = std::chrono::microseconds(50);
 constexpr auto kLivenessSlice = std::chrono::milliseconds(5);
+constexpr auto kSendLivenessInterval = std::chrono::milliseconds(1);
 
 using shm::LaneRecord;
 using shm::kFrame;
@@ -222,6 +223,7 @@ class ShmChannel final : public Channel {
   std::vector<ShmChunkClass> m_classes;
   std::uint64_t m_sent = 0;
   std::uint64_t m_held[shm::kTiers] = {};  // chunks loaned per tier (compare ControlBlock::released)
+  Clock::time_point m_nextLivenessCheck{};  // send()'s next look at the peer's liveness
   std::uint64_t m_laneHead = 0;  // the send lane's head as this side wrote it
   std::uint64_t m_laneTail = 0;  // the receive lane's tail as this side consumed it
   std::unique_ptr<word[]> m_scratch = std::make_unique<word[]>(kScratchWords);
@@ -343,7 +345,12 @@ Result<void> ShmChannel::send(BuildMessage build, std::span<const std::byte> pay
     return fail(Errc::kTooLarge, fmt::format("payload of {} bytes exceeds the {}-byte shm inline limit; "
                                              "use the data region", payload.size(), maxPayloadBytes()));
   }
-  if (peerGone()) return peerLeft();
+  // A dead peer is looked for at most once a millisecond here (a poll() per call would be a good
+  // part of a round trip); receive() and every wait for room look each time.
+  if (const auto now = Clock::now(); now >= m_nextLivenessCheck) {
+    if (peerGone()) return peerLeft();
+    m_nextLivenessCheck = now + kSendLivenessInterval;
+  }
   if (auto credit = waitForCredit(); !credit) return credit;
 
   shm::ChunkBuilder builder(m_scratch.get(), kScratchWords, kScratchFirstSegmentWords);
