@@ -225,6 +225,7 @@ class ShmChannel final : public Channel {
   std::uint64_t m_held[shm::kTiers] = {};  // chunks loaned per tier (compare ControlBlock::released)
   Clock::time_point m_nextLivenessCheck{};  // send()'s next look at the peer's liveness
   std::uint64_t m_laneHead = 0;  // the send lane's head as this side wrote it
+  std::uint64_t m_laneTailSeen = 0;  // the send lane's tail as last read
   std::uint64_t m_laneTail = 0;  // the receive lane's tail as this side consumed it
   std::unique_ptr<word[]> m_scratch = std::make_unique<word[]>(kScratchWords);
   std::optional<Error> m_broken;
@@ -304,13 +305,17 @@ Result<std::byte*> ShmChannel::reserveLane(std::size_t bytes) {
   const std::size_t offset = m_laneHead % shm::kLaneBytes;
   const bool wraps = offset + bytes > shm::kLaneBytes;
   const std::size_t needed = bytes + (wraps ? shm::kLaneBytes - offset : 0);
+  // The receiver's tail is read only when the last one read leaves too little room: the line it
+  // lives on then mostly stays in the receiver's cache.
   const auto start = Clock::now();
-  for (auto backoff = std::chrono::microseconds(0);;) {
+  for (auto backoff = std::chrono::microseconds(0);
+       shm::kLaneBytes - (m_laneHead - m_laneTailSeen) < needed;) {
     const std::uint64_t tail = lane.tail.load(std::memory_order_acquire);
-    if (tail > m_laneHead || m_laneHead - tail > shm::kLaneBytes) {
+    if (tail > m_laneHead || tail < m_laneTailSeen || m_laneHead - tail > shm::kLaneBytes) {
       return broken(Errc::kMalformed, fmt::format("{}: the peer's lane tail {} does not fit the head {}", describe(),
                                                   tail, m_laneHead));
     }
+    m_laneTailSeen = tail;
     if (shm::kLaneBytes - (m_laneHead - tail) >= needed) break;
     if (peerGone()) return peerLeft();
     if (Clock::now() - start > m_config.peerTimeout) {
