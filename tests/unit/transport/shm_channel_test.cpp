@@ -281,6 +281,10 @@ TEST(ShmChannel, SendFailsWhenPeerIsGone) {
 
   peer.killWhenIdle(2);  // after accepting and after its one reply (see Peer)
   const auto start = Clock::now();
+  // send() looks for a dead peer at most once a millisecond (shm_channel.cpp,
+  // kSendLivenessInterval); a send sooner than that after the last look may still land in the
+  // dead peer's lane, and the next receive() reports the loss. Past the interval it fails itself.
+  std::this_thread::sleep_for(5ms);
   auto sent = sendCalls(**channel, 2, 1);
   ASSERT_FALSE(sent);
   EXPECT_EQ(sent.error().code, Errc::kDisconnected) << sent.error().describe();
