@@ -5,8 +5,15 @@
 //            worker registered with the GPU (host_memory.cpp). The call names it (a BulkRef): the
 //            copy is one DMA from or to the application's own buffer. A synchronous copy waits for
 //            it; an asynchronous one is batched and returns at once, with CUDA's own semantics.
-//   small    An asynchronous host-to-device copy from pageable memory of less than 256 KiB travels
-//            inline with the batch and is not waited for (the bytes are copied into the batch).
+//   small    A host-to-device copy of less than 256 KiB travels inline with the batch and is not
+//            waited for (the bytes are copied into the batch, so the application may reuse its
+//            buffer at once): an asynchronous one from pageable memory, and a synchronous one from
+//            any host memory whose destination lies inside one of the session's allocations known
+//            here (not managed memory). The worker performs a synchronous copy synchronously, in
+//            order, before any later call, so nothing the application can observe differs from a
+//            waited copy except where the worker's copy fails: as for every batched call, that error
+//            is reported by the next call that synchronises. Copies the client cannot vouch for (an
+//            address it does not know, a range past its allocation) are waited for.
 //   pageable Everything else is cut into chunks and pipelined (../src/pipelined_copy.hpp): through
 //            the region's staging ring on shared memory, inline over TCP. The copy is complete when
 //            the call returns, which CUDA allows for pageable memory, asynchronous or not.
@@ -94,15 +101,20 @@ CUresult toDevice(CUdeviceptr device, const void* host, std::size_t bytes, std::
     return stream && !waits ? cuMemcpyDtoDAsync_v2(device, managed, bytes, *stream) : cuMemcpyDtoD_v2(device, managed, bytes);
   }
   const Method method = stream ? Method::cuMemcpyHtoDAsync_v2 : Method::cuMemcpyHtoD_v2;
+  const bool small = bytes < kStagedMinBytes;
+  const bool inlineSync = waits && small && DriverState::get().vouchesFor(device, bytes);
   // Looked up before taking the session: the region's allocator lock never nests inside it.
-  if (auto pinned = CuClient::get().findRegionHost(host, bytes)) return pinnedCopy(method, *pinned, device, stream, waits);
+  if (!inlineSync) {
+    if (auto pinned = CuClient::get().findRegionHost(host, bytes)) return pinnedCopy(method, *pinned, device, stream, waits);
+  }
   const auto* source = static_cast<const std::byte*>(host);
   DriverCall call;
   const std::size_t chunk = call.session().maxPayloadBytes();
   if (chunk == 0) return CUDA_ERROR_DEVICE_UNAVAILABLE;
-  if (!waits && bytes < kStagedMinBytes && bytes <= chunk) {
+  if ((!waits || inlineSync) && small && bytes <= chunk) {
     return call.enqueue(method, copyArgs(device, bytes, stream), {source, bytes});
   }
+  // (A transport whose messages carry less than `bytes`: pipelined below, pinned memory too.)
   Pipeline pipeline(call);
   auto args = [&](std::size_t offset, std::size_t n) { return copyArgs(device + offset, n, stream); };
   return pipelinedToDevice(pipeline, method, args, source, bytes, CUDA_SUCCESS, CUDA_ERROR_UNKNOWN);

@@ -303,6 +303,35 @@ void DriverState::released(CUdeviceptr base) noexcept {
   std::lock_guard lock(m_mutex);
   m_allocations.erase(base);
   m_managedBases.erase(base);
+  m_inaccessible.erase(base);
+}
+
+void DriverState::mapped(CUdeviceptr base, std::size_t bytes) noexcept {
+  allocated(base, bytes);
+  std::lock_guard lock(m_mutex);
+  if (base != 0 && bytes != 0) m_inaccessible.insert(base);
+}
+
+void DriverState::accessSet(CUdeviceptr base, std::size_t bytes, bool readWrite) noexcept {
+  std::lock_guard lock(m_mutex);
+  // The mappings lying wholly in the range (cuMemSetAccess covers whole mappings).
+  for (auto it = m_allocations.lower_bound(base); it != m_allocations.end() && it->first - base < bytes; ++it) {
+    if (it->second > bytes - (it->first - base)) break;
+    if (readWrite) {
+      m_inaccessible.erase(it->first);
+    } else if (!m_managedBases.contains(it->first)) {
+      m_inaccessible.insert(it->first);
+    }
+  }
+}
+
+bool DriverState::vouchesFor(CUdeviceptr address, std::size_t bytes) const noexcept {
+  const auto found = allocation(address);
+  if (!found) return false;
+  const auto [base, size] = *found;
+  if (bytes > size || address - base > size - bytes) return false;
+  std::lock_guard lock(m_mutex);
+  return !m_managedBases.contains(base) && !m_inaccessible.contains(base);
 }
 
 bool DriverState::isManaged(CUdeviceptr address) const noexcept {

@@ -117,6 +117,14 @@ class DriverState {
   // and pointer query here, also mapped as host memory of the process.
   void allocated(CUdeviceptr base, std::size_t bytes, bool managed = false) noexcept;
   void released(CUdeviceptr base) noexcept;
+  // A cuMemMap'ed range is an allocation here, but a copy into it fails until cuMemSetAccess
+  // granted access to it (virtual_memory.cpp).
+  void mapped(CUdeviceptr base, std::size_t bytes) noexcept;
+  // `readWrite`: cuMemSetAccess granted read-write access to the range; else it took it away.
+  void accessSet(CUdeviceptr base, std::size_t bytes, bool readWrite) noexcept;
+  // [address, address + bytes) lies inside one allocation, not managed, accessible: a copy there
+  // cannot fail for its destination (copies.cpp sends small ones without waiting).
+  [[nodiscard]] bool vouchesFor(CUdeviceptr address, std::size_t bytes) const noexcept;
   // The allocation holding `address`: its base and size.
   [[nodiscard]] std::optional<std::pair<CUdeviceptr, std::size_t>> allocation(CUdeviceptr address) const noexcept;
   // Whether `address` lies in a managed allocation (CU_POINTER_ATTRIBUTE_IS_MANAGED).
@@ -165,6 +173,7 @@ class DriverState {
   std::map<std::uint64_t, std::string> m_names;
   std::map<CUdeviceptr, std::size_t> m_allocations;
   std::set<CUdeviceptr> m_managedBases;  // those of m_allocations that are managed
+  std::set<CUdeviceptr> m_inaccessible;  // mappings of m_allocations not yet granted access
   struct StreamState {
     std::uint64_t generation = 1;
     std::uint64_t idleAt = 0;  // the generation last seen idle (0: never)

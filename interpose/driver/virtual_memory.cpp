@@ -83,7 +83,7 @@ FLYT_CU_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle) {
 FLYT_CU_EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle handle,
                                  unsigned long long flags) {
   const CUresult error = simple(Method::cuMemMap, pack(ptr, size, offset, handle, flags));
-  if (error == CUDA_SUCCESS) DriverState::get().allocated(ptr, size);
+  if (error == CUDA_SUCCESS) DriverState::get().mapped(ptr, size);
   return error;
 }
 
@@ -95,7 +95,13 @@ FLYT_CU_EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size) {
 
 FLYT_CU_EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc* desc, size_t count) {
   if (desc == nullptr || count == 0) return CUDA_ERROR_INVALID_VALUE;
-  return simple(Method::cuMemSetAccess, pack(ptr, size, count), bytesOf(desc, count));
+  const CUresult error = simple(Method::cuMemSetAccess, pack(ptr, size, count), bytesOf(desc, count));
+  // Small copies into a range are sent without waiting once it is read-write (copies.cpp); a grant
+  // to another device than a copy's own leaves that copy's failure to the next synchronising call.
+  bool readWrite = false;
+  for (std::size_t i = 0; i < count; ++i) readWrite = readWrite || desc[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+  if (error == CUDA_SUCCESS) DriverState::get().accessSet(ptr, size, readWrite);
+  return error;
 }
 
 FLYT_CU_EXPORT CUresult cuMemGetAllocationPropertiesFromHandle(CUmemAllocationProp* prop,

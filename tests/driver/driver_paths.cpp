@@ -119,6 +119,59 @@ void hostCopies() {
   CHECK_CALL(cuMemFree(device));
 }
 
+// Flyt's identity table (api/include/flyt/api/cu_identity.hpp): the session's call counts.
+struct FlytIdentity {
+  std::size_t bytes;
+  void* deviceStatus;
+  void (*callCounts)(std::uint64_t* calls, std::uint64_t* waited, std::uint64_t* messages) noexcept;
+};
+std::uint64_t waitedCalls() {
+  CUuuid uuid{};
+  std::memcpy(uuid.bytes, "Flyt libcuda.so1", 16);
+  const void* table = nullptr;
+  if (cuGetExportTable(&table, &uuid) != CUDA_SUCCESS || table == nullptr) return 0;
+  const auto* identity = static_cast<const FlytIdentity*>(table);
+  if (identity->bytes < sizeof(FlytIdentity) || identity->callCounts == nullptr) return 0;
+  std::uint64_t calls = 0, waited = 0, messages = 0;
+  identity->callCounts(&calls, &waited, &messages);
+  return waited;
+}
+
+// Small synchronous host-to-device copies into the session's allocations are sent without waiting
+// (interpose/driver/copies.cpp): the bytes are taken at the call (the buffer is overwritten at
+// once), land in call order, and a copy the client cannot vouch for is still refused at once.
+void smallSynchronousCopies() {
+  constexpr std::size_t kChunk = 4096, kCount = 64;
+  CUdeviceptr device = 0;
+  CHECK_CALL(cuMemAlloc(&device, kChunk * kCount));
+  unsigned char* pinned = nullptr;
+  CHECK_CALL(cuMemAllocHost(reinterpret_cast<void**>(&pinned), kChunk));
+  if (pinned == nullptr) return;
+  std::vector<unsigned char> pageable(kChunk), expected(kChunk * kCount), back(kChunk * kCount);
+  const std::uint64_t waitedBefore = waitedCalls();
+  for (std::size_t i = 0; i < kCount; ++i) {
+    unsigned char* source = i % 2 == 0 ? pageable.data() : pinned;
+    for (std::size_t b = 0; b < kChunk; ++b) source[b] = static_cast<unsigned char>(i * 31 + b);
+    std::memcpy(expected.data() + i * kChunk, source, kChunk);
+    CHECK_CALL(cuMemcpyHtoD(device + i * kChunk, source, kChunk));
+    std::memset(source, 0xee, kChunk);  // the copy took its bytes at the call
+  }
+  CHECK_CALL(cuMemcpyHtoD(device + 8, pageable.data(), 8));  // overlaps the first: order counts
+  std::memset(expected.data() + 8, 0xee, 8);
+  const std::uint64_t waitedAfter = waitedCalls();
+  if (waitedBefore != 0) {
+    check(waitedAfter == waitedBefore, "small synchronous copies into an allocation are not waited for");
+  }
+  CHECK_CALL(cuMemcpyDtoH(back.data(), device, back.size()));
+  check(back == expected, "small synchronous copies land in order, with the bytes of the call");
+  check(cuMemcpyHtoD(device + kChunk * kCount - 4, pageable.data(), 8) != CUDA_SUCCESS,
+        "a small synchronous copy past the allocation is refused at once");
+  check(cuMemcpyHtoD(device + (1ULL << 40), pageable.data(), 8) != CUDA_SUCCESS,
+        "a small synchronous copy to an unknown address is refused at once");
+  CHECK_CALL(cuMemFreeHost(pinned));
+  CHECK_CALL(cuMemFree(device));
+}
+
 // Mapped pinned memory: over shared memory cuMemHostGetDevicePointer answers for memory of the data
 // region, and copies, memsets and kernels reach the application's memory through the device address.
 // Over TCP the GPU cannot reach the application's memory: NOT_SUPPORTED.
@@ -473,6 +526,7 @@ int main(int argc, char** argv) {
   CHECK_CALL(cuMemFree(pitched));
 
   hostCopies();
+  smallSynchronousCopies();
 
   // Streams and events.
   CUstream stream = nullptr;

@@ -46,6 +46,7 @@ class DriverSession final : public SessionHandler {
     m_region.reset();
     m_received.reset();
     m_replyStaging.reset();
+    m_copyBounce.reset();
     if (m_registrationContext != nullptr) (void)m_context.driver().cuDevicePrimaryCtxRelease_v2(0);
     for (const auto& [context, green] : m_context.greenCreated) (void)m_context.driver().cuGreenCtxDestroy(green);
     if (m_context.green) (void)m_context.driver().cuGreenCtxDestroy(m_context.green->green);
@@ -166,7 +167,10 @@ class DriverSession final : public SessionHandler {
   // buffer, so the copy that follows is a single DMA. It is reused for every message: the worker
   // handles one message at a time and drops it before receiving the next (PayloadSink's contract).
   void installPayloadSink(transport::Channel& channel) {
-    if (channel.sharesHostMemory()) return;
+    if (channel.sharesHostMemory()) {
+      m_context.copyBounce = m_copyBounce.get();
+      return;
+    }
     channel.setPayloadSink([this](capnp::MessageReader&, std::size_t bytes) -> transport::Result<std::span<std::byte>> {
       auto buffer = m_received->get(bytes);
       if (buffer.size() != bytes) {
@@ -298,9 +302,12 @@ class DriverSession final : public SessionHandler {
   CUcontext m_registrationContext = nullptr;  // device 0's primary, retained when registration needed it
   bool m_sinkInstalled = false;
   // TCP payloads are received into m_received; device-to-host bytes returned inline leave from
-  // m_replyStaging. One message is handled at a time, so one of each suffices.
+  // m_replyStaging; inline host-to-device bytes over shared memory bounce through m_copyBounce. One
+  // message is handled at a time and every copy from a bounce is complete when its call is done,
+  // so one of each suffices.
   std::unique_ptr<PinnedBuffer> m_received = pinnedBuffer();
   std::unique_ptr<PinnedBuffer> m_replyStaging = pinnedBuffer();
+  std::unique_ptr<PinnedBuffer> m_copyBounce = pinnedBuffer();
 
   std::unique_ptr<PinnedBuffer> pinnedBuffer() {
     return std::make_unique<PinnedBuffer>([this](void* base, std::size_t bytes) { return registerHost(base, bytes); },

@@ -271,6 +271,11 @@ class ServeContext {
   // Where device-to-host bytes returned inline are copied to (page-locked, reused by every reply:
   // one message is handled at a time); null: a vector of the Outcome's.
   PinnedBuffer* replyStaging = nullptr;
+  // Shared-memory sessions: inline host-to-device bytes of kBounceMinBytes or more are copied here
+  // (page-locked) first, so that the driver copies them in one DMA rather than through its own
+  // pageable path, which costs more above about 16 KiB on an H100 (serve_memory.cpp). Null over TCP,
+  // whose payloads are received into page-locked memory already.
+  PinnedBuffer* copyBounce = nullptr;
 
  private:
   void forgetGlobalsOf(std::uint64_t owner);

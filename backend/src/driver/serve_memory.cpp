@@ -5,6 +5,7 @@
 // land in the region. An asynchronous copy waits for its stream before the handler returns unless
 // its host side is the application's pinned memory, which outlives the call (one DMA, not waited
 // for: CUDA's own semantics).
+#include <cstring>
 #include <tuple>
 
 #include "handlers.hpp"
@@ -31,6 +32,11 @@ std::optional<Outcome> readCopy(ServeContext& c, CallInput in, const char* funct
 
 }  // namespace
 
+// Inline bytes from this size on are copied into page-locked memory before the copy (ServeContext::
+// copyBounce). Measured on an H100 host (driver 580): a pageable 4 KiB copy took 7.0 µs, a pinned
+// one 8.0; at 64 KiB 17.8 against 9.8 µs.
+constexpr std::size_t kBounceMinBytes = 16 << 10;
+
 Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async) {
   const char* function = async ? "cuMemcpyHtoDAsync_v2" : "cuMemcpyHtoD_v2";
   CopyArgs copy;
@@ -38,12 +44,19 @@ Outcome serveCopyToDevice(ServeContext& c, CallInput in, bool async) {
   if (in.bulk.size() != copy.bytes) {
     return c.malformed(fmt::format("{}: {} payload bytes for a {}-byte copy", function, in.bulk.size(), copy.bytes));
   }
+  const std::byte* source = in.bulk.data();
+  if (in.region.empty() && c.copyBounce != nullptr && copy.bytes >= kBounceMinBytes) {
+    if (auto bounce = c.copyBounce->get(copy.bytes); bounce.size() == copy.bytes) {
+      std::memcpy(bounce.data(), source, copy.bytes);
+      source = bounce.data();
+    }
+  }
   Outcome out;
   if (!async) {
-    out.error = c.driver().cuMemcpyHtoD_v2(copy.device, in.bulk.data(), copy.bytes);
+    out.error = c.driver().cuMemcpyHtoD_v2(copy.device, source, copy.bytes);
     return out;
   }
-  out.error = c.driver().cuMemcpyHtoDAsync_v2(copy.device, in.bulk.data(), copy.bytes, copy.stream);
+  out.error = c.driver().cuMemcpyHtoDAsync_v2(copy.device, source, copy.bytes, copy.stream);
   // Inline bytes and staging slots are gone once the call is answered; pinned memory stays.
   if (out.error == CUDA_SUCCESS && !in.persists) out.error = c.driver().cuStreamSynchronize(copy.stream);
   return out;
